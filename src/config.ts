@@ -1,0 +1,109 @@
+import { z } from 'zod';
+
+/**
+ * Every environment variable the service reads, with its default. The README's
+ * configuration table mirrors this schema; keep the two in step.
+ */
+const intFrom = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().int().min(min).max(max).default(def);
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
+const bool = (def: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'])
+    .optional()
+    .transform((v) => (v === undefined ? def : ['true', '1', 'yes'].includes(v)));
+
+const schema = z.object({
+  NODE_ENV: z.string().default('development'),
+  PORT: intFrom(3000, 0, 65535),
+  HOST: z.string().default('0.0.0.0'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Public base URL, used only in the commands printed on first run. */
+  PUBLIC_URL: optionalString,
+
+  /** Owner/migration connection. Unset: an embedded PostgreSQL is started. */
+  DATABASE_URL: optionalString,
+  /** Connection used by request handlers (role clinic_app). Derived from DATABASE_URL when unset. */
+  APP_DATABASE_URL: optionalString,
+  /** Connection used by the SMS outbox worker (role clinic_worker). Derived when unset. */
+  WORKER_DATABASE_URL: optionalString,
+  /** Passwords given to clinic_app / clinic_worker when the URLs above are derived. */
+  APP_DB_PASSWORD: optionalString,
+  WORKER_DB_PASSWORD: optionalString,
+  DB_POOL_MAX: intFrom(20, 1, 500),
+  WORKER_DB_POOL_MAX: intFrom(4, 1, 100),
+  DATA_DIR: z.string().default('./.data'),
+  /** Port of the embedded PostgreSQL; 0 picks a free one at each start. */
+  EMBEDDED_PG_PORT: intFrom(0, 0, 65535),
+
+  /** Signing key for the JWTs /oauth/token issues (HS256, >= 32 chars). Generated into DATA_DIR when unset. */
+  JWT_SECRET: optionalString,
+  JWT_ISSUER: z.string().default('clinic-voice-tools'),
+  JWT_AUDIENCE: z.string().default('voice-tools'),
+  TOKEN_TTL_SECONDS: intFrom(900, 60, 86_400),
+  /** Optional external identity provider. Its tokens must carry the org in JWT_ORG_CLAIM. */
+  JWT_JWKS_URL: optionalString,
+  JWT_JWKS_ISSUER: optionalString,
+  JWT_JWKS_AUDIENCE: optionalString,
+  JWT_JWKS_ALGORITHMS: z.string().default('RS256,ES256'),
+  JWT_ORG_CLAIM: z.string().default('org_id'),
+  /** Bearer token for /api/admin. Generated into DATA_DIR when unset. */
+  ADMIN_TOKEN: optionalString,
+  /** AES-256-GCM keyring for clinic credentials: "k2:base64,k1:base64" (first encrypts). Generated when unset. */
+  CREDENTIALS_KEY: optionalString,
+  /** Largest request body accepted, in bytes. */
+  BODY_LIMIT_BYTES: intFrom(100_000, 1_000, 10_000_000),
+  /** Allowed clock skew for Vapi HMAC timestamps. */
+  VAPI_HMAC_TOLERANCE_SECONDS: intFrom(300, 1, 3600),
+
+  /** Demo clinic's OAuth client, pinned so scripts and CI need not read the first-run output. */
+  DEMO_CLIENT_ID: optionalString,
+  DEMO_CLIENT_SECRET: optionalString,
+  /** Seed the demo clinic when the database has no clinics. Default: on with the embedded database, off with DATABASE_URL. */
+  SEED_DEMO: z
+    .enum(['true', 'false', '1', '0'])
+    .optional()
+    .transform((v) => (v === undefined ? undefined : v === 'true' || v === '1')),
+
+  /** How long a booking waits for the first SMS attempt before answering `queued`. */
+  SMS_RESPONSE_BUDGET_MS: intFrom(1500, 0, 20_000),
+  SMS_ATTEMPT_TIMEOUT_MS: intFrom(2000, 100, 60_000),
+  SMS_MAX_ATTEMPTS: intFrom(6, 1, 50),
+  SMS_RETRY_BASE_MS: intFrom(1000, 10, 600_000),
+  SMS_RETRY_MAX_MS: intFrom(300_000, 100, 86_400_000),
+  SMS_BREAKER_THRESHOLD: intFrom(3, 1, 100),
+  SMS_BREAKER_COOLDOWN_MS: intFrom(60_000, 100, 3_600_000),
+  SMS_LEASE_MS: intFrom(30_000, 1000, 3_600_000),
+  SMS_WORKER_POLL_MS: intFrom(500, 10, 60_000),
+  SMS_WORKER_BATCH: intFrom(20, 1, 500),
+  SMS_WORKER_CONCURRENCY: intFrom(16, 1, 256),
+  SMS_WORKER_ENABLED: bool(true),
+  /** Rate limit when a clinic has not set its own. */
+  SMS_RATE_LIMIT_PER_HOUR: intFrom(5, 1, 1000),
+  /** Test/local overrides for the provider SDKs' API base URLs. */
+  TWILIO_API_BASE_URL: optionalString,
+  TELNYX_API_BASE_URL: optionalString,
+});
+
+export type Config = z.infer<typeof schema>;
+
+export class ConfigError extends Error {}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const cfg = parsed.data;
+  if (cfg.JWT_SECRET !== undefined && cfg.JWT_SECRET.length < 32) {
+    throw new ConfigError('Invalid configuration:\n  JWT_SECRET: must be at least 32 characters');
+  }
+  if (cfg.ADMIN_TOKEN !== undefined && cfg.ADMIN_TOKEN.length < 24) {
+    throw new ConfigError('Invalid configuration:\n  ADMIN_TOKEN: must be at least 24 characters');
+  }
+  return cfg;
+}

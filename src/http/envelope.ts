@@ -1,0 +1,102 @@
+import { HttpError } from './errors.js';
+
+/**
+ * Normalises the Vapi server-message envelope. Vapi has sent `arguments` both as
+ * an object and as a JSON string, `toolCallList` under the older name
+ * `toolCalls`, and docs show a flattened `{id, name, arguments}` item; all are
+ * accepted. Nothing here trusts the content: it only finds the pieces.
+ */
+
+export interface RawToolCall {
+  id: string | undefined;
+  name: string | undefined;
+  args: Record<string, unknown> | null;
+  /** Set when the arguments could not be read; the call then fails on its own. */
+  argsError?: string;
+}
+
+export const MAX_CALLS_PER_MESSAGE = 20;
+
+export type Obj = Record<string, unknown>;
+export const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);
+
+export function requireMessage(body: unknown): Obj {
+  if (!isObj(body) || !isObj(body.message)) {
+    throw new HttpError(400, 'invalid_envelope', 'Expected a JSON object with a "message" object.');
+  }
+  return body.message;
+}
+
+export function parseArguments(raw: unknown): { args: Record<string, unknown> | null; error?: string } {
+  if (raw === undefined || raw === null || raw === '') return { args: {} };
+  if (isObj(raw)) return { args: raw };
+  if (typeof raw === 'string') {
+    try {
+      const parsed: unknown = JSON.parse(raw);
+      if (isObj(parsed)) return { args: parsed };
+    } catch {
+      /* reported below */
+    }
+    return { args: null, error: 'The tool arguments are not a JSON object.' };
+  }
+  return { args: null, error: 'The tool arguments are not a JSON object.' };
+}
+
+export function extractToolCalls(message: Obj): RawToolCall[] {
+  const list = message.toolCallList ?? message.toolCalls;
+  if (!Array.isArray(list) || list.length === 0) {
+    throw new HttpError(400, 'invalid_envelope', 'A tool-calls message needs a non-empty toolCallList.');
+  }
+  if (list.length > MAX_CALLS_PER_MESSAGE) {
+    throw new HttpError(400, 'invalid_envelope', `At most ${MAX_CALLS_PER_MESSAGE} tool calls per message.`);
+  }
+  return list.map((item): RawToolCall => {
+    if (!isObj(item)) return { id: undefined, name: undefined, args: null, argsError: 'The tool call is not an object.' };
+    const fn = isObj(item.function) ? item.function : undefined;
+    const name = str(fn?.name) ?? str(item.name);
+    const parsed = parseArguments(fn ? fn.arguments ?? fn.parameters : item.arguments ?? item.parameters);
+    return { id: str(item.id), name, args: parsed.args, ...(parsed.error ? { argsError: parsed.error } : {}) };
+  });
+}
+
+const orgFrom = (meta: unknown): unknown =>
+  isObj(meta) ? meta.org_id ?? meta.orgId ?? meta.organizationId : undefined;
+
+/**
+ * Every org the request names outside the tool arguments: assistant metadata,
+ * per-call assistant overrides, and the legacy call.metadata.
+ */
+export function orgsNamedInMessage(message: Obj): unknown[] {
+  const call = isObj(message.call) ? message.call : {};
+  const overrides = isObj(call.assistantOverrides) ? call.assistantOverrides : {};
+  const callAssistant = isObj(call.assistant) ? call.assistant : {};
+  const assistant = isObj(message.assistant) ? message.assistant : {};
+  return [orgFrom(assistant.metadata), orgFrom(overrides.metadata), orgFrom(call.metadata), orgFrom(callAssistant.metadata)].filter(
+    (v) => v !== undefined && v !== null,
+  );
+}
+
+/**
+ * The request layer of the org check: anything the request names must be the
+ * token's org. Runs before any tool executes, so a mismatch anywhere means
+ * nothing at all is done.
+ */
+export function assertSameOrg(tokenOrg: string, named: unknown[]): void {
+  for (const v of named) {
+    if (typeof v !== 'string' || v.trim().toLowerCase() !== tokenOrg) {
+      throw new HttpError(403, 'org_mismatch', 'The request names a different clinic than the credentials.');
+    }
+  }
+}
+
+export function callContext(message: Obj): { callId?: string; customerNumber?: string } {
+  const call = isObj(message.call) ? message.call : {};
+  const customer = isObj(message.customer) ? message.customer : isObj(call.customer) ? call.customer : {};
+  const out: { callId?: string; customerNumber?: string } = {};
+  const callId = str(call.id);
+  const number = str(customer.number);
+  if (callId) out.callId = callId;
+  if (number) out.customerNumber = number;
+  return out;
+}

@@ -1,0 +1,77 @@
+import client from 'prom-client';
+
+/** One registry for the process; /metrics exposes it. Labels never carry patient data. */
+export const registry = new client.Registry();
+client.collectDefaultMetrics({ register: registry });
+
+export const httpDuration = new client.Histogram({
+  name: 'http_request_duration_seconds',
+  help: 'HTTP request latency by route and status',
+  labelNames: ['method', 'route', 'status'] as const,
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  registers: [registry],
+});
+
+export const toolCalls = new client.Counter({
+  name: 'tool_calls_total',
+  help: 'Voice tool calls by tool and result (ok, refused, error, crash)',
+  labelNames: ['tool', 'result'] as const,
+  registers: [registry],
+});
+
+export const toolDuration = new client.Histogram({
+  name: 'tool_call_duration_seconds',
+  help: 'Voice tool call latency by tool',
+  labelNames: ['tool'] as const,
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 5],
+  registers: [registry],
+});
+
+export const authFailures = new client.Counter({
+  name: 'auth_failures_total',
+  help: 'Rejected requests by layer (jwt, request, database, signature) and reason',
+  labelNames: ['layer', 'reason'] as const,
+  registers: [registry],
+});
+
+export const smsAttempts = new client.Counter({
+  name: 'sms_attempts_total',
+  help: 'Provider send attempts by provider, outcome and error class',
+  labelNames: ['provider', 'outcome', 'error_class'] as const,
+  registers: [registry],
+});
+
+export const smsAttemptDuration = new client.Histogram({
+  name: 'sms_attempt_duration_seconds',
+  help: 'Provider send attempt latency',
+  labelNames: ['provider'] as const,
+  buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
+  registers: [registry],
+});
+
+export const smsFinal = new client.Counter({
+  name: 'sms_messages_total',
+  help: 'Confirmation messages by final status (sent, failed, cancelled, expired)',
+  labelNames: ['status', 'reason'] as const,
+  registers: [registry],
+});
+
+export const smsFailovers = new client.Counter({
+  name: 'sms_failovers_total',
+  help: 'Messages that left one provider for the next, by from/to provider and cause',
+  labelNames: ['from', 'to', 'cause'] as const,
+  registers: [registry],
+});
+
+export const breakerState = new client.Gauge({
+  name: 'sms_breaker_open',
+  help: '1 while the circuit breaker for a provider account is open or half-open',
+  labelNames: ['provider'] as const,
+  registers: [registry],
+});
+
+export const outboxBacklog = new client.Gauge({
+  name: 'sms_outbox_due',
+  help: 'Outbox rows due for sending at the last poll',
+  registers: [registry],
+});

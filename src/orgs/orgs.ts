@@ -1,0 +1,295 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { Sql } from 'postgres';
+import { z } from 'zod';
+import { hashSecret, newClientId, newClientSecret } from '../auth/tokens.js';
+import { withOrg, type Tx } from '../db/pool.js';
+import { isValidZone } from '../booking/time.js';
+import { WEEKDAYS } from '../booking/org.js';
+import { encryptSecret, type Keyring } from '../sms/crypto.js';
+
+/** Clinic administration: what operators create and edit through /api/admin. */
+
+const HHMM = /^([01]\d|2[0-3]):[0-5]\d$|^24:00$/;
+const windowSchema = z
+  .tuple([z.string().regex(HHMM), z.string().regex(HHMM)])
+  .refine(([o, c]) => o < c && o !== '24:00', { message: 'each window must open before it closes' });
+const daySchema = z.array(windowSchema).max(6);
+const dayKeys = [...WEEKDAYS, '1', '2', '3', '4', '5', '6', '7'] as const;
+
+export const openingHoursSchema = z
+  .record(z.enum(dayKeys), daySchema)
+  .transform((hours) => {
+    const out: Record<string, Array<[string, string]>> = {};
+    for (const [k, v] of Object.entries(hours)) {
+      const iso = /^\d$/.test(k) ? k : String(WEEKDAYS.indexOf(k as (typeof WEEKDAYS)[number]) + 1);
+      out[iso] = [...(out[iso] ?? []), ...v].sort((a, b) => (a[0] < b[0] ? -1 : 1));
+    }
+    return out;
+  })
+  .refine((h) => Object.values(h).every((ws) => ws.every((w, i) => i === 0 || ws[i - 1]![1] <= w[0])), {
+    message: 'opening windows of one day must not overlap',
+  });
+
+const serviceSchema = z.object({
+  code: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/).optional(),
+  name: z.string().trim().min(1).max(200),
+  durationMinutes: z.number().int().min(5).max(480),
+});
+
+const practitionerSchema = z.object({
+  name: z.string().trim().min(1).max(200),
+  services: z.array(z.string().max(64)).max(100).nullable().optional(),
+});
+
+const orgFields = {
+  name: z.string().trim().min(1).max(200),
+  timeZone: z.string().max(64).refine(isValidZone, { message: 'must be an IANA time zone such as America/New_York' }),
+  defaultRegion: z.string().regex(/^[A-Z]{2}$/),
+  openingHours: openingHoursSchema,
+  slotIntervalMinutes: z.number().int().min(5).max(120),
+  active: z.boolean(),
+  services: z.array(serviceSchema).min(1).max(50),
+  practitioners: z.array(practitionerSchema).min(1).max(200),
+  /** Optional per-org Vapi layers; null clears them. */
+  vapiSecret: z.string().min(16).max(500).nullable(),
+  vapiHmacSecret: z.string().min(16).max(500).nullable(),
+};
+
+export const createOrgSchema = z.object({
+  id: z.uuid().optional(),
+  name: orgFields.name,
+  timeZone: orgFields.timeZone,
+  defaultRegion: orgFields.defaultRegion.default('US'),
+  openingHours: orgFields.openingHours,
+  slotIntervalMinutes: orgFields.slotIntervalMinutes.default(15),
+  services: orgFields.services,
+  practitioners: orgFields.practitioners,
+  vapiSecret: orgFields.vapiSecret.optional(),
+  vapiHmacSecret: orgFields.vapiHmacSecret.optional(),
+});
+export type CreateOrgInput = z.infer<typeof createOrgSchema>;
+
+export const updateOrgSchema = z
+  .object({
+    name: orgFields.name,
+    timeZone: orgFields.timeZone,
+    defaultRegion: orgFields.defaultRegion,
+    openingHours: orgFields.openingHours,
+    slotIntervalMinutes: orgFields.slotIntervalMinutes,
+    active: orgFields.active,
+    services: orgFields.services,
+    practitioners: orgFields.practitioners,
+    vapiSecret: orgFields.vapiSecret,
+    vapiHmacSecret: orgFields.vapiHmacSecret,
+  })
+  .partial()
+  .strict();
+export type UpdateOrgInput = z.infer<typeof updateOrgSchema>;
+
+export class DomainError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const codeFor = (s: { code?: string | undefined; name: string }) =>
+  s.code ??
+  (s.name
+    .toLowerCase()
+    .normalize('NFKD')
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 64) ||
+    'service');
+
+export interface OrgView {
+  id: string;
+  name: string;
+  timeZone: string;
+  defaultRegion: string;
+  openingHours: Record<string, Array<[string, string]>>;
+  slotIntervalMinutes: number;
+  active: boolean;
+  vapiSecretConfigured: boolean;
+  vapiHmacConfigured: boolean;
+  services: Array<{ id: string; code: string; name: string; durationMinutes: number; active: boolean }>;
+  practitioners: Array<{ id: string; name: string; services: string[] | null; active: boolean }>;
+  createdAt: string;
+  updatedAt: string;
+}
+
+async function assertPgZone(tx: Tx, zone: string) {
+  const [row] = await tx<{ ok: boolean }[]>`SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = ${zone}) AS ok`;
+  if (!row?.ok) throw new DomainError(400, 'invalid_time_zone', `The database does not know the time zone ${zone}.`);
+}
+
+async function upsertCatalogue(
+  tx: Tx,
+  orgId: string,
+  services: CreateOrgInput['services'] | undefined,
+  practitioners: CreateOrgInput['practitioners'] | undefined,
+) {
+  // Rows are deactivated, never deleted: past appointments still point at them.
+  if (services) {
+    const codes = services.map(codeFor);
+    if (new Set(codes).size !== codes.length) throw new DomainError(400, 'duplicate_service', 'Service codes must be unique.');
+    for (const [i, s] of services.entries()) {
+      await tx`
+        INSERT INTO services (org_id, code, name, duration_minutes, active)
+        VALUES (${orgId}, ${codes[i]!}, ${s.name}, ${s.durationMinutes}, true)
+        ON CONFLICT (org_id, code) DO UPDATE
+          SET name = EXCLUDED.name, duration_minutes = EXCLUDED.duration_minutes, active = true`;
+    }
+    await tx`UPDATE services SET active = false WHERE NOT (code = ANY(${codes}))`;
+  }
+  if (practitioners) {
+    const names = practitioners.map((p) => p.name);
+    if (new Set(names.map((n) => n.toLowerCase())).size !== names.length) {
+      throw new DomainError(400, 'duplicate_practitioner', 'Practitioner names must be unique.');
+    }
+    const [{ codes } = { codes: [] as string[] }] = await tx<{ codes: string[] }[]>`
+      SELECT COALESCE(array_agg(code), '{}') AS codes FROM services WHERE active`;
+    for (const p of practitioners) {
+      const offered = p.services ?? null;
+      const unknown = offered?.filter((c) => !codes.includes(c)) ?? [];
+      if (unknown.length) {
+        throw new DomainError(400, 'unknown_service', `Practitioner ${p.name} names unknown services: ${unknown.join(', ')}.`);
+      }
+      await tx`
+        INSERT INTO practitioners (org_id, name, service_codes, active)
+        VALUES (${orgId}, ${p.name}, ${offered}, true)
+        ON CONFLICT (org_id, name) DO UPDATE SET service_codes = EXCLUDED.service_codes, active = true`;
+    }
+    await tx`UPDATE practitioners SET active = false WHERE NOT (name = ANY(${names}))`;
+  }
+}
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+export async function createOrg(sql: Sql, keyring: Keyring, input: CreateOrgInput): Promise<OrgView> {
+  const id = input.id ?? randomUUID();
+  await withOrg(sql, id, async (tx) => {
+    await assertPgZone(tx, input.timeZone);
+    const inserted = await tx`
+      INSERT INTO orgs (id, name, time_zone, default_region, opening_hours, slot_interval_minutes,
+                        vapi_secret_sha256, vapi_hmac_secret_enc)
+      VALUES (${id}, ${input.name}, ${input.timeZone}, ${input.defaultRegion}, ${tx.json(input.openingHours)},
+              ${input.slotIntervalMinutes},
+              ${input.vapiSecret ? sha256(input.vapiSecret) : null},
+              ${input.vapiHmacSecret ? encryptSecret(keyring, input.vapiHmacSecret, `org:${id}:vapi-hmac`) : null})
+      ON CONFLICT (id) DO NOTHING`;
+    if (inserted.count === 0) throw new DomainError(409, 'org_exists', 'An org with that id already exists.');
+    await upsertCatalogue(tx, id, input.services, input.practitioners);
+  });
+  const view = await getOrg(sql, id);
+  if (!view) throw new Error('created org not readable');
+  return view;
+}
+
+export async function updateOrg(sql: Sql, keyring: Keyring, id: string, input: UpdateOrgInput): Promise<OrgView | null> {
+  const found = await withOrg(sql, id, async (tx) => {
+    const [row] = await tx`SELECT id FROM orgs WHERE id = ${id} FOR UPDATE`;
+    if (!row) return false;
+    if (input.timeZone) await assertPgZone(tx, input.timeZone);
+    const secretHash =
+      input.vapiSecret === undefined ? undefined : input.vapiSecret === null ? null : sha256(input.vapiSecret);
+    const hmacEnc =
+      input.vapiHmacSecret === undefined
+        ? undefined
+        : input.vapiHmacSecret === null
+          ? null
+          : encryptSecret(keyring, input.vapiHmacSecret, `org:${id}:vapi-hmac`);
+    await tx`
+      UPDATE orgs SET
+        name = COALESCE(${input.name ?? null}, name),
+        time_zone = COALESCE(${input.timeZone ?? null}, time_zone),
+        default_region = COALESCE(${input.defaultRegion ?? null}, default_region),
+        opening_hours = COALESCE(${input.openingHours ? tx.json(input.openingHours) : null}::jsonb, opening_hours),
+        slot_interval_minutes = COALESCE(${input.slotIntervalMinutes ?? null}::int, slot_interval_minutes),
+        active = COALESCE(${input.active ?? null}::boolean, active),
+        vapi_secret_sha256 = CASE WHEN ${secretHash !== undefined} THEN ${secretHash ?? null} ELSE vapi_secret_sha256 END,
+        vapi_hmac_secret_enc = CASE WHEN ${hmacEnc !== undefined} THEN ${hmacEnc ?? null} ELSE vapi_hmac_secret_enc END,
+        updated_at = now()
+      WHERE id = ${id}`;
+    await upsertCatalogue(tx, id, input.services, input.practitioners);
+    return true;
+  });
+  return found ? getOrg(sql, id) : null;
+}
+
+export async function getOrg(sql: Sql, id: string): Promise<OrgView | null> {
+  return withOrg(sql, id, async (tx) => {
+    const [o] = await tx`SELECT * FROM orgs WHERE id = ${id}`;
+    if (!o) return null;
+    const services = await tx`SELECT id, code, name, duration_minutes, active FROM services ORDER BY code`;
+    const practitioners = await tx`SELECT id, name, service_codes, active FROM practitioners ORDER BY name`;
+    return {
+      id: o.id,
+      name: o.name,
+      timeZone: o.time_zone,
+      defaultRegion: o.default_region,
+      openingHours: o.opening_hours,
+      slotIntervalMinutes: o.slot_interval_minutes,
+      active: o.active,
+      vapiSecretConfigured: o.vapi_secret_sha256 !== null,
+      vapiHmacConfigured: o.vapi_hmac_secret_enc !== null,
+      services: services.map((s) => ({
+        id: s.id,
+        code: s.code,
+        name: s.name,
+        durationMinutes: s.duration_minutes,
+        active: s.active,
+      })),
+      practitioners: practitioners.map((p) => ({ id: p.id, name: p.name, services: p.service_codes, active: p.active })),
+      createdAt: new Date(o.created_at).toISOString(),
+      updatedAt: new Date(o.updated_at).toISOString(),
+    };
+  });
+}
+
+export interface IssuedClient {
+  clientId: string;
+  clientSecret: string;
+  name: string;
+}
+
+/** The secret is returned here once and stored only as a scrypt hash. */
+export async function createClient(
+  sql: Sql,
+  orgId: string,
+  opts: { name?: string; clientId?: string; clientSecret?: string } = {},
+): Promise<IssuedClient | null> {
+  const clientId = opts.clientId ?? newClientId();
+  const clientSecret = opts.clientSecret ?? newClientSecret();
+  const name = opts.name ?? 'default';
+  const hash = await hashSecret(clientSecret);
+  return withOrg(sql, orgId, async (tx) => {
+    const [org] = await tx`SELECT id FROM orgs WHERE id = ${orgId}`;
+    if (!org) return null;
+    await tx.savepoint(async (sp) => {
+      await sp`INSERT INTO oauth_clients (client_id, org_id, name, secret_hash) VALUES (${clientId}, ${orgId}, ${name}, ${hash})`;
+    }).catch((err: { code?: string }) => {
+      if (err.code === '23505') throw new DomainError(409, 'client_exists', 'That client id is taken.');
+      throw err;
+    });
+    return { clientId, clientSecret, name };
+  });
+}
+
+export async function listClients(sql: Sql, orgId: string) {
+  return withOrg(sql, orgId, (tx) => tx`
+    SELECT client_id AS "clientId", name, created_at AS "createdAt", revoked_at AS "revokedAt"
+      FROM oauth_clients ORDER BY created_at`);
+}
+
+export async function revokeClient(sql: Sql, orgId: string, clientId: string): Promise<boolean> {
+  return withOrg(sql, orgId, async (tx) => {
+    const rows = await tx`
+      UPDATE oauth_clients SET revoked_at = COALESCE(revoked_at, now()) WHERE client_id = ${clientId} RETURNING client_id`;
+    return rows.length > 0;
+  });
+}

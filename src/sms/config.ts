@@ -1,0 +1,218 @@
+import type { Sql } from 'postgres';
+import { z } from 'zod';
+import { parsePhoneNumberFromString } from 'libphonenumber-js/max';
+import { withOrg } from '../db/pool.js';
+import type { Config } from '../config.js';
+import { decryptSecret, encryptSecret, needsReencrypt, type Keyring } from './crypto.js';
+import { createSandboxProvider } from './providers/sandbox.js';
+import { createTelnyxProvider } from './providers/telnyx.js';
+import { createTwilioProvider } from './providers/twilio.js';
+import type { ProviderKind, SmsProvider } from './types.js';
+
+/**
+ * Per-clinic SMS configuration: an ordered provider chain, each link with its own
+ * credentials (AES-256-GCM at rest, bound to org + position + kind) and its own
+ * pool of sender numbers. Credentials go in through the admin API and never
+ * come back out of it.
+ */
+
+const e164 = z
+  .string()
+  .max(20)
+  .refine((n) => /^\+[1-9]\d{6,14}$/.test(n) && parsePhoneNumberFromString(n)?.isValid() === true, {
+    message: 'must be a valid E.164 number',
+  });
+const pool = z.array(e164).min(1).max(100);
+
+const twilioLink = z.object({
+  kind: z.literal('twilio'),
+  accountSid: z.string().regex(/^AC[0-9a-fA-F]{32}$/, 'must be a Twilio Account SID (AC + 32 hex)'),
+  authToken: z.string().min(16).max(128),
+  senderNumbers: pool,
+});
+const telnyxLink = z.object({
+  kind: z.literal('telnyx'),
+  apiKey: z.string().min(8).max(512),
+  messagingProfileId: z.string().max(100).optional(),
+  senderNumbers: pool,
+});
+const sandboxLink = z.object({
+  kind: z.literal('sandbox'),
+  senderNumbers: pool,
+});
+
+export const smsConfigSchema = z.object({
+  enabled: z.boolean().default(true),
+  rateLimitPerHour: z.number().int().min(1).max(1000).optional(),
+  providers: z.array(z.discriminatedUnion('kind', [twilioLink, telnyxLink, sandboxLink])).min(1).max(5),
+});
+export type SmsConfigInput = z.infer<typeof smsConfigSchema>;
+
+type Credentials =
+  | { kind: 'twilio'; accountSid: string; authToken: string }
+  | { kind: 'telnyx'; apiKey: string; messagingProfileId?: string | undefined }
+  | { kind: 'sandbox' };
+
+const aad = (orgId: string, position: number, kind: string) => `org:${orgId}:sms:${position}:${kind}`;
+
+export interface SmsConfigView {
+  enabled: boolean;
+  rateLimitPerHour: number;
+  providers: Array<{ position: number; kind: ProviderKind; senderNumbers: string[]; credentials: 'configured' | 'none'; account?: string }>;
+}
+
+export async function putSmsConfig(sql: Sql, keyring: Keyring, orgId: string, input: SmsConfigInput, defaultLimit: number) {
+  return withOrg(sql, orgId, async (tx) => {
+    const [org] = await tx`SELECT id FROM orgs WHERE id = ${orgId} FOR UPDATE`;
+    if (!org) return false;
+    await tx`
+      INSERT INTO sms_settings (org_id, enabled, rate_limit_per_hour)
+      VALUES (${orgId}, ${input.enabled}, ${input.rateLimitPerHour ?? defaultLimit})
+      ON CONFLICT (org_id) DO UPDATE
+        SET enabled = EXCLUDED.enabled, rate_limit_per_hour = EXCLUDED.rate_limit_per_hour, updated_at = now()`;
+    await tx`DELETE FROM sms_providers WHERE org_id = ${orgId}`;
+    for (const [position, link] of input.providers.entries()) {
+      const creds: Credentials =
+        link.kind === 'twilio'
+          ? { kind: 'twilio', accountSid: link.accountSid, authToken: link.authToken }
+          : link.kind === 'telnyx'
+            ? { kind: 'telnyx', apiKey: link.apiKey, messagingProfileId: link.messagingProfileId }
+            : { kind: 'sandbox' };
+      const enc = link.kind === 'sandbox' ? null : encryptSecret(keyring, JSON.stringify(creds), aad(orgId, position, link.kind));
+      await tx`
+        INSERT INTO sms_providers (org_id, position, kind, credentials_enc, sender_numbers)
+        VALUES (${orgId}, ${position}, ${link.kind}, ${enc}, ${[...new Set(link.senderNumbers)]})`;
+    }
+    return true;
+  });
+}
+
+interface ProviderRow {
+  position: number;
+  kind: ProviderKind;
+  credentials_enc: string | null;
+  sender_numbers: string[];
+}
+
+export async function getSmsConfig(sql: Sql, keyring: Keyring, orgId: string): Promise<SmsConfigView | null> {
+  return withOrg(sql, orgId, async (tx) => {
+    const [settings] = await tx<{ enabled: boolean; rate_limit_per_hour: number }[]>`
+      SELECT enabled, rate_limit_per_hour FROM sms_settings`;
+    if (!settings) return null;
+    const rows = await tx<ProviderRow[]>`SELECT position, kind, credentials_enc, sender_numbers FROM sms_providers ORDER BY position`;
+    return {
+      enabled: settings.enabled,
+      rateLimitPerHour: settings.rate_limit_per_hour,
+      providers: rows.map((r) => {
+        // Only a masked account hint is shown: enough to tell accounts apart.
+        let account: string | undefined;
+        try {
+          const c = r.credentials_enc ? (JSON.parse(decryptSecret(keyring, r.credentials_enc, aad(orgId, r.position, r.kind))) as Credentials) : null;
+          if (c?.kind === 'twilio') account = `${c.accountSid.slice(0, 6)}…${c.accountSid.slice(-4)}`;
+        } catch {
+          account = 'undecryptable';
+        }
+        return {
+          position: r.position,
+          kind: r.kind,
+          senderNumbers: r.sender_numbers,
+          credentials: r.credentials_enc ? ('configured' as const) : ('none' as const),
+          ...(account ? { account } : {}),
+        };
+      }),
+    };
+  });
+}
+
+/** One link of a loaded chain: a ready provider client and its sender pool. */
+export interface ChainLink {
+  position: number;
+  kind: ProviderKind;
+  provider: SmsProvider;
+  pool: string[];
+}
+
+export interface LoadedChain {
+  enabled: boolean;
+  links: ChainLink[];
+  /** Links whose credentials could not be decrypted (wrong key, tampering). */
+  broken: Array<{ position: number; kind: ProviderKind; reason: string }>;
+}
+
+/**
+ * Builds provider clients from an org's own credentials, for that org only.
+ * Cached briefly per org so a burst of messages does not decrypt and rebuild
+ * SDK clients per message; blobs under a retired key are re-encrypted on the way.
+ */
+export class ChainLoader {
+  private cache = new Map<string, { at: number; chain: LoadedChain }>();
+  private sandbox = createSandboxProvider({ name: 'dry-run' });
+
+  constructor(
+    private readonly workerSql: Sql,
+    private readonly keyring: Keyring,
+    private readonly cfg: Config,
+    private readonly ttlMs = 5_000,
+  ) {}
+
+  /** The provider used for dry runs and for clinics configured with `sandbox`. */
+  get sandboxProvider() {
+    return this.sandbox;
+  }
+
+  invalidate(orgId: string): void {
+    this.cache.delete(orgId);
+  }
+
+  async load(orgId: string): Promise<LoadedChain | null> {
+    const hit = this.cache.get(orgId);
+    if (hit && Date.now() - hit.at < this.ttlMs) return hit.chain;
+    const loaded = await withOrg(this.workerSql, orgId, async (tx) => {
+      const [settings] = await tx<{ enabled: boolean }[]>`SELECT enabled FROM sms_settings`;
+      if (!settings) return null;
+      const rows = await tx<ProviderRow[]>`SELECT position, kind, credentials_enc, sender_numbers FROM sms_providers ORDER BY position`;
+      const chain: LoadedChain = { enabled: settings.enabled, links: [], broken: [] };
+      for (const r of rows) {
+        try {
+          const provider = this.build(orgId, r);
+          chain.links.push({ position: r.position, kind: r.kind, provider, pool: r.sender_numbers });
+          if (r.credentials_enc && needsReencrypt(this.keyring, r.credentials_enc)) {
+            const plain = decryptSecret(this.keyring, r.credentials_enc, aad(orgId, r.position, r.kind));
+            const fresh = encryptSecret(this.keyring, plain, aad(orgId, r.position, r.kind));
+            await tx`UPDATE sms_providers SET credentials_enc = ${fresh} WHERE org_id = ${orgId} AND position = ${r.position}`;
+          }
+        } catch (err) {
+          chain.broken.push({ position: r.position, kind: r.kind, reason: (err as Error).name || 'error' });
+        }
+      }
+      return chain;
+    });
+    if (loaded) this.cache.set(orgId, { at: Date.now(), chain: loaded });
+    return loaded;
+  }
+
+  private build(orgId: string, r: ProviderRow): SmsProvider {
+    if (r.kind === 'sandbox') return this.sandbox;
+    if (!r.credentials_enc) throw new Error('missing credentials');
+    const creds = JSON.parse(decryptSecret(this.keyring, r.credentials_enc, aad(orgId, r.position, r.kind))) as Credentials;
+    // The SDK's own timeout only backstops the engine's per-attempt timeout.
+    const timeoutMs = this.cfg.SMS_ATTEMPT_TIMEOUT_MS;
+    if (creds.kind === 'twilio') {
+      return createTwilioProvider({
+        accountSid: creds.accountSid,
+        authToken: creds.authToken,
+        timeoutMs,
+        ...(this.cfg.TWILIO_API_BASE_URL ? { baseUrl: this.cfg.TWILIO_API_BASE_URL } : {}),
+      });
+    }
+    if (creds.kind === 'telnyx') {
+      return createTelnyxProvider({
+        apiKey: creds.apiKey,
+        timeoutMs,
+        ...(creds.messagingProfileId ? { messagingProfileId: creds.messagingProfileId } : {}),
+        ...(this.cfg.TELNYX_API_BASE_URL ? { baseUrl: this.cfg.TELNYX_API_BASE_URL } : {}),
+      });
+    }
+    throw new Error(`credentials do not match provider kind ${r.kind}`);
+  }
+}

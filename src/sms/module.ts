@@ -1,0 +1,60 @@
+import type { Router } from 'express';
+import type { DateTime } from 'luxon';
+import type { Logger } from 'pino';
+import type { Sql } from 'postgres';
+import type { AppDeps } from '../app.js';
+import type { Config } from '../config.js';
+import type { ConfirmationNotifier } from '../tools/types.js';
+import { smsAdminRouter } from './admin.js';
+import { ChainLoader } from './config.js';
+import type { Keyring } from './crypto.js';
+import { SmsEngine } from './engine.js';
+import { createNotifier } from './notifier.js';
+import { OutboxWorker, sqlRecorder } from './worker.js';
+
+export interface SmsModule {
+  notifier: ConfirmationNotifier;
+  engine: SmsEngine;
+  worker: OutboxWorker;
+  chains: ChainLoader;
+  router(deps: AppDeps): Router;
+  stop(): Promise<void>;
+}
+
+/** Wires the SMS engine: chain loader, engine, outbox worker, notifier and admin routes. */
+export function createSmsModule(opts: {
+  cfg: Config;
+  sql: Sql;
+  workerSql: Sql;
+  keyring: Keyring;
+  log: Logger;
+  now: () => DateTime;
+}): SmsModule {
+  const { cfg, workerSql, keyring, log } = opts;
+  const chains = new ChainLoader(workerSql, keyring, cfg);
+  const engine = new SmsEngine(
+    {
+      attemptTimeoutMs: cfg.SMS_ATTEMPT_TIMEOUT_MS,
+      retriesPerProvider: 2,
+      retryMinMs: 100,
+      retryMaxMs: 1_000,
+      breakerThreshold: cfg.SMS_BREAKER_THRESHOLD,
+      breakerCooldownMs: cfg.SMS_BREAKER_COOLDOWN_MS,
+      reconcileTimeoutMs: Math.min(1_000, cfg.SMS_ATTEMPT_TIMEOUT_MS),
+      reconcileWindowMs: 10 * 60_000,
+    },
+    sqlRecorder(workerSql),
+    log,
+  );
+  const worker = new OutboxWorker(workerSql, engine, chains, cfg, log);
+  if (cfg.SMS_WORKER_ENABLED) worker.start();
+  const notifier = createNotifier({ workerSql, worker, budgetMs: cfg.SMS_RESPONSE_BUDGET_MS, log });
+  return {
+    notifier,
+    engine,
+    worker,
+    chains,
+    router: (deps) => smsAdminRouter(deps, { workerSql, keyring, chains, worker, cfg }),
+    stop: () => worker.stop(),
+  };
+}

@@ -1,0 +1,92 @@
+/**
+ * Shared vocabulary of the SMS engine. Provider adapters translate their SDK's
+ * results and exceptions into these shapes so that the engine never has to know
+ * which carrier it is talking to.
+ */
+
+export type ProviderKind = 'twilio' | 'telnyx' | 'sandbox';
+
+/**
+ * How the engine reacts to a failed attempt:
+ * - transient:  nothing was accepted; retry the same provider with backoff.
+ * - provider:   this provider/account/sender cannot send; fail over to the next one.
+ * - recipient:  the recipient cannot receive (invalid, landline, opted out); stop.
+ * - ambiguous:  the request may have been accepted (timeout after sending); reconcile
+ *               before any resend, never blindly fail over.
+ */
+export type ErrorClass = 'transient' | 'provider' | 'recipient' | 'ambiguous';
+
+export interface SendRequest {
+  to: string; // E.164
+  from: string; // E.164 sender from this provider's pool
+  body: string;
+  /** Stable per outbox row; sent as an idempotency header where the provider accepts one. */
+  idempotencyKey: string;
+  /** Aborts the in-flight HTTP request when the per-attempt timeout fires. */
+  signal?: AbortSignal;
+}
+
+export interface SendAccepted {
+  providerMessageId: string;
+  /** Provider's own status word at acceptance (queued, accepted, sent...). */
+  status: string;
+}
+
+/** A message found at the provider while reconciling an ambiguous attempt. */
+export interface FoundMessage {
+  providerMessageId: string;
+  status: string;
+}
+
+export interface ReconcileQuery {
+  to: string;
+  from: string;
+  body: string;
+  /** Only messages created at or after this instant count. */
+  since: Date;
+}
+
+export interface SmsProvider {
+  readonly kind: ProviderKind;
+  /**
+   * Identifies the credential set (e.g. `twilio:AC123…`), so circuit breakers are
+   * per clinic account and one clinic's bad key never trips another's breaker.
+   */
+  readonly accountKey: string;
+  send(req: SendRequest): Promise<SendAccepted>;
+  /**
+   * Looks for a message that an earlier, ambiguous attempt may have created.
+   * Returns null when none is found. Providers without a lookup API leave this
+   * undefined and the engine treats the outcome as unknown.
+   */
+  findRecent?(q: ReconcileQuery): Promise<FoundMessage | null>;
+}
+
+/** The one error type adapters throw; `cause` keeps the SDK's original error. */
+export class ProviderSendError extends Error {
+  readonly errorClass: ErrorClass;
+  readonly provider: ProviderKind;
+  /** Provider error code as a string (Twilio 21211, Telnyx "40310"), or a network code (ECONNREFUSED, TIMEOUT). */
+  readonly code: string | undefined;
+  readonly httpStatus: number | undefined;
+  /** True when the error means the recipient replied STOP (Twilio 21610, Telnyx 40300). */
+  readonly optOut: boolean;
+
+  constructor(opts: {
+    message: string;
+    errorClass: ErrorClass;
+    provider: ProviderKind;
+    code?: string | undefined;
+    httpStatus?: number | undefined;
+    optOut?: boolean;
+    cause?: unknown;
+  }) {
+    super(opts.message, { cause: opts.cause });
+    this.name = 'ProviderSendError';
+    this.errorClass = opts.errorClass;
+    this.provider = opts.provider;
+    this.code = opts.code;
+    this.httpStatus = opts.httpStatus;
+    this.optOut = opts.optOut ?? false;
+  }
+}

@@ -1,0 +1,83 @@
+import type { DateTime } from 'luxon';
+import { describeHours, isWithinOpeningHours, type Slot } from '../booking/availability.js';
+import { ToolError } from '../booking/errors.js';
+import type { BookOutcome } from '../booking/book.js';
+import { isoLocal, spokenClock, spokenDate, spokenDateTime, spokenList } from '../booking/time.js';
+import { alternativesAfter } from './checkAvailability.js';
+import type { ToolContext, ToolResult } from './types.js';
+import type { Practitioner, Service } from '../booking/org.js';
+
+const ALTERNATIVES = 3;
+
+export function describeAlternatives(slots: Slot[], requested: DateTime): { list: unknown[]; spoken: string } {
+  const sameDay = (s: Slot) => s.start.hasSame(requested, 'day');
+  const spoken = slots.map((s) => (sameDay(s) ? spokenClock(s.start) : `${spokenDate(s.start)} at ${spokenClock(s.start)}`));
+  return {
+    list: slots.map((s, i) => ({ startsAt: isoLocal(s.start), spoken: spoken[i] })),
+    spoken: spokenList(spoken),
+  };
+}
+
+/** Refuses times the caller cannot have: already past, or outside opening hours (with nearby openings). */
+export async function assertBookable(
+  ctx: ToolContext,
+  start: DateTime,
+  end: DateTime,
+  opts: { service: Service; candidates: Practitioner[] },
+): Promise<void> {
+  const now = ctx.now();
+  if (start <= now) {
+    throw new ToolError('time_in_past', `${spokenDateTime(start)} has already passed. What later time works for you?`);
+  }
+  if (!isWithinOpeningHours(ctx.org, start, end)) {
+    const alts = await alternativesAfter(ctx, start.startOf('day'), { ...opts, count: ALTERNATIVES });
+    const hours = describeHours(ctx.org, { year: start.year, month: start.month, day: start.day });
+    const when = hours === 'closed' ? `We're closed on ${start.toFormat('cccc')}s` : `On ${start.toFormat('cccc')}s we're open ${hours}`;
+    const alt = alts.length ? ` The closest openings are ${describeAlternatives(alts, start).spoken}.` : '';
+    throw new ToolError(
+      'outside_hours',
+      `${when}, and a ${opts.service.durationMinutes}-minute ${opts.service.name} at ${spokenClock(start)} doesn't fit.${alt}`,
+      { alternatives: describeAlternatives(alts, start).list },
+    );
+  }
+}
+
+/** The non-booked outcomes of book_appointment, as results or speakable errors. */
+export async function explainRefusal(
+  ctx: ToolContext,
+  outcome: Exclude<BookOutcome, { outcome: 'booked' }>,
+  start: DateTime,
+  end: DateTime,
+  opts: { service: Service; candidates: Practitioner[] },
+): Promise<ToolResult> {
+  switch (outcome.outcome) {
+    case 'slot_taken':
+    case 'practitioner_unavailable': {
+      const alts = await alternativesAfter(ctx, start, { ...opts, count: ALTERNATIVES });
+      const d = describeAlternatives(alts, start);
+      return {
+        success: false,
+        reason: 'slot_taken',
+        alternatives: d.list,
+        message:
+          `Sorry, ${spokenDateTime(start)} is no longer available.` +
+          (alts.length ? ` The nearest openings are ${d.spoken}.` : ' I could not find another opening this week.'),
+      };
+    }
+    case 'outside_hours':
+      await assertBookable(ctx, start, end, opts);
+      throw new ToolError('outside_hours', "That time is outside the clinic's opening hours.");
+    case 'not_found':
+      throw new ToolError('appointment_not_found', "I couldn't find that appointment. It may have been cancelled.");
+    case 'idempotency_mismatch':
+      throw new ToolError(
+        'idempotency_conflict',
+        'That request id was already used for a different booking, so I did not book this one.',
+      );
+    case 'org_inactive':
+      throw new ToolError('clinic_inactive', "I'm sorry, this clinic isn't taking bookings right now.");
+  }
+}
+
+export const withDryRun = (sms: { kind: string; body: string } | null, dryRun: boolean | undefined) =>
+  sms ? { ...sms, dryRun: dryRun === true } : undefined;

@@ -1,0 +1,141 @@
+import { DateTime } from 'luxon';
+import { z } from 'zod';
+import {
+  computeSlots,
+  describeHours,
+  eligiblePractitioners,
+  fetchBusy,
+  resolvePractitioner,
+  resolveService,
+  type Slot,
+} from '../booking/availability.js';
+import { ToolError } from '../booking/errors.js';
+import { isoDate, isoLocal, parseLocalDate, spokenClock, spokenDate, spokenList } from '../booking/time.js';
+import { optionalText, orgArg, parseArgs, requiredText } from './args.js';
+import type { Tool, ToolContext } from './types.js';
+
+const schema = z.object({
+  ...orgArg,
+  date: requiredText(40),
+  serviceType: optionalText(100),
+  practitioner: optionalText(200),
+});
+
+const NAMES = { date: 'the date', serviceType: 'the type of visit', practitioner: 'the practitioner' };
+const SPOKEN_MAX = 8;
+const LISTED_MAX = 16;
+const LOOKAHEAD_DAYS = 14;
+
+/** Open slots on one clinic-local day, both speakable and as ISO instants with offset. */
+export const checkAvailability: Tool<typeof schema> = {
+  name: 'checkAvailability',
+  schema,
+  async run(ctx: ToolContext, raw) {
+    const args = parseArgs(schema, raw, NAMES);
+    const { org } = ctx;
+    const date = parseLocalDate(args.date);
+    const service = resolveService(org, args.serviceType);
+    const requested = resolvePractitioner(org, args.practitioner);
+    const candidates = eligiblePractitioners(org, service, requested);
+    const now = ctx.now().setZone(org.timeZone);
+    const day = DateTime.fromObject(date, { zone: org.timeZone }).startOf('day');
+    if (day.plus({ days: 1 }) <= now) {
+      throw new ToolError('date_in_past', `${spokenDate(day)} has already passed. Which upcoming day would you like?`);
+    }
+
+    const busy = await fetchBusy(ctx.sql, org.id, day, day.plus({ days: 1 }));
+    const slots = computeSlots({ org, date, service, practitioners: candidates, busy, notBefore: now });
+    const nameOf = new Map(org.practitioners.map((p) => [p.id, p.name]));
+    const who = requested ? ` with ${requested.name}` : '';
+    const base = {
+      date: isoDate(day),
+      spokenDate: spokenDate(day),
+      timeZone: org.timeZone,
+      service: service.name,
+      durationMinutes: service.durationMinutes,
+      practitioner: requested?.name ?? null,
+      openingHours: describeHours(org, date),
+    };
+
+    if (slots.length === 0) {
+      const next = await nextOpenDay(ctx, day.plus({ days: 1 }), { service, candidates, now });
+      const hint = next
+        ? ` The next opening is ${spokenDate(next.start)} at ${spokenClock(next.start)}.`
+        : ' I could not find an opening in the next two weeks.';
+      return {
+        success: true,
+        ...base,
+        slots: [],
+        spoken: '',
+        nextAvailable: next ? { startsAt: isoLocal(next.start), spoken: `${spokenDate(next.start)} at ${spokenClock(next.start)}` } : null,
+        message: `There are no openings${who} on ${spokenDate(day)} for a ${service.name}.${hint}`,
+      };
+    }
+
+    const times = slots.map((s) => spokenClock(s.start));
+    const spokenTimes =
+      times.length > SPOKEN_MAX
+        ? `${times.slice(0, SPOKEN_MAX).join(', ')}, and ${times.length - SPOKEN_MAX} more until ${times[times.length - 1]}`
+        : spokenList(times);
+    return {
+      success: true,
+      ...base,
+      slots: slots.slice(0, LISTED_MAX).map((s) => ({
+        time: spokenClock(s.start),
+        startsAt: isoLocal(s.start),
+        practitioners: s.practitionerIds.map((id) => nameOf.get(id) ?? id),
+      })),
+      moreSlots: Math.max(0, slots.length - LISTED_MAX),
+      spoken: spokenTimes,
+      message: `On ${spokenDate(day)}${who}, a ${service.name} is open at ${spokenTimes}.`,
+    };
+  },
+};
+
+/** First open slot on the days after `from`, looking a bounded distance ahead. */
+async function nextOpenDay(
+  ctx: ToolContext,
+  from: DateTime,
+  opts: { service: ReturnType<typeof resolveService>; candidates: ReturnType<typeof eligiblePractitioners>; now: DateTime },
+): Promise<Slot | null> {
+  const busy = await fetchBusy(ctx.sql, ctx.org.id, from, from.plus({ days: LOOKAHEAD_DAYS }));
+  for (let i = 0; i < LOOKAHEAD_DAYS; i++) {
+    const d = from.plus({ days: i });
+    const slots = computeSlots({
+      org: ctx.org,
+      date: { year: d.year, month: d.month, day: d.day },
+      service: opts.service,
+      practitioners: opts.candidates,
+      busy,
+      notBefore: opts.now,
+    });
+    if (slots[0]) return slots[0];
+  }
+  return null;
+}
+
+/** The next few open slots at or after `from`, same day first, then following days. */
+export async function alternativesAfter(
+  ctx: ToolContext,
+  from: DateTime,
+  opts: { service: ReturnType<typeof resolveService>; candidates: ReturnType<typeof eligiblePractitioners>; count: number },
+): Promise<Slot[]> {
+  const now = ctx.now().setZone(ctx.org.timeZone);
+  const notBefore = from > now ? from : now;
+  const start = from.startOf('day');
+  const busy = await fetchBusy(ctx.sql, ctx.org.id, start, start.plus({ days: 7 }));
+  const out: Slot[] = [];
+  for (let i = 0; i < 7 && out.length < opts.count; i++) {
+    const d = start.plus({ days: i });
+    const slots = computeSlots({
+      org: ctx.org,
+      date: { year: d.year, month: d.month, day: d.day },
+      service: opts.service,
+      practitioners: opts.candidates,
+      busy,
+      notBefore,
+    });
+    out.push(...slots.slice(0, opts.count - out.length));
+  }
+  return out;
+}

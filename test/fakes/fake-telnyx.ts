@@ -1,0 +1,265 @@
+/**
+ * A local stand-in for Telnyx Messaging API v2, reachable by the real telnyx SDK
+ * through `baseURL: fake.url + '/v2'`.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import type http from 'node:http';
+import { FaultSwitch, sendJson, smsSegments, startTrackedServer, type Fault } from './faults.js';
+
+export interface FakeTelnyxMessage {
+  id: string;
+  apiKey: string;
+  to: string;
+  from: string;
+  body: string;
+  status: string;
+  dateCreated: Date;
+  idempotencyKey: string | undefined;
+  messagingProfileId: string | null;
+}
+
+export interface FakeTelnyxRequest {
+  method: string;
+  path: string;
+  authorization: string | undefined;
+  idempotencyKey: string | undefined;
+}
+
+export interface FakeTelnyx {
+  readonly url: string;
+  readonly port: number;
+  readonly messages: FakeTelnyxMessage[];
+  /** POST /v2/messages requests received, including rejected, replayed and faulted ones. */
+  readonly requests: number;
+  readonly log: FakeTelnyxRequest[];
+  setFault(f: Fault | null): Promise<void>;
+  addApiKey(key: string): void;
+  stop(): Promise<void>;
+  restart(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_TELNYX_API_KEY = 'KEY_fake_telnyx_0123456789';
+
+type TelnyxError = { status: number; code: string; title: string; detail: string };
+
+const MAGIC_TO: Record<string, Omit<TelnyxError, 'detail'>> = {
+  '+15005550001': { status: 400, code: '40310', title: "Invalid 'to' address" },
+  '+15005550002': { status: 400, code: '40301', title: "Unsupported message type for 'to' address" },
+  '+15005550003': { status: 400, code: '40309', title: 'Invalid destination region' },
+  '+15005550004': { status: 400, code: '40300', title: 'Blocked due to STOP message' },
+  '+15005550009': { status: 400, code: '40001', title: 'Not routable' },
+};
+const MAGIC_FROM: Record<string, Omit<TelnyxError, 'detail'>> = {
+  '+15005550001': { status: 400, code: '40305', title: "Invalid 'from' address" },
+  '+15005550007': { status: 400, code: '40013', title: 'Invalid source number' },
+  '+15005550008': { status: 400, code: '40318', title: 'Message queue full' },
+};
+
+const E164 = /^\+[1-9]\d{6,14}$/;
+const IDEMPOTENCY_KEY = /^[A-Za-z0-9_:-]{1,255}$/;
+
+function errorBody(e: TelnyxError) {
+  return { errors: [{ code: e.code, title: e.title, detail: e.detail }] };
+}
+
+function toWire(m: FakeTelnyxMessage) {
+  const { segments, encoding } = smsSegments(m.body);
+  return {
+    record_type: 'message',
+    direction: 'outbound',
+    id: m.id,
+    type: 'SMS',
+    messaging_profile_id: m.messagingProfileId,
+    organization_id: 'b0c1d2e3-0000-4000-8000-000000000000',
+    from: { phone_number: m.from, carrier: 'Telnyx', line_type: 'Wireless' },
+    to: [{ phone_number: m.to, status: m.status, carrier: 'T-MOBILE USA, INC.', line_type: 'Wireless' }],
+    cc: [],
+    text: m.body,
+    media: [],
+    webhook_url: null,
+    webhook_failover_url: null,
+    encoding,
+    parts: segments,
+    tags: [],
+    cost: null,
+    received_at: m.dateCreated.toISOString(),
+    sent_at: null,
+    completed_at: null,
+    valid_until: new Date(m.dateCreated.getTime() + 4 * 3_600_000).toISOString(),
+    errors: [],
+  };
+}
+
+export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] } = {}): Promise<FakeTelnyx> {
+  const keys = new Set(opts.apiKeys ?? [DEFAULT_TELNYX_API_KEY]);
+  const faults = new FaultSwitch();
+  const messages: FakeTelnyxMessage[] = [];
+  const log: FakeTelnyxRequest[] = [];
+  // Scope is org + method + path; one org per API key is close enough here.
+  const idempotent = new Map<string, { bodyHash: string; response: unknown }>();
+  let requests = 0;
+
+  type Parsed = { apiKey: string; key: string | undefined; body: Record<string, unknown> | null; raw: string };
+
+  function validateSend(p: Parsed): FakeTelnyxMessage | TelnyxError {
+    const b = p.body;
+    if (!b) return { status: 400, code: '10015', title: 'Bad Request', detail: 'The request body is not valid JSON.' };
+    const to = typeof b.to === 'string' ? b.to : '';
+    const from = typeof b.from === 'string' ? b.from : '';
+    const text = typeof b.text === 'string' ? b.text : '';
+    if (!to) return { status: 400, code: '10004', title: 'Missing required parameter', detail: "The 'to' parameter is required." };
+    if (!from && typeof b.messaging_profile_id !== 'string') {
+      return { status: 400, code: '10004', title: 'Missing required parameter', detail: "The 'from' parameter is required." };
+    }
+    if (!text) return { status: 400, code: '40316', title: 'No content', detail: 'The message has no text or media.' };
+    const magic = MAGIC_TO[to] ?? MAGIC_FROM[from];
+    if (magic) return { ...magic, detail: `Messages cannot be sent from '${from}' to '${to}'.` };
+    if (!E164.test(to)) return { status: 400, code: '40310', title: "Invalid 'to' address", detail: `'${to}' is not a valid address.` };
+    return {
+      id: randomUUID(),
+      apiKey: p.apiKey,
+      to,
+      from,
+      body: text,
+      status: 'queued',
+      dateCreated: new Date(),
+      idempotencyKey: p.key,
+      messagingProfileId: typeof b.messaging_profile_id === 'string' ? b.messaging_profile_id : null,
+    };
+  }
+
+  /** Accepts a valid send, remembering the success for idempotent replay. */
+  function accept(p: Parsed, m: FakeTelnyxMessage): unknown {
+    messages.push(m);
+    const response = { data: toWire(m) };
+    if (p.key) idempotent.set(`${p.apiKey}\u0000${p.key}`, { bodyHash: sha(p.raw), response });
+    return response;
+  }
+
+  function handle(req: http.IncomingMessage, res: http.ServerResponse, raw: string): void {
+    const url = new URL(req.url ?? '/', 'http://fake');
+    const headerKey = req.headers['idempotency-key'];
+    const key = Array.isArray(headerKey) ? headerKey[0] : headerKey;
+    log.push({ method: req.method ?? '', path: url.pathname, authorization: req.headers.authorization, idempotencyKey: key });
+    const isSend = req.method === 'POST' && url.pathname === '/v2/messages';
+    if (isSend) requests += 1;
+
+    const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
+    const authed = bearer !== undefined && keys.has(bearer);
+    let body: Record<string, unknown> | null = null;
+    try {
+      const v: unknown = raw ? JSON.parse(raw) : null;
+      body = v && typeof v === 'object' ? (v as Record<string, unknown>) : null;
+    } catch {
+      body = null;
+    }
+    const p: Parsed = { apiKey: bearer ?? '', key, body, raw };
+
+    const fault = faults.take();
+    if (fault) {
+      switch (fault.kind) {
+        case 'hang':
+          if (isSend && authed && (fault.records ?? true)) {
+            const m = validateSend(p);
+            if ('id' in m) accept(p, m);
+          }
+          return;
+        case 'slow':
+          server.later(fault.ms, () => respond(req, res, url, p, authed));
+          return;
+        case 'status':
+          sendJson(
+            res,
+            fault.status,
+            errorBody({
+              status: fault.status,
+              code: fault.code === undefined ? '10015' : String(fault.code),
+              title: fault.message ?? 'Injected error',
+              detail: fault.message ?? 'Injected error',
+            }),
+          );
+          return;
+        case 'http429':
+          sendJson(res, 429, errorBody({ status: 429, code: '10011', title: 'Too many requests', detail: 'Rate limit exceeded.' }));
+          return;
+        case 'http5xx':
+          sendJson(
+            res,
+            fault.status ?? 500,
+            errorBody({ status: fault.status ?? 500, code: '10007', title: 'Unexpected error', detail: 'An unexpected error occurred.' }),
+          );
+          return;
+        case 'down':
+          break;
+      }
+    }
+    respond(req, res, url, p, authed);
+  }
+
+  function respond(req: http.IncomingMessage, res: http.ServerResponse, url: URL, p: Parsed, authed: boolean): void {
+    if (!authed) {
+      sendJson(res, 401, errorBody({ status: 401, code: '10009', title: 'Authentication failed', detail: 'Could not understand the provided credentials.' }));
+      return;
+    }
+    if (req.method === 'POST' && url.pathname === '/v2/messages') {
+      if (p.key !== undefined && !IDEMPOTENCY_KEY.test(p.key)) {
+        sendJson(res, 400, errorBody({ status: 400, code: '10015', title: 'Bad Request', detail: 'Invalid Idempotency-Key.' }));
+        return;
+      }
+      const prior = p.key ? idempotent.get(`${p.apiKey}\u0000${p.key}`) : undefined;
+      if (prior) {
+        if (prior.bodyHash === sha(p.raw)) sendJson(res, 200, prior.response);
+        else {
+          sendJson(res, 422, errorBody({ status: 422, code: '10015', title: 'Idempotency key reused', detail: 'The Idempotency-Key was already used with a different request body.' }));
+        }
+        return;
+      }
+      const m = validateSend(p);
+      if (!('id' in m)) {
+        sendJson(res, m.status, errorBody(m));
+        return;
+      }
+      sendJson(res, 200, accept(p, m));
+      return;
+    }
+    const one = /^\/v2\/messages\/([0-9a-f-]{36})$/.exec(url.pathname);
+    if (req.method === 'GET' && one) {
+      const m = messages.find((x) => x.id === one[1] && x.apiKey === p.apiKey);
+      if (m) sendJson(res, 200, { data: toWire(m) });
+      else sendJson(res, 404, errorBody({ status: 404, code: '10005', title: 'Resource not found', detail: 'The requested resource or URL could not be found.' }));
+      return;
+    }
+    sendJson(res, 404, errorBody({ status: 404, code: '10005', title: 'Resource not found', detail: 'The requested resource or URL could not be found.' }));
+  }
+
+  const server = await startTrackedServer(handle, opts.port);
+
+  return {
+    url: server.url,
+    port: server.port,
+    messages,
+    log,
+    get requests() {
+      return requests;
+    },
+    async setFault(f) {
+      faults.set(f);
+      if (f?.kind === 'down') await server.stop();
+      else if (!server.listening) await server.restart();
+    },
+    addApiKey(k) {
+      keys.add(k);
+    },
+    stop: () => server.stop(),
+    async restart() {
+      if (faults.active?.kind === 'down') faults.set(null);
+      await server.restart();
+    },
+    close: () => server.close(),
+  };
+}
+
+function sha(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}

@@ -1,0 +1,2 @@
+// Placeholder: replaced by the embedded Postgres bootstrap.
+export default async function setup() {}
