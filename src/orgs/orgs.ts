@@ -17,7 +17,7 @@ const daySchema = z.array(windowSchema).max(6);
 const dayKeys = [...WEEKDAYS, '1', '2', '3', '4', '5', '6', '7'] as const;
 
 export const openingHoursSchema = z
-  .record(z.enum(dayKeys), daySchema)
+  .partialRecord(z.enum(dayKeys), daySchema)
   .transform((hours) => {
     const out: Record<string, Array<[string, string]>> = {};
     for (const [k, v] of Object.entries(hours)) {

@@ -31,8 +31,9 @@ export function parseArgs<S extends z.ZodType>(schema: S, args: unknown, names: 
   for (const issue of parsed.error.issues) {
     const field = String(issue.path[0] ?? '');
     const label = names[field] ?? field;
-    const isMissing = issue.code === 'invalid_type' && (issue as { input?: unknown }).input === undefined;
-    (isMissing || (issue.code === 'too_small' && issue.path.length > 0) ? missing : invalid).add(label);
+    const given = args !== null && typeof args === 'object' ? (args as Record<string, unknown>)[field] : undefined;
+    const isMissing = given === undefined || given === null || (typeof given === 'string' && given.trim() === '');
+    (isMissing ? missing : invalid).add(label);
   }
   const parts: string[] = [];
   if (missing.size) parts.push(`I still need ${spokenList([...missing])}`);
