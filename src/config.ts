@@ -34,7 +34,7 @@ const schema = z.object({
   APP_DB_PASSWORD: optionalString,
   WORKER_DB_PASSWORD: optionalString,
   DB_POOL_MAX: intFrom(20, 1, 500),
-  WORKER_DB_POOL_MAX: intFrom(4, 1, 100),
+  WORKER_DB_POOL_MAX: intFrom(10, 1, 100),
   DATA_DIR: z.string().default('./.data'),
   /** Port of the embedded PostgreSQL; 0 picks a free one at each start. */
   EMBEDDED_PG_PORT: intFrom(0, 0, 65535),

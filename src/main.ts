@@ -49,6 +49,7 @@ async function main(): Promise<void> {
       await runtime.close();
       await embedded?.stop();
     } finally {
+      log.flush();
       clearTimeout(force);
       process.exit(0);
     }

@@ -61,8 +61,38 @@ export interface TokenService {
 
 const LOCAL_ALG = 'HS256';
 
+/**
+ * Verified tokens, remembered until their own expiry. Vapi reuses one access
+ * token for every call until it expires, and re-verifying it each time was a
+ * measurable share of a booking's CPU. Keyed by the exact token string, so a
+ * changed byte is a miss; bounded, so a flood of distinct tokens cannot grow it.
+ */
+class VerifiedTokenCache {
+  private readonly map = new Map<string, { identity: TokenIdentity; expiresAt: number }>();
+  constructor(private readonly max = 10_000) {}
+
+  get(token: string): TokenIdentity | undefined {
+    const hit = this.map.get(token);
+    if (!hit) return undefined;
+    if (hit.expiresAt <= Date.now()) {
+      this.map.delete(token);
+      return undefined;
+    }
+    return hit.identity;
+  }
+
+  set(token: string, identity: TokenIdentity, expSeconds: number | undefined): void {
+    if (expSeconds === undefined) return;
+    if (this.map.size >= this.max) this.map.delete(this.map.keys().next().value as string);
+    this.map.set(token, { identity, expiresAt: expSeconds * 1000 });
+  }
+}
+
 export function createTokenService(cfg: Config, jwtSecret: string): TokenService {
-  const key = new TextEncoder().encode(jwtSecret);
+  const raw = new TextEncoder().encode(jwtSecret);
+  // Imported once: jose would otherwise import the raw secret on every verify.
+  const keyPromise = crypto.subtle.importKey('raw', raw, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign', 'verify']);
+  const cache = new VerifiedTokenCache();
   const jwks = cfg.JWT_JWKS_URL ? createRemoteJWKSet(new URL(cfg.JWT_JWKS_URL)) : null;
   const jwksAlgs = cfg.JWT_JWKS_ALGORITHMS.split(',').map((a) => a.trim()).filter((a) => a && !a.startsWith('HS'));
 
@@ -76,11 +106,13 @@ export function createTokenService(cfg: Config, jwtSecret: string): TokenService
         .setIssuedAt()
         .setJti(randomUUID())
         .setExpirationTime(`${cfg.TOKEN_TTL_SECONDS}s`)
-        .sign(key);
+        .sign(await keyPromise);
       return { token, expiresIn: cfg.TOKEN_TTL_SECONDS };
     },
 
     async verify(token) {
+      const cached = cache.get(token);
+      if (cached) return cached;
       let alg: string | undefined;
       try {
         alg = decodeProtectedHeader(token).alg;
@@ -92,14 +124,16 @@ export function createTokenService(cfg: Config, jwtSecret: string): TokenService
         // pinned algorithms: an HS256 token can never be checked against a
         // public key, nor "none" against anything.
         if (alg === LOCAL_ALG) {
-          const { payload } = await jwtVerify(token, key, {
+          const { payload } = await jwtVerify(token, await keyPromise, {
             issuer: cfg.JWT_ISSUER,
             audience: cfg.JWT_AUDIENCE,
             algorithms: [LOCAL_ALG],
             clockTolerance: 5,
             requiredClaims: ['exp', 'sub'],
           });
-          return { orgId: orgClaim(payload.org_id), clientId: String(payload.sub), issuer: 'local' };
+          const identity: TokenIdentity = { orgId: orgClaim(payload.org_id), clientId: String(payload.sub), issuer: 'local' };
+          cache.set(token, identity, payload.exp);
+          return identity;
         }
         if (jwks && alg && jwksAlgs.includes(alg)) {
           const { payload } = await jwtVerify(token, jwks, {
@@ -109,7 +143,9 @@ export function createTokenService(cfg: Config, jwtSecret: string): TokenService
             clockTolerance: 5,
             requiredClaims: ['exp'],
           });
-          return { orgId: orgClaim(payload[cfg.JWT_ORG_CLAIM]), clientId: null, issuer: 'jwks' };
+          const identity: TokenIdentity = { orgId: orgClaim(payload[cfg.JWT_ORG_CLAIM]), clientId: null, issuer: 'jwks' };
+          cache.set(token, identity, payload.exp);
+          return identity;
         }
       } catch (err) {
         if (err instanceof TokenError) throw err;

@@ -34,6 +34,8 @@ const NAMES = {
   practitioner: 'the practitioner',
 };
 
+const NOT_CONFIGURED = { smsStatus: 'failed_but_booked', smsReason: 'not_configured' } as const;
+
 const SMS_PHRASE: Record<string, string> = {
   sent: 'A confirmation text is on its way.',
   queued: 'A confirmation text will follow shortly.',
@@ -59,6 +61,7 @@ export const bookClinicAppointment: Tool<typeof schema> = {
     const end = start.plus({ minutes: service.durationMinutes });
     await assertBookable(ctx, start, end, { service, candidates });
 
+    const smsRow = withDryRun(ctx.sms.prepare(org, { patientName: args.patientName, start, kind: 'booked' }), call.dryRun);
     const outcome = await bookAppointment(ctx.sql, {
       org,
       service,
@@ -79,15 +82,15 @@ export const bookClinicAppointment: Tool<typeof schema> = {
         email: args.patientEmail ?? null,
       }),
       tool: 'bookClinicAppointment',
-      sms: withDryRun(ctx.sms.prepare(org, { patientName: args.patientName, start, kind: 'booked' }), call.dryRun),
+      sms: smsRow,
     });
     if (outcome.outcome !== 'booked') {
       ctx.log.info({ outcome: outcome.outcome, phone: phoneForLog(phone) }, 'booking refused');
       return explainRefusal(ctx, outcome, start, end, { service, candidates });
     }
 
-    const sms = await ctx.sms.outcome(org.id, outcome.appointmentId, 'booked');
-    if (call.dryRun) Object.assign(sms, { smsDryRun: true });
+    const sms = smsRow ? await ctx.sms.outcome(org.id, outcome.appointmentId, 'booked') : NOT_CONFIGURED;
+    
     const practitioner = org.practitioners.find((p) => p.id === outcome.practitionerId);
     ctx.log.info(
       {
@@ -111,6 +114,7 @@ export const bookClinicAppointment: Tool<typeof schema> = {
       service: service.name,
       practitioner: practitioner?.name ?? null,
       ...sms,
+      ...(call.dryRun ? { smsDryRun: true } : {}),
       alreadyBooked: outcome.existing || outcome.replayed === true,
       message: `You're booked for a ${service.name}${withWhom} on ${spokenTime}. ${SMS_PHRASE[sms.smsStatus] ?? ''}`.trim(),
     };

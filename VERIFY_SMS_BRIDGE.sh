@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Checks a deployment end to end, layer by layer, and exits non-zero on any failure.
+#
+#   ./VERIFY_SMS_BRIDGE.sh [BASE_URL] [--live]
+#
+# BASE_URL       default http://localhost:3000
+# CLIENT_ID      OAuth client of the clinic to check (default: DEMO_CLIENT_ID)
+# CLIENT_SECRET  its secret (default: DEMO_CLIENT_SECRET)
+# VERIFY_PHONE   patient phone used for the test bookings (default +14155552671;
+#                required with --live: use your own phone, it will receive texts)
+# KEEP=1         keep the test appointments instead of cancelling them afterwards
+#
+# Dry run (default): bookings are real and cancelled afterwards, but the
+# confirmation SMS goes only to the sandbox provider (x-dry-run), so no patient
+# is texted. --live sends through the clinic's real provider chain.
+#
+# Needs curl and node (for JSON; node is already required to run the server).
+set -uo pipefail
+
+BASE_URL="http://localhost:3000"
+LIVE=0
+for arg in "$@"; do
+  case "$arg" in
+    --live) LIVE=1 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) BASE_URL="${arg%/}" ;;
+  esac
+done
+CLIENT_ID="${CLIENT_ID:-${DEMO_CLIENT_ID:-}}"
+CLIENT_SECRET="${CLIENT_SECRET:-${DEMO_CLIENT_SECRET:-}}"
+PHONE="${VERIFY_PHONE:-+14155552671}"
+
+command -v curl >/dev/null || { echo "FAIL  setup: curl is required"; exit 2; }
+command -v node >/dev/null || { echo "FAIL  setup: node is required (for JSON)"; exit 2; }
+if [ -z "$CLIENT_ID" ] || [ -z "$CLIENT_SECRET" ]; then
+  echo "FAIL  setup: set CLIENT_ID and CLIENT_SECRET (npm start prints them on first run)"; exit 2
+fi
+if [ "$LIVE" = 1 ] && [ -z "${VERIFY_PHONE:-}" ]; then
+  echo "FAIL  setup: --live texts a real phone; set VERIFY_PHONE to your own number"; exit 2
+fi
+
+FAILURES=0
+pass() { printf 'PASS  %-18s %s\n' "$1" "$2"; }
+fail() { printf 'FAIL  %-18s %s\n' "$1" "$2"; FAILURES=$((FAILURES + 1)); }
+info() { printf 'INFO  %-18s %s\n' "$1" "$2"; }
+
+# json EXPR: evaluates EXPR with `j` bound to the JSON read from stdin; prints '' on any error.
+json() { node -e '
+  let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
+    try { const j = JSON.parse(s); const v = eval(process.argv[1]); process.stdout.write(v === undefined || v === null ? "" : String(v)); }
+    catch { process.stdout.write(""); }
+  });' "$1"; }
+
+# http METHOD PATH [BODY] [extra curl args...]: prints "<status>\n<body>"
+http() {
+  local method="$1" path="$2" body="${3:-}"; shift 3 2>/dev/null || shift $#
+  local args=(-s -o /tmp/verify_body.$$ -w '%{http_code}' -X "$method" "$BASE_URL$path" --max-time 20)
+  [ -n "$body" ] && args+=(-H 'Content-Type: application/json' --data "$body")
+  local code; code=$(curl "${args[@]}" "$@" 2>/dev/null) || code="000"
+  printf '%s\n' "$code"; cat /tmp/verify_body.$$ 2>/dev/null; rm -f /tmp/verify_body.$$
+}
+status_of() { head -n1; }
+body_of() { tail -n +2; }
+
+echo "Verifying $BASE_URL ($( [ "$LIVE" = 1 ] && echo 'LIVE: real SMS' || echo 'dry run: sandbox SMS only'))"
+
+# 1. Auth: the OAuth token endpoint, and the tool route refusing a missing token.
+R=$(curl -s -w '\n%{http_code}' -u "$CLIENT_ID:$CLIENT_SECRET" -d grant_type=client_credentials "$BASE_URL/oauth/token" --max-time 10)
+CODE=$(printf '%s' "$R" | tail -n1); BODY=$(printf '%s' "$R" | sed '$d')
+TOKEN=$(printf '%s' "$BODY" | json 'j.access_token')
+NOAUTH=$(http POST /api/vapi/tools '{"message":{"type":"status-update"}}' | status_of)
+if [ "$CODE" = 200 ] && [ -n "$TOKEN" ] && [ "$NOAUTH" = 401 ]; then
+  pass auth "token issued; unauthenticated call refused (401)"
+else
+  fail auth "token endpoint answered $CODE, unauthenticated call answered $NOAUTH"
+  echo "Cannot continue without a token."; exit 1
+fi
+AUTH=(-H "Authorization: Bearer $TOKEN")
+DRY=(); [ "$LIVE" = 1 ] || DRY=(-H 'x-dry-run: 1')
+ORG_ID=$(node -e 'const p = process.argv[1].split(".")[1]; console.log(JSON.parse(Buffer.from(p, "base64url")).org_id)' "$TOKEN")
+
+# 2. Org check: a request naming another clinic must be refused with 403.
+OTHER=$(node -e 'console.log(require("crypto").randomUUID())')
+MISMATCH=$(http POST /api/vapi/tools/checkAvailability "{\"toolCallId\":\"verify-org\",\"message\":{\"call\":{\"metadata\":{\"org_id\":\"$OTHER\"}}},\"tool\":{\"arguments\":{\"date\":\"2099-01-01\"}}}" "${AUTH[@]}" | status_of)
+if [ "$MISMATCH" = 403 ]; then pass "org check" "token org $ORG_ID; another org in the request refused (403)"
+else fail "org check" "a request naming another org answered $MISMATCH, expected 403"; fi
+
+# 3. SMS credentials and provider reachability (nothing secret is returned).
+DIAG=$(http GET /api/sms/diagnostics '' "${AUTH[@]}")
+if [ "$(printf '%s' "$DIAG" | status_of)" = 200 ]; then
+  D=$(printf '%s' "$DIAG" | body_of)
+  if [ "$(printf '%s' "$D" | json 'j.configured')" = true ]; then
+    SUMMARY=$(printf '%s' "$D" | json 'j.providers.map(p => `${p.position}:${p.kind} decrypts=${p.decrypts} reachable=${p.reachable} senders=${p.senders}`).join("; ")')
+    if [ "$(printf '%s' "$D" | json 'j.providers.every(p => p.decrypts)')" = true ]; then pass "sms credentials" "$SUMMARY"
+    else fail "sms credentials" "$SUMMARY"; fi
+    if [ "$(printf '%s' "$D" | json 'j.providers.some(p => p.reachable !== false)')" = true ]; then pass "sms reachability" "at least one provider answers"
+    else fail "sms reachability" "no provider answered: $SUMMARY"; fi
+  else
+    fail "sms credentials" "SMS is not configured for this clinic (PUT /api/admin/orgs/$ORG_ID/sms)"
+  fi
+else
+  fail "sms credentials" "diagnostics answered $(printf '%s' "$DIAG" | status_of)"
+fi
+
+# Find two open slots in the next two weeks.
+SLOT1=""; SLOT2=""
+for i in $(seq 1 14); do
+  DAY=$(node -e 'const d=new Date(Date.now()+Number(process.argv[1])*864e5); console.log(d.toISOString().slice(0,10))' "$i")
+  AV=$(http POST /api/vapi/tools "{\"message\":{\"type\":\"tool-calls\",\"toolCallList\":[{\"id\":\"verify-av-$i\",\"type\":\"function\",\"function\":{\"name\":\"checkAvailability\",\"arguments\":{\"date\":\"$DAY\"}}}]}}" "${AUTH[@]}" | body_of)
+  TIMES=$(printf '%s' "$AV" | json 'JSON.parse(j.results[0].result).slots.map(s => s.startsAt.slice(11,16)).join(" ")')
+  set -- $TIMES
+  if [ $# -ge 2 ]; then SLOT1="$DAY $1"; SLOT2="$DAY $2"; break; fi
+done
+if [ -z "$SLOT1" ]; then fail "booking created" "no two open slots in the next 14 days"; echo; echo "$FAILURES check(s) failed."; exit 1; fi
+
+RUN=$(date +%s)
+BOOK_VAPI="{\"message\":{\"type\":\"tool-calls\",\"call\":{\"id\":\"verify-call-$RUN\"},\"toolCallList\":[{\"id\":\"verify-book-$RUN\",\"type\":\"function\",\"function\":{\"name\":\"bookClinicAppointment\",\"arguments\":{\"patientName\":\"Verify Script\",\"patientPhone\":\"$PHONE\",\"appointmentDate\":\"${SLOT1% *}\",\"appointmentTime\":\"${SLOT1#* }\"}}}]}}"
+
+# 4. Booking through the Vapi shape and through the legacy shape.
+B1=$(http POST /api/vapi/tools "$BOOK_VAPI" "${AUTH[@]}" "${DRY[@]}" | body_of)
+R1=$(printf '%s' "$B1" | json 'j.results[0].result')
+APPT1=$(printf '%s' "$R1" | json 'j.success ? j.appointmentId : ""')
+SMS1=$(printf '%s' "$R1" | json 'j.smsStatus'); PROV1=$(printf '%s' "$R1" | json 'j.smsProvider'); WHY1=$(printf '%s' "$R1" | json 'j.smsReason')
+B2=$(http POST /api/vapi/tools/bookClinicAppointment "{\"toolCallId\":\"verify-legacy-$RUN\",\"message\":{\"call\":{\"metadata\":{\"org_id\":\"$ORG_ID\"}}},\"tool\":{\"arguments\":{\"patientName\":\"Verify Legacy\",\"patientPhone\":\"$PHONE\",\"appointmentDate\":\"${SLOT2% *}\",\"appointmentTime\":\"${SLOT2#* }\"}}}" "${AUTH[@]}" "${DRY[@]}" | body_of)
+APPT2=$(printf '%s' "$B2" | json 'j.result.success ? j.result.appointmentId : ""')
+if [ -n "$APPT1" ] && [ -n "$APPT2" ]; then
+  pass "booking created" "vapi: $APPT1 at $(printf '%s' "$R1" | json 'j.spokenTime'); legacy: $APPT2"
+else
+  fail "booking created" "vapi: ${R1:-$(printf '%s' "$B1" | head -c 200)} legacy: $(printf '%s' "$B2" | head -c 200)"
+fi
+
+# 5. Replay: the same toolCallId must return the same appointment, not a new one.
+R3=$(http POST /api/vapi/tools "$BOOK_VAPI" "${AUTH[@]}" "${DRY[@]}" | body_of | json 'j.results[0].result')
+APPT3=$(printf '%s' "$R3" | json 'j.appointmentId')
+if [ -n "$APPT1" ] && [ "$APPT3" = "$APPT1" ]; then pass "idempotent replay" "same toolCallId returned the same appointment"
+else fail "idempotent replay" "replay returned '$APPT3', expected '$APPT1'"; fi
+
+# 6. smsStatus and which provider accepted the message.
+case "$SMS1" in
+  sent) pass smsStatus "sent via ${PROV1:-unknown}$( [ "$LIVE" = 1 ] || echo ' (sandbox: dry run)')" ;;
+  queued) pass smsStatus "queued (${WHY1:-in flight}); retried in the background" ;;
+  *) fail smsStatus "${SMS1:-missing}${WHY1:+ ($WHY1)}" ;;
+esac
+
+# Clean up the test appointments unless asked to keep them.
+if [ "${KEEP:-0}" != 1 ]; then
+  for A in $APPT1 $APPT2; do
+    http POST /api/vapi/tools "{\"message\":{\"type\":\"tool-calls\",\"toolCallList\":[{\"id\":\"verify-cancel-$A\",\"type\":\"function\",\"function\":{\"name\":\"cancelAppointment\",\"arguments\":{\"appointmentId\":\"$A\"}}}]}}" "${AUTH[@]}" >/dev/null
+  done
+  info cleanup "test appointments cancelled"
+fi
+
+echo
+if [ "$FAILURES" -eq 0 ]; then echo "All checks passed."; exit 0; fi
+echo "$FAILURES check(s) failed."; exit 1
