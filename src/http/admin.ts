@@ -70,14 +70,19 @@ export function adminRouter(deps: AppDeps): Router {
   });
 
   router.post('/api/admin/orgs/:id/clients', async (req, res) => {
-    const { name } = parseBody(z.object({ name: z.string().trim().min(1).max(100).optional() }), req.body);
+    const { name } = parseBody(
+      z.object({ name: z.string().trim().min(1).max(100).regex(/^[^\u0000-\u001f\u007f]*$/).optional() }),
+      req.body,
+    );
     const client = await domain(() => createClient(deps.sql, orgIdParam(req), { name }));
     if (!client) throw new HttpError(404, 'not_found', 'No such org.');
     res.set('Cache-Control', 'no-store').status(201).json(client);
   });
 
   router.get('/api/admin/orgs/:id/clients', async (req, res) => {
-    res.json({ clients: await listClients(deps.sql, orgIdParam(req)) });
+    const clients = await listClients(deps.sql, orgIdParam(req));
+    if (!clients) throw new HttpError(404, 'not_found', 'No such org.');
+    res.json({ clients });
   });
 
   router.delete('/api/admin/orgs/:id/clients/:clientId', async (req, res) => {

@@ -1,3 +1,4 @@
+import { authFailures } from '../metrics.js';
 import { HttpError } from './errors.js';
 
 /**
@@ -20,6 +21,13 @@ export const MAX_CALLS_PER_MESSAGE = 20;
 export type Obj = Record<string, unknown>;
 export const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);
+
+/**
+ * Ids we store (idempotency keys, call ids) must be short printable strings;
+ * anything else cannot have come from a real platform and is not trusted.
+ */
+export const safeId = (v: unknown): string | undefined =>
+  typeof v === 'string' && v.length > 0 && v.length <= 200 && !/[\u0000-\u001f\u007f]/.test(v) ? v : undefined;
 
 export function requireMessage(body: unknown): Obj {
   if (!isObj(body) || !isObj(body.message)) {
@@ -56,12 +64,21 @@ export function extractToolCalls(message: Obj): RawToolCall[] {
     const fn = isObj(item.function) ? item.function : undefined;
     const name = str(fn?.name) ?? str(item.name);
     const parsed = parseArguments(fn ? fn.arguments ?? fn.parameters : item.arguments ?? item.parameters);
-    return { id: str(item.id), name, args: parsed.args, ...(parsed.error ? { argsError: parsed.error } : {}) };
+    const rawId = item.id;
+    const id = safeId(rawId);
+    if (rawId !== undefined && id === undefined) {
+      return { id: undefined, name, args: null, argsError: 'The tool call id is not usable.' };
+    }
+    return { id, name, args: parsed.args, ...(parsed.error ? { argsError: parsed.error } : {}) };
   });
 }
 
-const orgFrom = (meta: unknown): unknown =>
-  isObj(meta) ? meta.org_id ?? meta.orgId ?? meta.organizationId : undefined;
+/** Every org id a metadata object names, under any of the keys clients use. */
+const orgsFrom = (meta: unknown): unknown[] =>
+  isObj(meta) ? [meta.org_id, meta.orgId, meta.organizationId].filter(namesOrg) : [];
+
+/** null, undefined and "" name no org; anything else must match the token's. */
+export const namesOrg = (v: unknown): boolean => v !== undefined && v !== null && v !== '';
 
 /**
  * Every org the request names outside the tool arguments: assistant metadata,
@@ -72,9 +89,12 @@ export function orgsNamedInMessage(message: Obj): unknown[] {
   const overrides = isObj(call.assistantOverrides) ? call.assistantOverrides : {};
   const callAssistant = isObj(call.assistant) ? call.assistant : {};
   const assistant = isObj(message.assistant) ? message.assistant : {};
-  return [orgFrom(assistant.metadata), orgFrom(overrides.metadata), orgFrom(call.metadata), orgFrom(callAssistant.metadata)].filter(
-    (v) => v !== undefined && v !== null,
-  );
+  return [
+    ...orgsFrom(assistant.metadata),
+    ...orgsFrom(overrides.metadata),
+    ...orgsFrom(call.metadata),
+    ...orgsFrom(callAssistant.metadata),
+  ];
 }
 
 /**
@@ -85,6 +105,7 @@ export function orgsNamedInMessage(message: Obj): unknown[] {
 export function assertSameOrg(tokenOrg: string, named: unknown[]): void {
   for (const v of named) {
     if (typeof v !== 'string' || v.trim().toLowerCase() !== tokenOrg) {
+      authFailures.inc({ layer: 'request', reason: 'org_mismatch' });
       throw new HttpError(403, 'org_mismatch', 'The request names a different clinic than the credentials.');
     }
   }
@@ -94,7 +115,7 @@ export function callContext(message: Obj): { callId?: string; customerNumber?: s
   const call = isObj(message.call) ? message.call : {};
   const customer = isObj(message.customer) ? message.customer : isObj(call.customer) ? call.customer : {};
   const out: { callId?: string; customerNumber?: string } = {};
-  const callId = str(call.id);
+  const callId = safeId(call.id);
   const number = str(customer.number);
   if (callId) out.callId = callId;
   if (number) out.customerNumber = number;

@@ -64,7 +64,8 @@ export function oauthRouter(deps: AppDeps): Router {
       }
       const id = basic?.id ?? formId;
       const secret = basic?.secret ?? formSecret;
-      if (!id || !secret || id.length > 200 || secret.length > 500) {
+      // Postgres text cannot hold NUL; no real client id contains a control character.
+      if (!id || !secret || id.length > 200 || secret.length > 500 || /[\u0000-\u001f]/.test(id)) {
         authFailures.inc({ layer: 'oauth', reason: 'missing_client' });
         return oauthError(res, 401, 'invalid_client', 'Client authentication failed.', true);
       }

@@ -9,8 +9,10 @@ import {
   extractToolCalls,
   isObj,
   orgsNamedInMessage,
+  namesOrg,
   parseArguments,
   requireMessage,
+  safeId,
 } from './envelope.js';
 import { HttpError } from './errors.js';
 
@@ -48,7 +50,7 @@ export function vapiRouter(deps: AppDeps): Router {
     const calls = extractToolCalls(message);
     assertSameOrg(identity.orgId, [
       ...orgsNamedInMessage(message),
-      ...calls.map((c) => c.args?.organizationId).filter((v) => v !== undefined && v !== null),
+      ...calls.map((c) => c.args?.organizationId).filter(namesOrg),
     ]);
     const org = await loadVerifiedOrg(deps, req, identity);
     const context = callContext(message);
@@ -81,13 +83,16 @@ export function vapiRouter(deps: AppDeps): Router {
     const body: unknown = req.body;
     if (!isObj(body)) throw new HttpError(400, 'invalid_envelope', 'Expected a JSON object.');
     const toolName = String(req.params.toolName);
-    const toolCallId = typeof body.toolCallId === 'string' && body.toolCallId ? body.toolCallId : undefined;
+    if (body.toolCallId !== undefined && body.toolCallId !== null && safeId(body.toolCallId) === undefined) {
+      throw new HttpError(400, 'invalid_envelope', 'toolCallId must be a short printable string.');
+    }
+    const toolCallId = safeId(body.toolCallId);
     const message = isObj(body.message) ? body.message : {};
     const tool = isObj(body.tool) ? body.tool : {};
     const parsed = parseArguments(tool.arguments ?? body.arguments);
     assertSameOrg(identity.orgId, [
       ...orgsNamedInMessage(message),
-      ...(parsed.args?.organizationId !== undefined ? [parsed.args.organizationId] : []),
+      ...[parsed.args?.organizationId].filter(namesOrg),
     ]);
     const org = await loadVerifiedOrg(deps, req, identity);
     if (!parsed.args) {

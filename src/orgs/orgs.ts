@@ -30,19 +30,27 @@ export const openingHoursSchema = z
     message: 'opening windows of one day must not overlap',
   });
 
+/** Human-readable names: Postgres text cannot hold NUL, and control characters are never intended. */
+const name200 = z
+  .string()
+  .trim()
+  .min(1)
+  .max(200)
+  .refine((v) => !/[\u0000-\u001f\u007f]/.test(v), { message: 'must not contain control characters' });
+
 const serviceSchema = z.object({
   code: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/).optional(),
-  name: z.string().trim().min(1).max(200),
+  name: name200,
   durationMinutes: z.number().int().min(5).max(480),
 });
 
 const practitionerSchema = z.object({
-  name: z.string().trim().min(1).max(200),
+  name: name200,
   services: z.array(z.string().max(64)).max(100).nullable().optional(),
 });
 
 const orgFields = {
-  name: z.string().trim().min(1).max(200),
+  name: name200,
   timeZone: z.string().max(64).refine(isValidZone, { message: 'must be an IANA time zone such as America/New_York' }),
   defaultRegion: z.string().regex(/^[A-Z]{2}$/),
   openingHours: openingHoursSchema,
@@ -280,10 +288,15 @@ export async function createClient(
   });
 }
 
+/** null when the org does not exist (or is not visible). */
 export async function listClients(sql: Sql, orgId: string) {
-  return withOrg(sql, orgId, (tx) => tx`
-    SELECT client_id AS "clientId", name, created_at AS "createdAt", revoked_at AS "revokedAt"
-      FROM oauth_clients ORDER BY created_at`);
+  return withOrg(sql, orgId, async (tx) => {
+    const [org] = await tx`SELECT id FROM orgs WHERE id = ${orgId}`;
+    if (!org) return null;
+    return tx`
+      SELECT client_id AS "clientId", name, created_at AS "createdAt", revoked_at AS "revokedAt"
+        FROM oauth_clients ORDER BY created_at`;
+  });
 }
 
 export async function revokeClient(sql: Sql, orgId: string, clientId: string): Promise<boolean> {

@@ -1,0 +1,287 @@
+/**
+ * SMS engine benchmarks against the local fake Twilio and Telnyx (real SDKs,
+ * real wire protocol, real PostgreSQL), all in one run:
+ *
+ *   1. outbox drain throughput through the engine (target >= 1,000 msgs/s);
+ *   2. failover latency with the primary hard down, once its breaker is open
+ *      (target: p99 added latency <= 50 ms);
+ *   3. failover latency with the primary hanging (target: no message waits
+ *      longer than one per-attempt timeout);
+ *   4. booking tool-call latency with SMS on while the primary hangs
+ *      (target: p99 within SMS_RESPONSE_BUDGET_MS).
+ *
+ *   npm run bench:sms            BENCH_DRAIN=5000 BENCH_SAMPLES=200 npm run bench:sms
+ */
+import { fork } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DateTime } from 'luxon';
+import pino from 'pino';
+import postgres from 'postgres';
+import { loadConfig } from '../src/config.js';
+import { startEmbeddedPostgres } from '../src/db/embedded.js';
+import { createRuntime } from '../src/runtime.js';
+import { generateKeySpec } from '../src/sms/crypto.js';
+import type { Fault } from '../test/fakes/faults.js';
+import { DEFAULT_TELNYX_API_KEY } from '../test/fakes/fake-telnyx.js';
+import { DEFAULT_TWILIO_ACCOUNT as TWILIO } from '../test/fakes/fake-twilio.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const DRAIN = Number(process.env.BENCH_DRAIN ?? 5000);
+const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 200);
+const ATTEMPT_TIMEOUT_MS = 2000;
+const BUDGET_MS = 1500;
+const ADMIN = `bench-admin-${randomUUID()}`;
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? 0;
+};
+const fmt = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(1)} ms, p99 ${pct(xs, 99).toFixed(1)} ms, max ${Math.max(...xs).toFixed(1)} ms (n=${xs.length})`;
+
+async function main() {
+  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-sms-'));
+  const db = await startEmbeddedPostgres({ dataDir: tmp });
+
+  // Fakes in their own process, driven over IPC.
+  const fakes = fork(path.join(ROOT, 'scripts/fake-providers.ts'), [], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
+  let seq = 0;
+  const ask = <T>(msg: Record<string, unknown>) =>
+    new Promise<T>((resolve) => {
+      const id = ++seq;
+      const onMsg = (m: any) => {
+        if (m.id === id) {
+          fakes.off('message', onMsg);
+          resolve(m as T);
+        }
+      };
+      fakes.on('message', onMsg);
+      fakes.send({ ...msg, id });
+    });
+  const urls = await new Promise<{ twilioUrl: string; telnyxUrl: string }>((resolve) =>
+    fakes.once('message', (m: any) => resolve(m)),
+  );
+  const fault = (provider: 'twilio' | 'telnyx', f: Fault | null) => ask({ type: 'fault', provider, fault: f });
+  const counts = () => ask<{ twilio: number; telnyx: number; twilioRequests: number }>({ type: 'counts' });
+
+  const cfg = loadConfig({
+    NODE_ENV: 'test',
+    DATA_DIR: tmp,
+    LOG_LEVEL: 'info',
+    SEED_DEMO: 'false',
+    SMS_WORKER_ENABLED: 'false',
+    SMS_ATTEMPT_TIMEOUT_MS: String(ATTEMPT_TIMEOUT_MS),
+    SMS_RESPONSE_BUDGET_MS: String(BUDGET_MS),
+    SMS_WORKER_CONCURRENCY: '64',
+    SMS_WORKER_BATCH: '100',
+    SMS_WORKER_POLL_MS: '20',
+    WORKER_DB_POOL_MAX: '24',
+    TWILIO_API_BASE_URL: urls.twilioUrl,
+    TELNYX_API_BASE_URL: `${urls.telnyxUrl}/v2`,
+  });
+  // Logs are produced and serialised as in production, then discarded.
+  const log = pino({ level: cfg.LOG_LEVEL }, pino.destination({ dest: '/dev/null', sync: false }));
+  const runtime = await createRuntime({
+    cfg,
+    secrets: {
+      jwtSecret: `bench-jwt-${randomUUID()}`,
+      adminToken: ADMIN,
+      credentialsKey: generateKeySpec('k1'),
+      appDbPassword: `app-${randomUUID()}`,
+      workerDbPassword: `worker-${randomUUID()}`,
+      generated: [],
+    },
+    ownerUrl: db.ownerUrl,
+    log,
+    embedded: false,
+  });
+  const server = runtime.app.listen(0, '127.0.0.1');
+  await new Promise((r) => server.once('listening', r));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const owner = postgres(db.ownerUrl, { max: 4, onnotice: () => {} });
+  const api = async (method: string, p: string, body?: unknown, token = ADMIN) => {
+    const res = await fetch(`${base}${p}`, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${await res.text()}`);
+    return (await res.json()) as any;
+  };
+
+  const twilioLink = { kind: 'twilio', accountSid: TWILIO.sid, authToken: TWILIO.token, senderNumbers: ['+14155550101', '+14155550102', '+14155550103'] };
+  const telnyxLink = { kind: 'telnyx', apiKey: DEFAULT_TELNYX_API_KEY, senderNumbers: ['+13125550101', '+13125550102'] };
+
+  /** A clinic with its own chain (breakers are per clinic and account, so each scenario starts closed). */
+  const newClinic = async (providers: unknown[]) => {
+    const org = await api('POST', '/api/admin/orgs', {
+      name: `Bench SMS ${randomUUID().slice(0, 6)}`,
+      timeZone: 'America/New_York',
+      openingHours: Object.fromEntries(['1', '2', '3', '4', '5', '6', '7'].map((d) => [d, [['00:00', '24:00']]])),
+      services: [{ code: 'visit', name: 'Visit', durationMinutes: 15 }],
+      practitioners: [{ name: 'Dr. Bench' }],
+    });
+    await api('PUT', `/api/admin/orgs/${org.id}/sms`, { rateLimitPerHour: 1000, providers });
+    return org as { id: string; services: Array<{ id: string }>; practitioners: Array<{ id: string }> };
+  };
+
+  /** Appointments plus their outbox rows, inserted in bulk as the owner (the booking path is benched elsewhere). */
+  let dayOffset = 0;
+  const enqueue = async (org: Awaited<ReturnType<typeof newClinic>>, n: number): Promise<string[]> => {
+    const start = DateTime.now().plus({ days: 30 + dayOffset }).startOf('day');
+    dayOffset += Math.ceil(n / 96) + 1;
+    const rows = await owner<{ id: string }[]>`
+      WITH a AS (
+        INSERT INTO appointments (org_id, practitioner_id, service_id, patient_name, patient_phone, starts_at, ends_at)
+        SELECT ${org.id}, ${org.practitioners[0]!.id}, ${org.services[0]!.id}, 'Bench Patient ' || i,
+               '+1415' || lpad((5550000 + i)::text, 7, '0'),
+               ${start.toJSDate()}::timestamptz + (i * interval '15 minutes'),
+               ${start.toJSDate()}::timestamptz + ((i + 1) * interval '15 minutes')
+          FROM generate_series(0, ${n - 1}) i
+        RETURNING id, patient_phone, starts_at)
+      INSERT INTO sms_outbox (org_id, appointment_id, kind, to_phone, body, expires_at, next_attempt_at)
+      SELECT ${org.id}, a.id, 'booked', a.patient_phone,
+             'Hi Bench, your appointment at Bench Clinic is confirmed. Reply STOP to opt out.', a.starts_at,
+             now() + interval '1 hour'
+        FROM a
+      RETURNING id`;
+    return rows.map((r) => r.id);
+  };
+  const release = (ids: string[]) => owner`UPDATE sms_outbox SET next_attempt_at = now() WHERE id = ANY(${ids}::uuid[])`;
+  const lines: string[] = [];
+  const say = (s: string) => {
+    lines.push(s);
+    process.stderr.write(`${s}\n`);
+  };
+
+  // 1. Drain throughput.
+  {
+    const org = await newClinic([twilioLink, telnyxLink]);
+    const ids = await enqueue(org, DRAIN);
+    const before = await counts();
+    await release(ids);
+    const t0 = performance.now();
+    runtime.sms.worker.start();
+    for (;;) {
+      const [r] = await owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_outbox WHERE id = ANY(${ids}::uuid[]) AND status = 'sent'`;
+      if (r!.n >= ids.length) break;
+      await new Promise((res) => setTimeout(res, 25));
+    }
+    const secs = (performance.now() - t0) / 1000;
+    await runtime.sms.worker.stop();
+    const after = await counts();
+    const delivered = after.twilio - before.twilio + (after.telnyx - before.telnyx);
+    say(`drain: ${ids.length} messages in ${secs.toFixed(2)} s = ${(ids.length / secs).toFixed(0)} msgs/s; provider messages ${delivered} (duplicates: ${delivered - ids.length}) [target >= 1000 msgs/s: ${ids.length / secs >= 1000 ? 'MET' : 'NOT MET'}]`);
+  }
+
+  /** Runs messages one at a time through a full delivery run (claim, gate, engine, record) and times each. */
+  const timeRuns = async (org: Awaited<ReturnType<typeof newClinic>>, n: number) => {
+    const ids = await enqueue(org, n);
+    await release(ids);
+    const times: number[] = [];
+    const outcomes = new Map<string, number>();
+    for (const id of ids) {
+      const t = performance.now();
+      const out = await runtime.sms.worker.processNow(id);
+      times.push(performance.now() - t);
+      const key = out ? `${out.status}${'provider' in out ? `:${out.provider}` : `:${out.reason}`}` : 'not_claimed';
+      outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
+    }
+    return { times, outcomes: [...outcomes].map(([k, v]) => `${k}=${v}`).join(', ') };
+  };
+
+  // 2. Primary hard down (connection refused), breaker open.
+  {
+    const direct = await timeRuns(await newClinic([telnyxLink]), SAMPLES);
+    await fault('twilio', { kind: 'down' });
+    const org = await newClinic([twilioLink, telnyxLink]);
+    const opening = await timeRuns(org, 3);
+    const open = await timeRuns(org, SAMPLES);
+    await fault('twilio', null);
+    const added = pct(open.times, 99) - pct(direct.times, 99);
+    say(`down, Telnyx as the only provider (reference): ${fmt(direct.times)}`);
+    say(`down, first 3 messages (breaker closing in): ${fmt(opening.times)} [${opening.outcomes}]`);
+    say(`down, breaker open: ${fmt(open.times)} [${open.outcomes}]`);
+    say(`down: p99 added latency once open = ${added.toFixed(1)} ms [target <= 50 ms: ${added <= 50 ? 'MET' : 'NOT MET'}]`);
+  }
+
+  // 3. Primary hangs on send (lookups still answer): one timeout, reconcile, fail over.
+  {
+    await fault('twilio', { kind: 'hang', records: false, scope: 'create' });
+    const org = await newClinic([twilioLink, telnyxLink]);
+    const hang = await timeRuns(org, Math.min(SAMPLES, 50));
+    await fault('twilio', null);
+    const worst = Math.max(...hang.times);
+    const over = hang.times.filter((t) => t > ATTEMPT_TIMEOUT_MS).length;
+    say(`hang (send only): ${fmt(hang.times)} [${hang.outcomes}]`);
+    say(`hang: ${over} message(s) waited longer than the ${ATTEMPT_TIMEOUT_MS} ms attempt timeout; worst ${worst.toFixed(0)} ms = timeout + ${(worst - ATTEMPT_TIMEOUT_MS).toFixed(0)} ms reconcile/failover [target: none longer than one timeout: ${over === 0 ? 'MET' : `NOT MET (by ${(worst - ATTEMPT_TIMEOUT_MS).toFixed(0)} ms)`}]`);
+
+    await fault('twilio', { kind: 'hang', records: true });
+    const org2 = await newClinic([twilioLink, telnyxLink]);
+    const full = await timeRuns(org2, 5);
+    await fault('twilio', null);
+    say(`hang (whole API, accepted but unanswered): ${fmt(full.times)} [${full.outcomes}] (held for reconcile, never resent blindly)`);
+  }
+
+  // 4. Booking tool calls with SMS on while the primary hangs.
+  {
+    await fault('twilio', { kind: 'hang', records: false, scope: 'create' });
+    const org = await newClinic([twilioLink, telnyxLink]);
+    const client = await api('POST', `/api/admin/orgs/${org.id}/clients`, {});
+    const tok = await fetch(`${base}/oauth/token`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: client.clientId, client_secret: client.clientSecret }),
+    });
+    const token = ((await tok.json()) as { access_token: string }).access_token;
+    runtime.sms.worker.start();
+    const times: number[] = [];
+    const statuses = new Map<string, number>();
+    const day = DateTime.now().setZone('America/New_York').plus({ days: 5 + dayOffset });
+    let n = 0;
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        while (n < SAMPLES / 2) {
+          const i = n++;
+          const at = day.startOf('day').plus({ minutes: 15 * i });
+          const t = performance.now();
+          const r = await api('POST', '/api/vapi/tools', {
+            message: {
+              type: 'tool-calls',
+              toolCallList: [{ id: `bench-${randomUUID()}`, type: 'function', function: { name: 'bookClinicAppointment', arguments: { patientName: `Pat ${i}`, patientPhone: `+1415555${String(3000 + i)}`, appointmentDate: at.toISODate(), appointmentTime: at.toFormat('HH:mm') } } }],
+            },
+          }, token);
+          times.push(performance.now() - t);
+          const s = JSON.parse(r.results[0].result).smsStatus as string;
+          statuses.set(s, (statuses.get(s) ?? 0) + 1);
+        }
+      }),
+    );
+    await runtime.sms.worker.stop();
+    await fault('twilio', null);
+    say(`booking while primary hangs (c=4): ${fmt(times)} [smsStatus ${[...statuses].map(([k, v]) => `${k}=${v}`).join(', ')}] [target p99 <= ${BUDGET_MS} ms: ${pct(times, 99) <= BUDGET_MS ? 'MET' : 'NOT MET'}]`);
+  }
+
+  const [dups] = await owner<{ n: number }[]>`
+    SELECT count(*)::int AS n FROM (SELECT outbox_id FROM sms_attempts WHERE outcome IN ('accepted', 'reconciled') GROUP BY outbox_id HAVING count(*) > 1) d`;
+  say(`messages with more than one accepted attempt: ${dups!.n}`);
+
+  process.stdout.write(
+    [`bench:sms  ${new Date().toISOString()}  node ${process.version}  ${os.cpus().length} cpu  attempt timeout ${ATTEMPT_TIMEOUT_MS} ms, budget ${BUDGET_MS} ms`, ...lines].join('\n') + '\n',
+  );
+  server.close();
+  await runtime.close();
+  await owner.end();
+  fakes.disconnect();
+  await db.stop();
+  await fs.rm(tmp, { recursive: true, force: true });
+}
+
+main().catch((err) => {
+  process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});
