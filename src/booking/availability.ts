@@ -36,9 +36,23 @@ export function openingWindows(org: OrgContext, date: LocalDate): Array<{ open: 
   return windows.map(([o, c]) => ({ open: at(o), close: at(c) })).filter((w) => w.open < w.close);
 }
 
+const minutesOf = (hhmm: string) => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3, 5));
+
+/**
+ * Whether [start, end) lies inside one opening window of start's local day,
+ * compared on the clinic's wall clock ("24:00" closes at the next midnight).
+ */
 export function isWithinOpeningHours(org: OrgContext, start: DateTime, end: DateTime): boolean {
-  const date = { year: start.year, month: start.month, day: start.day };
-  return openingWindows(org, date).some((w) => w.open <= start && end <= w.close);
+  // Calendar fields are cached on a DateTime; comparing them avoids the zone
+  // offset lookups that building new DateTimes would cost on every booking.
+  const dayNumber = (d: DateTime) => Date.UTC(d.year, d.month - 1, d.day) / 86_400_000;
+  const startMin = start.hour * 60 + start.minute;
+  const span = dayNumber(end) - dayNumber(start);
+  const endsAtMidnight = span === 1 && end.hour === 0 && end.minute === 0;
+  if (span !== 0 && !endsAtMidnight) return false;
+  const endMin = endsAtMidnight ? 24 * 60 : end.hour * 60 + end.minute;
+  const windows = org.openingHours[String(start.weekday)] ?? [];
+  return windows.some(([o, c]) => minutesOf(o) <= startMin && endMin <= minutesOf(c));
 }
 
 /** "9:00 AM to 5:00 PM", or "closed", for the agent to explain a refusal. */

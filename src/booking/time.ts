@@ -75,15 +75,22 @@ export function resolveLocal(date: LocalDate, time: LocalTime, zone: string): Da
   if (!dt.isValid) {
     throw new ToolError('invalid_date', "I couldn't understand that date and time. Could you say it again?");
   }
-  const wall = spokenClock(DateTime.fromObject({ ...date, ...time }, { zone: 'UTC', locale: LOCALE }));
-  const day = DateTime.fromObject(date, { zone, locale: LOCALE }).toFormat('MMMM d');
+  // Both checks are cheap on the happy path; the wording is only built on refusal.
+  const words = () => ({
+    wall: spokenClock(DateTime.fromObject({ ...date, ...time }, { zone: 'UTC', locale: LOCALE })),
+    day: DateTime.fromObject(date, { zone, locale: LOCALE }).toFormat('MMMM d'),
+  });
   if (dt.hour !== time.hour || dt.minute !== time.minute || dt.day !== date.day) {
+    const { wall, day } = words();
     throw new ToolError(
       'nonexistent_time',
       `${wall} doesn't exist on ${day} because the clocks spring forward. Could we pick another time?`,
     );
   }
-  if (dt.getPossibleOffsets().length > 1) {
+  // An hour either side has the same offset on all but the two days a year
+  // with a change, so the full ambiguity check only runs near one.
+  if (dt.minus({ hours: 3 }).offset !== dt.plus({ hours: 3 }).offset && dt.getPossibleOffsets().length > 1) {
+    const { wall, day } = words();
     throw new ToolError(
       'ambiguous_time',
       `${wall} happens twice on ${day} because the clocks fall back. Could we pick another time?`,
