@@ -50,6 +50,10 @@ CREATE TABLE sms_outbox (
   last_error_class    text,
   last_error_code     text,
   last_error          text,
+  -- Why a failed/cancelled row was not sent, in the words smsStatus reports:
+  -- invalid_recipient, opted_out, rate_limited, expired, not_configured,
+  -- retries_exhausted, appointment_cancelled, superseded.
+  failure_reason      text,
   created_at          timestamptz NOT NULL DEFAULT now(),
   updated_at          timestamptz NOT NULL DEFAULT now(),
   sent_at             timestamptz,
@@ -77,6 +81,9 @@ CREATE TABLE sms_attempts (
   provider_message_id text,
   failed_over         boolean NOT NULL DEFAULT false,
   latency_ms          integer,
+  -- The worker (host:pid:nonce) that made the call: which process to look at
+  -- when an attempt was left in flight.
+  worker              text,
   started_at          timestamptz NOT NULL DEFAULT now(),
   finished_at         timestamptz
 );
@@ -180,6 +187,12 @@ BEGIN
   IF v.expires_at <= now() THEN
     RETURN jsonb_build_object('decision', 'expired');
   END IF;
+  -- expires_at is the start time the text announces. If the appointment has
+  -- moved since (rescheduled), this text would give the patient the old time;
+  -- the reschedule enqueues its own confirmation.
+  IF EXISTS (SELECT 1 FROM appointments WHERE id = v.appointment_id AND starts_at <> v.expires_at) THEN
+    RETURN jsonb_build_object('decision', 'superseded');
+  END IF;
   IF EXISTS (SELECT 1 FROM sms_opt_outs WHERE org_id = v.org_id AND phone = v.to_phone) THEN
     RETURN jsonb_build_object('decision', 'opted_out');
   END IF;
@@ -210,8 +223,13 @@ $$;
 -- Opens an attempt: picks the sticky sender (keeping a stored choice while that
 -- number is still in the pool, else storing the caller's rendezvous pick) and
 -- writes the in-flight audit row before any byte goes to the provider.
+--
+-- p_worker fences the call: only the worker that currently holds the row's
+-- lease may open an attempt. A worker that stalled past its lease (and whose
+-- row another worker has since claimed) gets SQLSTATE SM001 instead of sending
+-- a second copy. FOR SHARE keeps the lease from changing hands mid-call.
 CREATE FUNCTION sms_begin_attempt(
-  p_org uuid, p_outbox uuid, p_recipient text, p_provider text, p_account text,
+  p_org uuid, p_outbox uuid, p_worker text, p_recipient text, p_provider text, p_account text,
   p_pool text[], p_preferred text, p_failed_over boolean
 ) RETURNS jsonb
 LANGUAGE plpgsql
@@ -221,6 +239,12 @@ DECLARE
   v_id   bigint;
 BEGIN
   PERFORM set_config('app.org_id', p_org::text, true);
+  PERFORM 1 FROM sms_outbox
+    WHERE id = p_outbox AND org_id = p_org AND status = 'sending' AND locked_by = p_worker
+    FOR SHARE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'sms outbox row % is no longer leased by this worker', p_outbox USING ERRCODE = 'SM001';
+  END IF;
   IF p_preferred IS NOT NULL THEN
     SELECT from_number INTO v_from FROM sms_sender_assignments
      WHERE org_id = p_org AND account_key = p_account AND recipient = p_recipient;
@@ -230,32 +254,56 @@ BEGIN
       VALUES (p_org, p_account, p_recipient, v_from)
       ON CONFLICT (org_id, account_key, recipient)
         DO UPDATE SET from_number = EXCLUDED.from_number, last_used_at = now();
+    ELSE
+      UPDATE sms_sender_assignments SET last_used_at = now()
+       WHERE org_id = p_org AND account_key = p_account AND recipient = p_recipient;
     END IF;
   END IF;
-  INSERT INTO sms_attempts (outbox_id, org_id, provider, account_key, from_number, outcome, failed_over)
-  VALUES (p_outbox, p_org, p_provider, p_account, v_from, 'in_flight', p_failed_over)
+  INSERT INTO sms_attempts (outbox_id, org_id, provider, account_key, from_number, outcome, failed_over, worker)
+  VALUES (p_outbox, p_org, p_provider, p_account, v_from, 'in_flight', p_failed_over, p_worker)
   RETURNING id INTO v_id;
   RETURN jsonb_build_object('attemptId', v_id, 'from', v_from);
 END
 $$;
 
+-- Settles an attempt. What an earlier step already wrote is kept: settling a
+-- timed-out attempt by reconcile adds to its error text and keeps its latency,
+-- so the audit row still shows the original error.
 CREATE FUNCTION sms_finish_attempt(
   p_org uuid, p_attempt bigint, p_outcome text, p_class text, p_code text, p_message text,
   p_provider_message_id text, p_latency_ms integer, p_opt_out boolean
 ) RETURNS void
 LANGUAGE plpgsql
 AS $$
+DECLARE
+  a sms_attempts%ROWTYPE;
 BEGIN
   PERFORM set_config('app.org_id', p_org::text, true);
   UPDATE sms_attempts
-     SET outcome = p_outcome, error_class = p_class, error_code = p_code, error_message = left(p_message, 500),
-         provider_message_id = p_provider_message_id, latency_ms = p_latency_ms,
+     SET outcome = p_outcome,
+         error_class = COALESCE(p_class, error_class),
+         error_code = COALESCE(p_code, error_code),
+         error_message = left(CASE WHEN error_message IS NULL OR p_message IS NULL THEN COALESCE(p_message, error_message)
+                                   WHEN error_message = p_message THEN error_message
+                                   ELSE error_message || ' | ' || p_message END, 500),
+         provider_message_id = COALESCE(p_provider_message_id, provider_message_id),
+         latency_ms = COALESCE(p_latency_ms, latency_ms),
          finished_at = CASE WHEN p_outcome = 'in_flight' THEN NULL ELSE now() END
-   WHERE id = p_attempt;
+   WHERE id = p_attempt
+  RETURNING * INTO a;
+  IF p_outcome IN ('accepted', 'reconciled') THEN
+    -- Earlier attempts of this message at the same account that were still in
+    -- flight were resent under the same idempotency key and are settled by this
+    -- one; left open they would read as unexplained in-flight sends.
+    UPDATE sms_attempts
+       SET outcome = 'failed', error_code = 'SUPERSEDED', finished_at = now(),
+           error_message = left(COALESCE(error_message || ' | ', '') || 'settled by attempt ' || p_attempt, 500)
+     WHERE outbox_id = a.outbox_id AND account_key = a.account_key AND outcome = 'in_flight' AND id < p_attempt;
+  END IF;
   IF p_opt_out THEN
     INSERT INTO sms_opt_outs (org_id, phone, source)
     SELECT a.org_id, o.to_phone, 'provider:' || a.provider || ':' || COALESCE(p_code, '')
-      FROM sms_attempts a JOIN sms_outbox o ON o.id = a.outbox_id WHERE a.id = p_attempt
+      FROM sms_outbox o WHERE o.id = a.outbox_id
     ON CONFLICT DO NOTHING;
   END IF;
 END

@@ -10,6 +10,25 @@ CREATE FUNCTION booking_lock_key(p_org uuid, p_practitioner uuid, p_day date) RE
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
   AS $$ SELECT hashtextextended(p_org::text || '|' || p_practitioner::text || '|' || p_day::text, 0) $$;
 
+-- The database layer of the org check, for statements that run on cached
+-- clinic settings: scopes the transaction to the org, then refuses unless the
+-- org exists and is active and the calling OAuth client is not revoked.
+-- Custom SQLSTATEs let the app answer 403 / 401 instead of a generic error.
+CREATE FUNCTION tenant_scope(p_org uuid, p_client text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  PERFORM set_config('app.org_id', p_org::text, true);
+  IF NOT EXISTS (SELECT 1 FROM orgs WHERE id = p_org AND active) THEN
+    RAISE EXCEPTION 'org % is not active', p_org USING ERRCODE = 'CV403';
+  END IF;
+  IF p_client IS NOT NULL AND NOT EXISTS (
+       SELECT 1 FROM oauth_clients WHERE client_id = p_client AND revoked_at IS NULL) THEN
+    RAISE EXCEPTION 'client revoked' USING ERRCODE = 'CV401';
+  END IF;
+END
+$$;
+
 -- Everything a tool call needs about its clinic, and whether the org and the
 -- calling OAuth client are still active: the database layer of org checks.
 CREATE FUNCTION org_context(p_org uuid, p_client text) RETURNS jsonb
@@ -37,12 +56,12 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION busy_intervals(p_org uuid, p_from timestamptz, p_to timestamptz)
+CREATE FUNCTION busy_intervals(p_org uuid, p_client text, p_from timestamptz, p_to timestamptz)
 RETURNS TABLE (practitioner_id uuid, starts_at timestamptz, ends_at timestamptz)
 LANGUAGE plpgsql
 AS $$
 BEGIN
-  PERFORM set_config('app.org_id', p_org::text, true);
+  PERFORM tenant_scope(p_org, p_client);
   RETURN QUERY
     SELECT a.practitioner_id, a.starts_at, a.ends_at FROM appointments a
      WHERE a.org_id = p_org AND a.status <> 'cancelled'
@@ -52,7 +71,8 @@ END
 $$;
 
 -- The booking transaction (READ COMMITTED), in order:
---   1. scope to the org; refuse an inactive org;
+--   1. scope to the org; refuse an inactive org or a revoked client (the
+--      database layer of the org check, in the booking's own transaction);
 --   2. claim the idempotency key: a concurrent duplicate blocks on the primary
 --      key until the first commits, then replays its stored response;
 --   3. for each candidate practitioner (given in a fixed order, so two bookings
@@ -65,6 +85,7 @@ $$;
 --   7. store the response under the idempotency key.
 CREATE FUNCTION book_appointment(
   p_org            uuid,
+  p_client         text,
   p_key            text,
   p_tool           text,
   p_request_hash   text,
@@ -99,7 +120,11 @@ BEGIN
 
   SELECT * INTO v_org FROM orgs WHERE id = p_org;
   IF NOT FOUND OR NOT v_org.active THEN
-    RETURN jsonb_build_object('outcome', 'org_inactive');
+    RAISE EXCEPTION 'org % is not active', p_org USING ERRCODE = 'CV403';
+  END IF;
+  IF p_client IS NOT NULL AND NOT EXISTS (
+       SELECT 1 FROM oauth_clients WHERE client_id = p_client AND revoked_at IS NULL) THEN
+    RAISE EXCEPTION 'client revoked' USING ERRCODE = 'CV401';
   END IF;
 
   IF p_key IS NOT NULL THEN
@@ -211,4 +236,4 @@ BEGIN
 END
 $$;
 
-GRANT EXECUTE ON FUNCTION booking_lock_key, org_context, busy_intervals, book_appointment TO clinic_app;
+GRANT EXECUTE ON FUNCTION booking_lock_key, tenant_scope, org_context, busy_intervals, book_appointment TO clinic_app;

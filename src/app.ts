@@ -14,6 +14,7 @@ import { oauthRouter } from './http/oauth.js';
 import { vapiRouter } from './http/vapi.js';
 import { httpDuration } from './metrics.js';
 import type { Keyring } from './sms/crypto.js';
+import type { OrgContextCache } from './booking/org.js';
 import type { ConfirmationNotifier } from './tools/types.js';
 
 export interface AppDeps {
@@ -24,6 +25,8 @@ export interface AppDeps {
   keyring: Keyring;
   adminToken: string;
   sms: ConfirmationNotifier;
+  /** Clinic settings reused between tool calls (see OrgContextCache). */
+  orgCache: OrgContextCache;
   /** Extra admin routes (the SMS engine's), mounted behind the admin token. */
   extraRouters?: express.Router[];
   log: Logger;

@@ -54,6 +54,8 @@ const schema = z.object({
   ADMIN_TOKEN: optionalString,
   /** AES-256-GCM keyring for clinic credentials: "k2:base64,k1:base64" (first encrypts). Generated when unset. */
   CREDENTIALS_KEY: optionalString,
+  /** How long a clinic's settings are reused between tool calls; 0 re-reads them every call. */
+  ORG_CACHE_TTL_MS: intFrom(5000, 0, 300_000),
   /** Largest request body accepted, in bytes. */
   BODY_LIMIT_BYTES: intFrom(100_000, 1_000, 10_000_000),
   /** Allowed clock skew for Vapi HMAC timestamps. */

@@ -65,8 +65,8 @@ export const smsFailovers = new client.Counter({
 
 export const breakerState = new client.Gauge({
   name: 'sms_breaker_open',
-  help: '1 while the circuit breaker for a provider account is open or half-open',
-  labelNames: ['provider'] as const,
+  help: '1 while the circuit breaker of a clinic\'s provider account is open or half-open',
+  labelNames: ['org', 'provider'] as const,
   registers: [registry],
 });
 

@@ -8,6 +8,7 @@ import { migrate } from './db/migrate.js';
 import { connect } from './db/pool.js';
 import { APP_ROLE, WORKER_ROLE, assertRlsEnforced, enableRoleLogin, urlForRole } from './db/roles.js';
 import { seedDemo, type SeedResult } from './orgs/seed.js';
+import { OrgContextCache } from './booking/org.js';
 import { parseKeyring } from './sms/crypto.js';
 import type { Secrets } from './secrets.js';
 import { createSmsModule, type SmsModule } from './sms/module.js';
@@ -68,6 +69,7 @@ export async function createRuntime(opts: {
       keyring,
       adminToken: secrets.adminToken,
       sms: sms.notifier,
+      orgCache: new OrgContextCache(cfg.ORG_CACHE_TTL_MS),
       log,
       now,
     };

@@ -1,6 +1,6 @@
 import { DateTime } from 'luxon';
 import type { Sql } from 'postgres';
-import { withOrg } from '../db/pool.js';
+import { withTenant, type Tenant } from '../db/pool.js';
 import type { OrgContext } from './org.js';
 import type { LocalDate } from './time.js';
 
@@ -19,9 +19,9 @@ export interface AppointmentRow {
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const isUuid = (s: string) => UUID_RE.test(s);
 
-export async function getAppointment(sql: Sql, orgId: string, id: string): Promise<AppointmentRow | null> {
+export async function getAppointment(sql: Sql, tenant: Tenant, id: string): Promise<AppointmentRow | null> {
   if (!isUuid(id)) return null;
-  return withOrg(sql, orgId, async (tx) => {
+  return withTenant(sql, tenant, async (tx) => {
     const [row] = await tx<AppointmentRow[]>`
       SELECT id, practitioner_id, service_id, patient_name, patient_phone, patient_email, starts_at, ends_at, status
         FROM appointments WHERE id = ${id}::uuid`;
@@ -32,13 +32,14 @@ export async function getAppointment(sql: Sql, orgId: string, id: string): Promi
 /** Live appointments of one patient on one clinic-local date. */
 export async function findByPhoneOnDate(
   sql: Sql,
+  tenant: Tenant,
   org: OrgContext,
   phone: string,
   date: LocalDate,
 ): Promise<AppointmentRow[]> {
   const from = DateTime.fromObject(date, { zone: org.timeZone }).startOf('day');
   const to = from.plus({ days: 1 });
-  return withOrg(sql, org.id, (tx) => tx<AppointmentRow[]>`
+  return withTenant(sql, tenant, (tx) => tx<AppointmentRow[]>`
       SELECT id, practitioner_id, service_id, patient_name, patient_phone, patient_email, starts_at, ends_at, status
         FROM appointments
        WHERE patient_phone = ${phone} AND status = 'booked'
@@ -49,9 +50,9 @@ export async function findByPhoneOnDate(
 export type CancelResult = { status: 'cancelled' | 'already_cancelled'; appointment: AppointmentRow } | { status: 'not_found' };
 
 /** Cancelling is naturally idempotent: a second cancel reports the first. */
-export async function cancelAppointmentById(sql: Sql, orgId: string, id: string): Promise<CancelResult> {
+export async function cancelAppointmentById(sql: Sql, tenant: Tenant, id: string): Promise<CancelResult> {
   if (!isUuid(id)) return { status: 'not_found' };
-  return withOrg(sql, orgId, async (tx) => {
+  return withTenant(sql, tenant, async (tx) => {
     const [row] = await tx<AppointmentRow[]>`
       SELECT id, practitioner_id, service_id, patient_name, patient_phone, patient_email, starts_at, ends_at, status
         FROM appointments WHERE id = ${id}::uuid FOR UPDATE`;

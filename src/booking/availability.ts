@@ -1,5 +1,6 @@
 import { DateTime } from 'luxon';
 import type { Sql } from 'postgres';
+import { rethrowTenant, type Tenant } from '../db/pool.js';
 import { ToolError } from './errors.js';
 import type { OrgContext, Practitioner, Service } from './org.js';
 import { type LocalDate, spokenList } from './time.js';
@@ -17,10 +18,10 @@ export interface Slot {
 }
 
 /** Busy time of every practitioner in [from, to), one round trip under RLS. */
-export async function fetchBusy(sql: Sql, orgId: string, from: DateTime, to: DateTime): Promise<BusyInterval[]> {
+export async function fetchBusy(sql: Sql, tenant: Tenant, from: DateTime, to: DateTime): Promise<BusyInterval[]> {
   const rows = await sql<{ practitioner_id: string; starts_at: Date; ends_at: Date }[]>`
     SELECT practitioner_id, starts_at, ends_at
-      FROM busy_intervals(${orgId}::uuid, ${from.toJSDate()}, ${to.toJSDate()})`;
+      FROM busy_intervals(${tenant.orgId}::uuid, ${tenant.clientId}, ${from.toJSDate()}, ${to.toJSDate()})`.catch(rethrowTenant);
   return rows.map((r) => ({ practitionerId: r.practitioner_id, startsAt: r.starts_at, endsAt: r.ends_at }));
 }
 

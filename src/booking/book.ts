@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { DateTime } from 'luxon';
 import type { Sql } from 'postgres';
+import { rethrowTenant } from '../db/pool.js';
 import type { OrgContext, Practitioner, Service } from './org.js';
 
 export type BookOutcome =
@@ -9,7 +10,6 @@ export type BookOutcome =
       outcome:
         | 'slot_taken'
         | 'outside_hours'
-        | 'org_inactive'
         | 'idempotency_mismatch'
         | 'not_found'
         | 'practitioner_unavailable';
@@ -18,6 +18,8 @@ export type BookOutcome =
 
 export interface BookRequest {
   org: OrgContext;
+  /** The OAuth client acting; the booking transaction re-checks it is not revoked. */
+  clientId: string | null;
   service: Service;
   /** Candidates in the order the database should try them. */
   practitioners: Practitioner[];
@@ -64,7 +66,7 @@ export async function bookAppointment(sql: Sql, r: BookRequest): Promise<BookOut
   try {
     const [row] = await sql<{ result: BookOutcome }[]>`
       SELECT book_appointment(
-        ${r.org.id}::uuid, ${r.idempotencyKey ?? null}, ${r.tool}, ${r.requestHash},
+        ${r.org.id}::uuid, ${r.clientId}, ${r.idempotencyKey ?? null}, ${r.tool}, ${r.requestHash},
         ${ids}::uuid[], ${r.service.id}::uuid, ${r.start.toJSDate()}, ${r.end.toJSDate()},
         ${r.patientName}, ${r.patientPhone}, ${r.patientEmail ?? null}, ${r.callId ?? null},
         ${r.replaceId ?? null}::uuid, ${r.sms?.kind ?? null}, ${r.sms?.body ?? null}, ${r.sms?.dryRun ?? false}
@@ -75,6 +77,6 @@ export async function bookAppointment(sql: Sql, r: BookRequest): Promise<BookOut
     // A reschedule moves a row with UPDATE, which has no ON CONFLICT: the
     // exclusion constraint raises instead, and the whole attempt rolls back.
     if ((err as { code?: string }).code === EXCLUSION_VIOLATION) return { outcome: 'slot_taken' };
-    throw err;
+    return rethrowTenant(err);
   }
 }

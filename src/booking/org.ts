@@ -39,3 +39,39 @@ export async function loadOrgContext(sql: Sql, orgId: string, clientId: string |
 }
 
 export const WEEKDAYS = ['monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday'] as const;
+
+/**
+ * A clinic's settings, reused for a few seconds between tool calls. Only the
+ * settings are cached: whether the org is active and the OAuth client unrevoked
+ * is re-checked by the database inside every tool's own statement
+ * (tenant_scope / book_appointment), so a deactivation takes effect at once.
+ * Admin writes in this process evict the entry; other processes see settings
+ * changes after the TTL.
+ */
+export class OrgContextCache {
+  private readonly map = new Map<string, { ctx: OrgContext; at: number }>();
+  constructor(
+    private readonly ttlMs: number,
+    private readonly max = 5_000,
+  ) {}
+
+  get(orgId: string): OrgContext | undefined {
+    const hit = this.map.get(orgId);
+    if (!hit) return undefined;
+    if (Date.now() - hit.at >= this.ttlMs) {
+      this.map.delete(orgId);
+      return undefined;
+    }
+    return hit.ctx;
+  }
+
+  set(ctx: OrgContext): void {
+    if (this.ttlMs <= 0) return;
+    if (this.map.size >= this.max) this.map.delete(this.map.keys().next().value as string);
+    this.map.set(ctx.id, { ctx, at: Date.now() });
+  }
+
+  invalidate(orgId: string): void {
+    this.map.delete(orgId);
+  }
+}

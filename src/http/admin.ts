@@ -66,6 +66,7 @@ export function adminRouter(deps: AppDeps): Router {
     const input = parseBody(updateOrgSchema, req.body);
     const org = await domain(() => updateOrg(deps.sql, deps.keyring, orgIdParam(req), input));
     if (!org) throw new HttpError(404, 'not_found', 'No such org.');
+    deps.orgCache.invalidate(org.id);
     res.json(org);
   });
 
@@ -87,6 +88,7 @@ export function adminRouter(deps: AppDeps): Router {
 
   router.delete('/api/admin/orgs/:id/clients/:clientId', async (req, res) => {
     const ok = await revokeClient(deps.sql, orgIdParam(req), String(req.params.clientId));
+    deps.orgCache.invalidate(orgIdParam(req));
     if (!ok) throw new HttpError(404, 'not_found', 'No such client.');
     res.status(204).end();
   });

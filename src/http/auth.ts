@@ -56,9 +56,12 @@ export function identityOf(res: Response): TokenIdentity {
  * in the database (read under RLS with the org set for the statement), the
  * OAuth client behind the token has not been revoked, and, when the clinic has
  * configured them, the Vapi HMAC signature and legacy shared secret match.
+ * On a settings-cache hit the active/revoked check is not skipped: it moves
+ * into the first statement each tool runs (tenant_scope), in the same round trip.
  */
 export async function loadVerifiedOrg(deps: AppDeps, req: Request, identity: TokenIdentity): Promise<OrgContext> {
-  const org = await loadOrgContext(deps.sql, identity.orgId, identity.clientId);
+  const cached = deps.orgCache.get(identity.orgId);
+  const org = cached ?? (await loadOrgContext(deps.sql, identity.orgId, identity.clientId));
   if (!org || !org.active) {
     authFailures.inc({ layer: 'database', reason: org ? 'inactive' : 'unknown_org' });
     throw new HttpError(403, 'org_inactive', 'The clinic for these credentials does not exist or is not active.');
@@ -67,6 +70,7 @@ export async function loadVerifiedOrg(deps: AppDeps, req: Request, identity: Tok
     authFailures.inc({ layer: 'database', reason: 'client_revoked' });
     throw new HttpError(401, 'invalid_token', 'The client behind this token has been revoked.');
   }
+  if (!cached) deps.orgCache.set(org);
   if (org.vapiSecretSha256) {
     const given = req.get('x-vapi-secret') ?? req.get('x-vapi-signature');
     const digest = given ? createHash('sha256').update(given).digest('hex') : '';

@@ -1,4 +1,5 @@
 import type { ErrorRequestHandler } from 'express';
+import { TenantRejected } from '../db/pool.js';
 
 /** An error whose status and short message are safe to show the caller. */
 export class HttpError extends Error {
@@ -27,6 +28,11 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   if (res.headersSent) return;
   if (err instanceof HttpError) {
     res.set(err.headers).status(err.status).json({ error: err.code, message: err.message });
+    return;
+  }
+  if (err instanceof TenantRejected) {
+    if (err.status === 401) res.set('WWW-Authenticate', 'Bearer realm="voice-tools", error="invalid_token"');
+    res.status(err.status).json({ error: err.code, message: err.message });
     return;
   }
   const bp = err as BodyParserError;

@@ -1,5 +1,6 @@
 import express, { type Request, type Response, Router } from 'express';
 import type { AppDeps } from '../app.js';
+import { TenantRejected, type Tenant } from '../db/pool.js';
 import { executeTool } from '../tools/execute.js';
 import type { ToolContext, ToolInvocation } from '../tools/types.js';
 import { identityOf, loadVerifiedOrg, requireToken } from './auth.js';
@@ -18,6 +19,12 @@ import { HttpError } from './errors.js';
 
 /** x-dry-run: 1 keeps everything real except the SMS, which only the sandbox provider "sends". */
 const isDryRun = (req: Request) => /^(1|true|yes)$/i.test(req.get('x-dry-run') ?? '');
+
+/** A refusal from the database means the cached settings are stale: drop them, then refuse. */
+const evictOnReject = (deps: AppDeps, orgId: string) => (err: unknown): never => {
+  if (err instanceof TenantRejected) deps.orgCache.invalidate(orgId);
+  throw err;
+};
 
 /** Results must be single-line strings (Vapi fails to parse line breaks). */
 const oneLine = (s: string) => s.replace(/[\r\n]+/g, ' ');
@@ -53,6 +60,7 @@ export function vapiRouter(deps: AppDeps): Router {
       ...calls.map((c) => c.args?.organizationId).filter(namesOrg),
     ]);
     const org = await loadVerifiedOrg(deps, req, identity);
+    const tenant: Tenant = { orgId: org.id, clientId: identity.clientId };
     const context = callContext(message);
 
     const results = [];
@@ -66,8 +74,8 @@ export function vapiRouter(deps: AppDeps): Router {
         continue;
       }
       const call: ToolInvocation = { name, args: c.args, toolCallId: c.id, platform: 'vapi', dryRun: isDryRun(req), ...context };
-      const ctx: ToolContext = { ...deps, log: req.log.child({ tool: name, toolCallId }), org, call };
-      const out = await executeTool(ctx);
+      const ctx: ToolContext = { ...deps, log: req.log.child({ tool: name, toolCallId }), org, tenant, call };
+      const out = await executeTool(ctx).catch(evictOnReject(deps, org.id));
       results.push(
         out.ok
           ? { toolCallId, name, result: oneLine(JSON.stringify(out.result)) }
@@ -106,7 +114,10 @@ export function vapiRouter(deps: AppDeps): Router {
       dryRun: isDryRun(req),
       ...callContext(message),
     };
-    const out = await executeTool({ ...deps, log: req.log.child({ tool: toolName, toolCallId }), org, call });
+    const tenant: Tenant = { orgId: org.id, clientId: identity.clientId };
+    const out = await executeTool({ ...deps, log: req.log.child({ tool: toolName, toolCallId }), org, tenant, call }).catch(
+      evictOnReject(deps, org.id),
+    );
     if (!out.ok && out.code === 'unknown_tool') throw new HttpError(404, 'unknown_tool', out.message);
     res.json({
       toolCallId: toolCallId ?? null,

@@ -23,8 +23,11 @@ interface FailedRow {
   last_error: string | null;
   last_error_class: string | null;
   last_error_code: string | null;
+  failure_reason: string | null;
   created_at: Date;
   failed_at: Date;
+  /** failed_at in microseconds since the epoch, as text: a Date would drop the microseconds the ORDER BY uses. */
+  failed_us: string;
   provider_attempts: number;
 }
 
@@ -36,6 +39,7 @@ const view = (r: FailedRow) => ({
   to: r.to_phone,
   body: r.body,
   provider: r.provider,
+  reason: r.failure_reason,
   error: r.last_error,
   errorClass: r.last_error_class,
   errorCode: r.last_error_code,
@@ -64,6 +68,7 @@ export function smsAdminRouter(
     const ok = await domain(() => putSmsConfig(deps.sql, sms.keyring, orgId, input, sms.cfg.SMS_RATE_LIMIT_PER_HOUR));
     if (!ok) throw new HttpError(404, 'not_found', 'No such org.');
     sms.chains.invalidate(orgId);
+    deps.orgCache.invalidate(orgId);
     req.log.info({ orgId, providers: input.providers.map((p) => p.kind) }, 'sms configuration replaced');
     res.json(await getSmsConfig(deps.sql, sms.keyring, orgId));
   });
@@ -84,50 +89,57 @@ export function smsAdminRouter(
       req.query,
     );
     // Keyset pagination on (failed_at, id): stable while new failures arrive.
-    let cursor: { at: Date; id: string } | null = null;
+    // The cursor keeps failed_at to the microsecond: rounded to milliseconds,
+    // rows failing within the same millisecond as a page's last row would be
+    // skipped or repeated.
+    let cursor: { us: string; id: string } | null = null;
     if (q.before) {
-      const [at, id] = Buffer.from(q.before, 'base64url').toString('utf8').split('|');
-      const when = new Date(at ?? '');
-      if (!id || !isUuid(id) || Number.isNaN(when.getTime())) throw new HttpError(400, 'invalid_request', 'Bad cursor.');
-      cursor = { at: when, id };
+      const [us, id] = Buffer.from(q.before, 'base64url').toString('utf8').split('|');
+      if (!us || !/^\d{1,18}$/.test(us) || !id || !isUuid(id)) throw new HttpError(400, 'invalid_request', 'Bad cursor.');
+      cursor = { us, id };
     }
     const rows = await sms.workerSql<FailedRow[]>`
       SELECT o.id, o.org_id, o.appointment_id, o.kind, o.to_phone, o.body, o.attempts, o.provider, o.last_error,
-             o.last_error_class, o.last_error_code, o.created_at, o.failed_at,
+             o.last_error_class, o.last_error_code, o.failure_reason, o.created_at, o.failed_at,
+             (extract(epoch FROM o.failed_at) * 1000000)::bigint::text AS failed_us,
              (SELECT count(*) FROM sms_attempts a WHERE a.outbox_id = o.id AND a.outcome <> 'skipped') AS provider_attempts
         FROM sms_outbox o
        WHERE o.status = 'failed'
          ${q.orgId ? sms.workerSql`AND o.org_id = ${q.orgId}` : sms.workerSql``}
-         ${cursor ? sms.workerSql`AND (o.failed_at, o.id) < (${cursor.at}, ${cursor.id}::uuid)` : sms.workerSql``}
+         ${cursor ? sms.workerSql`AND (o.failed_at, o.id) < (timestamptz 'epoch' + ${cursor.us}::bigint * interval '1 microsecond', ${cursor.id}::uuid)` : sms.workerSql``}
        ORDER BY o.failed_at DESC, o.id DESC
        LIMIT ${q.limit + 1}`;
     const page = rows.slice(0, q.limit);
     const last = page[page.length - 1];
     res.json({
       items: page.map(view),
-      next: rows.length > q.limit && last ? Buffer.from(`${last.failed_at.toISOString()}|${last.id}`).toString('base64url') : null,
+      next: rows.length > q.limit && last ? Buffer.from(`${last.failed_us}|${last.id}`).toString('base64url') : null,
     });
   });
 
   router.post('/api/admin/failed-sms/:id/retry', ...admin, async (req, res) => {
     const id = String(req.params.id);
     if (!isUuid(id)) throw new HttpError(404, 'not_found', 'No such message.');
-    // Re-queued only if it was never delivered: an accepted or reconciled
-    // attempt means the patient already has this confirmation.
+    // Re-queued only if the patient does not already have a confirmation for
+    // this appointment: not from this row (an accepted or reconciled attempt),
+    // and not from a later one (a reschedule's text supersedes this one).
+    const delivered = sms.workerSql`
+      EXISTS (SELECT 1 FROM sms_attempts a WHERE a.outbox_id = o.id AND a.outcome IN ('accepted', 'reconciled'))
+      OR EXISTS (SELECT 1 FROM sms_outbox n WHERE n.org_id = o.org_id AND n.appointment_id = o.appointment_id
+                    AND n.id <> o.id AND n.status = 'sent' AND n.created_at > o.created_at)`;
     const [row] = await sms.workerSql<{ id: string }[]>`
       UPDATE sms_outbox o
          SET status = 'pending', next_attempt_at = now(), attempts = 0, bypass_rate_limit = true,
-             failed_at = NULL, locked_until = NULL, locked_by = NULL, updated_at = now()
-       WHERE o.id = ${id} AND o.status = 'failed'
-         AND NOT EXISTS (SELECT 1 FROM sms_attempts a WHERE a.outbox_id = o.id AND a.outcome IN ('accepted', 'reconciled'))
+             failed_at = NULL, failure_reason = NULL, locked_until = NULL, locked_by = NULL, updated_at = now()
+       WHERE o.id = ${id} AND o.status = 'failed' AND NOT (${delivered})
       RETURNING o.id`;
     if (!row) {
       const [cur] = await sms.workerSql<{ status: string; delivered: boolean }[]>`
-        SELECT o.status, EXISTS (SELECT 1 FROM sms_attempts a WHERE a.outbox_id = o.id
-                                    AND a.outcome IN ('accepted', 'reconciled')) AS delivered
-          FROM sms_outbox o WHERE o.id = ${id}`;
+        SELECT o.status, (${delivered}) AS delivered FROM sms_outbox o WHERE o.id = ${id}`;
       if (!cur) throw new HttpError(404, 'not_found', 'No such message.');
-      if (cur.delivered) throw new HttpError(409, 'already_delivered', 'This confirmation was already accepted by a provider.');
+      if (cur.delivered || cur.status === 'sent') {
+        throw new HttpError(409, 'already_delivered', 'The patient already has a confirmation for this appointment.');
+      }
       throw new HttpError(409, 'not_failed', `The message is ${cur.status}, not failed.`);
     }
     req.log.info({ outboxId: id }, 'dead letter re-queued by admin');

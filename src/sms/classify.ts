@@ -6,7 +6,7 @@
  * every rule here errs towards "ambiguous" when we cannot prove nothing was sent.
  */
 import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'telnyx';
-import { ProviderSendError, type ErrorClass, type ProviderKind } from './types.js';
+import { ProviderSendError, type ErrorClass, type ProviderKind, type SendAccepted } from './types.js';
 
 interface Rule {
   errorClass: ErrorClass;
@@ -232,7 +232,17 @@ export function abortedBeforeSend(kind: ProviderKind, signal: AbortSignal): Prov
   return new ProviderSendError({ message: `${kind}: attempt aborted before sending`, errorClass: 'transient', provider: kind, code: 'ABORTED', cause: signal.reason });
 }
 
-/** Our signal fired while the request was in flight: the provider may already have it. */
-export function abortedInFlight(kind: ProviderKind, reason: unknown): ProviderSendError {
-  return new ProviderSendError({ message: `${kind}: attempt aborted after sending`, errorClass: 'ambiguous', provider: kind, code: 'TIMEOUT', cause: reason });
+/**
+ * Our signal fired while the request was in flight: the provider may already have it.
+ * `lateAnswer` is how the request (which the SDK could not cancel) ends after all.
+ */
+export function abortedInFlight(kind: ProviderKind, reason: unknown, lateAnswer?: Promise<SendAccepted | ProviderSendError>): ProviderSendError {
+  return new ProviderSendError({
+    message: `${kind}: attempt aborted after sending`,
+    errorClass: 'ambiguous',
+    provider: kind,
+    code: 'TIMEOUT',
+    cause: reason,
+    ...(lateAnswer ? { lateAnswer } : {}),
+  });
 }

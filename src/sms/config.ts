@@ -179,7 +179,11 @@ export class ChainLoader {
           if (r.credentials_enc && needsReencrypt(this.keyring, r.credentials_enc)) {
             const plain = decryptSecret(this.keyring, r.credentials_enc, aad(orgId, r.position, r.kind));
             const fresh = encryptSecret(this.keyring, plain, aad(orgId, r.position, r.kind));
-            await tx`UPDATE sms_providers SET credentials_enc = ${fresh} WHERE org_id = ${orgId} AND position = ${r.position}`;
+            // Compare-and-swap: an admin PUT that replaced this link meanwhile must not
+            // be overwritten with the old credentials.
+            await tx`
+              UPDATE sms_providers SET credentials_enc = ${fresh}
+               WHERE org_id = ${orgId} AND position = ${r.position} AND credentials_enc = ${r.credentials_enc}`;
           }
         } catch (err) {
           chain.broken.push({ position: r.position, kind: r.kind, reason: (err as Error).name || 'error' });

@@ -36,6 +36,15 @@ export interface EngineMessage {
   orgId: string;
   to: string;
   body: string;
+  /** Worker id holding the outbox row's lease; an attempt is only opened while it still does. */
+  leaseHolder: string;
+}
+
+/** What attempt() attaches to the error it throws, so the caller can settle that audit row. */
+interface AttemptTrace {
+  attemptId?: number;
+  from?: string | null;
+  startedAt?: number;
 }
 
 export interface InFlightAttempt {
@@ -81,6 +90,14 @@ export interface EngineOptions {
   /** How long a lookup of an ambiguous attempt may take. */
   reconcileTimeoutMs: number;
   /**
+   * After the attempt timeout, how long to wait for a request the SDK could not
+   * cancel to end on its own (it ends by the SDK's backstop timeout at the
+   * latest). A slow provider that answers 201 just after our timeout must not be
+   * taken for a failure: the lookup right after could miss the message and the
+   * failover would send a second text.
+   */
+  lateAnswerGraceMs: number;
+  /**
    * After this long, an ambiguous attempt that still cannot be reconciled is
    * given up on and the message is sent again: a late duplicate is judged
    * better than a confirmation that never arrives.
@@ -108,7 +125,7 @@ export class SmsEngine {
         handleWhen((e) => e instanceof ProviderSendError && BREAKER_COUNTS.has(e.errorClass)),
         { halfOpenAfter: this.opts.breakerCooldownMs, breaker: new ConsecutiveBreaker(this.opts.breakerThreshold) },
       );
-      const labels = { provider: accountKey.split(':')[0] ?? 'unknown' };
+      const labels = { org: orgId, provider: accountKey.split(':')[0] ?? 'unknown' };
       b.onStateChange((s) => {
         breakerState.set(labels, s === CircuitState.Closed ? 0 : 1);
         this.log.warn({ orgId, account: accountKey.split(':')[0], state: CircuitState[s] }, 'sms breaker state change');
@@ -122,29 +139,34 @@ export class SmsEngine {
     let links = chain;
     if (inFlight) {
       const settled = await this.reconcile(msg, chain, inFlight);
-      if (settled.kind === 'found') return settled.result;
-      if (settled.kind === 'unknown') return settled.result;
+      if (settled.kind === 'found' || settled.kind === 'unknown') return settled.result;
+      // A resend to the same provider under the same idempotency key; once it is
+      // accepted, sms_finish_attempt marks the earlier attempt as superseded.
       if (settled.kind === 'same_provider_only') links = settled.links;
     }
+    return this.walk(msg, links);
+  }
 
+  /** Tries each link in order until one accepts, a recipient error stops the walk, or an ambiguous attempt must wait. */
+  private async walk(msg: EngineMessage, links: ChainLink[]): Promise<DeliveryResult> {
     let failedOver = false;
     let last: ProviderSendError | undefined;
     for (const [i, link] of links.entries()) {
       const breaker = this.breaker(msg.orgId, link.provider.accountKey);
       // Half-open lets exactly one probe through; everyone else moves on rather
-      // than queueing behind it.
+      // than queueing behind it (cockatiel would make them wait for the probe).
       if (breaker.state === CircuitState.Open || breaker.state === CircuitState.HalfOpen) {
         if (breaker.state === CircuitState.Open && this.cooledDown(breaker)) {
           // fall through: this call becomes the half-open probe
         } else {
-          await this.recorder.skip(msg, link, { errorClass: 'breaker_open', code: 'BREAKER_OPEN', message: 'circuit open' });
-          this.noteFailover(link, links[i + 1], 'breaker_open');
+          await this.skipOpen(msg, link, links[i + 1]);
           failedOver = true;
           continue;
         }
       }
       if (link.pool.length === 0) {
         await this.recorder.skip(msg, link, { errorClass: 'provider', code: 'NO_SENDER', message: 'no sender numbers' });
+        this.noteFailover(link, links[i + 1], 'no_sender');
         failedOver = true;
         continue;
       }
@@ -153,29 +175,36 @@ export class SmsEngine {
         return { status: 'sent', provider: link.kind, providerMessageId: sent.providerMessageId, from: sent.from, failedOver, reconciled: false };
       } catch (err) {
         if (err instanceof BrokenCircuitError) {
-          this.noteFailover(link, links[i + 1], 'breaker_open');
+          // Opened (or went half-open elsewhere) between our check and the call.
+          await this.skipOpen(msg, link, links[i + 1]);
           failedOver = true;
           continue;
         }
-        const e = err instanceof ProviderSendError ? err : classifyUnknown(link.kind, err);
+        // attempt() turns every provider failure into a ProviderSendError; anything
+        // else (the audit write failed, the lease was lost) is ours, not the provider's.
+        if (!(err instanceof ProviderSendError)) throw err;
+        const e = err;
         last = e;
         if (e.errorClass === 'recipient') {
           return { status: 'failed', reason: e.optOut ? 'opted_out' : 'invalid_recipient', errorClass: e.errorClass, code: e.code, provider: link.kind, message: e.message };
         }
         if (e.errorClass === 'ambiguous') {
-          const attempt = (e as ProviderSendError & { attemptId?: number; from?: string | null }).attemptId;
-          const found = await this.lookup(msg, link, (e as { from?: string | null }).from ?? null, new Date(Date.now() - this.opts.attemptTimeoutMs - 5_000));
+          const trace = e as ProviderSendError & AttemptTrace;
+          const since = new Date((trace.startedAt ?? Date.now() - this.opts.attemptTimeoutMs) - 5_000);
+          const found = await this.lookup(msg, link, trace.from ?? null, since);
           if (found === 'unknown') {
+            // The provider may have it and cannot tell us: resending anywhere risks
+            // a duplicate. The attempt stays in flight for the next run to reconcile.
             return { status: 'retry', reason: 'ambiguous_unreconciled', errorClass: 'ambiguous', code: e.code, provider: link.kind, message: e.message };
           }
           if (found) {
-            if (attempt !== undefined) {
-              await this.recorder.finish(msg, attempt, { outcome: 'reconciled', providerMessageId: found.providerMessageId, errorClass: 'ambiguous', code: e.code, message: 'found at provider after timeout' });
+            if (trace.attemptId !== undefined) {
+              await this.recorder.finish(msg, trace.attemptId, { outcome: 'reconciled', providerMessageId: found.providerMessageId, errorClass: 'ambiguous', code: e.code, message: 'found at provider after timeout' });
             }
-            return { status: 'sent', provider: link.kind, providerMessageId: found.providerMessageId, from: (e as { from?: string | null }).from ?? null, failedOver, reconciled: true };
+            return { status: 'sent', provider: link.kind, providerMessageId: found.providerMessageId, from: trace.from ?? null, failedOver, reconciled: true };
           }
-          if (attempt !== undefined) {
-            await this.recorder.finish(msg, attempt, { outcome: 'failed', errorClass: 'ambiguous', code: e.code, message: 'not found at provider after timeout' });
+          if (trace.attemptId !== undefined) {
+            await this.recorder.finish(msg, trace.attemptId, { outcome: 'failed', errorClass: 'ambiguous', code: e.code, message: 'not found at provider after timeout' });
           }
         }
         this.noteFailover(link, links[i + 1], e.errorClass);
@@ -188,6 +217,11 @@ export class SmsEngine {
       ...(last ? { errorClass: last.errorClass, code: last.code, provider: last.provider } : {}),
       message: last?.message ?? 'every provider was skipped (breaker open or no senders)',
     };
+  }
+
+  private async skipOpen(msg: EngineMessage, link: ChainLink, next: ChainLink | undefined) {
+    await this.recorder.skip(msg, link, { errorClass: 'breaker_open', code: 'BREAKER_OPEN', message: 'circuit open' });
+    this.noteFailover(link, next, 'breaker_open');
   }
 
   private cooledDown(b: CircuitBreakerPolicy): boolean {
@@ -219,26 +253,24 @@ export class SmsEngine {
   /** One provider call: audit row first, then the call under a hard timeout. */
   private async attempt(msg: EngineMessage, link: ChainLink, preferred: string | null, failedOver: boolean) {
     const { attemptId, from } = await this.recorder.begin(msg, link, preferred, failedOver);
+    const startedAt = Date.now();
     const started = performance.now();
     const abort = new AbortController();
+    const sending = link.provider.send({ to: msg.to, from: from ?? preferred ?? '', body: msg.body, idempotencyKey: `sms-${msg.id}`, signal: abort.signal });
     try {
-      const accepted: SendAccepted = await pTimeout(
-        link.provider.send({ to: msg.to, from: from ?? preferred ?? '', body: msg.body, idempotencyKey: `sms-${msg.id}`, signal: abort.signal }),
-        { milliseconds: this.opts.attemptTimeoutMs, signal: undefined },
-      );
+      let accepted: SendAccepted;
+      try {
+        accepted = await pTimeout(sending, { milliseconds: this.opts.attemptTimeoutMs });
+      } catch (raw) {
+        accepted = await this.lateOrThrow(raw, sending, abort, link);
+      }
       const latencyMs = Math.round(performance.now() - started);
       smsAttempts.inc({ provider: link.kind, outcome: 'accepted', error_class: 'none' });
       smsAttemptDuration.observe({ provider: link.kind }, latencyMs / 1000);
       await this.recorder.finish(msg, attemptId, { outcome: 'accepted', providerMessageId: accepted.providerMessageId, latencyMs });
       return { providerMessageId: accepted.providerMessageId, from };
     } catch (raw) {
-      if (raw instanceof TimeoutError) abort.abort(raw);
-      const e =
-        raw instanceof ProviderSendError
-          ? raw
-          : raw instanceof TimeoutError
-            ? new ProviderSendError({ message: `no answer within ${this.opts.attemptTimeoutMs} ms`, errorClass: 'ambiguous', provider: link.kind, code: 'TIMEOUT', cause: raw })
-            : classifyUnknown(link.kind, raw);
+      const e = raw instanceof ProviderSendError ? raw : classifyUnknown(link.kind, raw);
       const latencyMs = Math.round(performance.now() - started);
       smsAttempts.inc({ provider: link.kind, outcome: 'failed', error_class: e.errorClass });
       smsAttemptDuration.observe({ provider: link.kind }, latencyMs / 1000);
@@ -252,9 +284,37 @@ export class SmsEngine {
         latencyMs,
         optOut: e.optOut,
       });
-      Object.assign(e, { attemptId, from });
+      const trace: AttemptTrace = { attemptId, from, startedAt };
+      Object.assign(e, trace);
       throw e;
     }
+  }
+
+  /**
+   * Called when the send failed or our timeout fired. Returns a late acceptance,
+   * or throws the ProviderSendError that best describes the attempt.
+   */
+  private async lateOrThrow(raw: unknown, sending: Promise<SendAccepted>, abort: AbortController, link: ChainLink): Promise<SendAccepted> {
+    if (!(raw instanceof TimeoutError)) throw raw instanceof ProviderSendError ? raw : classifyUnknown(link.kind, raw);
+    abort.abort(raw);
+    const timedOut = new ProviderSendError({ message: `no answer within ${this.opts.attemptTimeoutMs} ms`, errorClass: 'ambiguous', provider: link.kind, code: 'TIMEOUT', cause: raw });
+    // Adapters answer an abort at once (Telnyx cancels its fetch; Twilio hands
+    // back the request it could not cancel as lateAnswer). One that ignores the
+    // signal gets a moment, then counts as timed out.
+    const answer = await pTimeout(
+      sending.then(
+        (ok): SendAccepted | ProviderSendError => ok,
+        (err: unknown) => (err instanceof ProviderSendError ? err : classifyUnknown(link.kind, err)),
+      ),
+      { milliseconds: 100, fallback: () => timedOut },
+    );
+    if (!(answer instanceof ProviderSendError)) return answer;
+    if (!answer.lateAnswer) throw answer.errorClass === 'ambiguous' ? answer : timedOut;
+    const late = await pTimeout(answer.lateAnswer, { milliseconds: this.opts.lateAnswerGraceMs, fallback: () => answer });
+    if (!(late instanceof ProviderSendError)) return late;
+    // A definite refusal (e.g. HTTP 500) after all: nothing was accepted, so the
+    // ordinary rules apply. Anything else stays ambiguous.
+    throw late.errorClass === 'ambiguous' ? answer : late;
   }
 
   /**

@@ -10,6 +10,7 @@ import { ChainLoader } from './config.js';
 import type { Keyring } from './crypto.js';
 import { SmsEngine } from './engine.js';
 import { createNotifier } from './notifier.js';
+import { SDK_TIMEOUT_MARGIN_MS } from './types.js';
 import { OutboxWorker, sqlRecorder } from './worker.js';
 
 export interface SmsModule {
@@ -36,11 +37,14 @@ export function createSmsModule(opts: {
     {
       attemptTimeoutMs: cfg.SMS_ATTEMPT_TIMEOUT_MS,
       retriesPerProvider: 2,
-      retryMinMs: 100,
-      retryMaxMs: 1_000,
+      // In-run retries must fit the booking's response budget; the worker's own
+      // SMS_RETRY_* backoff spaces out whole runs after that.
+      retryMinMs: Math.min(100, cfg.SMS_RETRY_BASE_MS),
+      retryMaxMs: Math.min(1_000, cfg.SMS_RETRY_MAX_MS),
       breakerThreshold: cfg.SMS_BREAKER_THRESHOLD,
       breakerCooldownMs: cfg.SMS_BREAKER_COOLDOWN_MS,
       reconcileTimeoutMs: Math.min(1_000, cfg.SMS_ATTEMPT_TIMEOUT_MS),
+      lateAnswerGraceMs: SDK_TIMEOUT_MARGIN_MS + 250,
       reconcileWindowMs: 10 * 60_000,
     },
     sqlRecorder(workerSql),

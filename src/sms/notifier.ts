@@ -5,6 +5,13 @@ import type { ConfirmationNotifier, SmsOutcome } from '../tools/types.js';
 import { renderConfirmation } from './text.js';
 import type { OutboxWorker, RunOutcome } from './worker.js';
 
+interface RowState {
+  status: string;
+  provider: string | null;
+  failure_reason: string | null;
+  last_error_class: string | null;
+}
+
 /**
  * The booking's view of SMS: render the text for the outbox row written in the
  * booking transaction, then give the first delivery run at most the response
@@ -32,33 +39,41 @@ export function createNotifier(opts: {
     }
   };
 
-  const fromRow = (row: { status: string; provider: string | null; last_error_class: string | null } | undefined): SmsOutcome | null => {
+  // The same words as fromRun, so a replayed booking reports what the first answer said.
+  const fromRow = (row: RowState | undefined): SmsOutcome | null => {
     if (!row) return null;
     if (row.status === 'sent') return { smsStatus: 'sent', ...(row.provider ? { smsProvider: row.provider } : {}) };
-    if (row.status === 'failed' || row.status === 'cancelled') return { smsStatus: 'failed_but_booked', smsReason: row.last_error_class ?? row.status };
+    if (row.status === 'failed' || row.status === 'cancelled') return { smsStatus: 'failed_but_booked', smsReason: row.failure_reason ?? row.status };
     return null;
   };
 
   return {
     prepare(org, appt) {
       if (!org.smsConfigured) return null;
-      return {
-        kind: appt.kind,
-        body: renderConfirmation({
-          clinicName: org.name,
-          patientName: appt.patientName,
-          startsAt: isoLocal(appt.start),
-          timeZone: org.timeZone,
+      try {
+        return {
           kind: appt.kind,
-        }),
-      };
+          body: renderConfirmation({
+            clinicName: org.name,
+            patientName: appt.patientName,
+            startsAt: isoLocal(appt.start),
+            timeZone: org.timeZone,
+            kind: appt.kind,
+          }),
+        };
+      } catch (err) {
+        // The booking must not fail because its text could not be rendered; a
+        // confirmation with a wrong or missing time would be worse than none.
+        log.error({ err, orgId: org.id }, 'confirmation text could not be rendered; no SMS for this booking');
+        return null;
+      }
     },
 
     async outcome(orgId, appointmentId, kind) {
       const deadline = Date.now() + budgetMs;
       try {
-        const [row] = await workerSql<{ id: string; status: string; provider: string | null; last_error_class: string | null }[]>`
-          SELECT id, status, provider, last_error_class FROM sms_outbox
+        const [row] = await workerSql<(RowState & { id: string })[]>`
+          SELECT id, status, provider, failure_reason, last_error_class FROM sms_outbox
            WHERE org_id = ${orgId} AND appointment_id = ${appointmentId} AND kind = ${kind}`;
         if (!row) return { smsStatus: 'failed_but_booked', smsReason: 'not_configured' };
         const settled = fromRow(row);
@@ -76,11 +91,16 @@ export function createNotifier(opts: {
 
         // Someone else holds the row (another process's worker): watch it until the budget ends.
         while (first !== 'budget' && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 25));
-          const [again] = await workerSql<{ status: string; provider: string | null; last_error_class: string | null }[]>`
-            SELECT status, provider, last_error_class FROM sms_outbox WHERE id = ${row.id}`;
+          const [again] = await workerSql<RowState[]>`
+            SELECT status, provider, failure_reason, last_error_class FROM sms_outbox WHERE id = ${row.id}`;
           const s = fromRow(again);
           if (s) return s;
+          // Back to pending means a run (another worker's) already ended in "try
+          // again later"; report it the way fromRun would have.
+          if (again?.status === 'pending') {
+            return again.last_error_class === 'internal_error' ? { smsStatus: 'error_but_booked', smsReason: 'internal_error' } : { smsStatus: 'queued' };
+          }
+          await new Promise((r) => setTimeout(r, 25));
         }
         return { smsStatus: 'queued' };
       } catch (err) {

@@ -7,6 +7,12 @@
 export type ProviderKind = 'twilio' | 'telnyx' | 'sandbox';
 
 /**
+ * The SDKs' own request timeout is the engine's per-attempt timeout plus this:
+ * a backstop, so a request the engine stopped waiting for still ends soon after.
+ */
+export const SDK_TIMEOUT_MARGIN_MS = 1000;
+
+/**
  * How the engine reacts to a failed attempt:
  * - transient:  nothing was accepted; retry the same provider with backoff.
  * - provider:   this provider/account/sender cannot send; fail over to the next one.
@@ -71,6 +77,13 @@ export class ProviderSendError extends Error {
   readonly httpStatus: number | undefined;
   /** True when the error means the recipient replied STOP (Twilio 21610, Telnyx 40300). */
   readonly optOut: boolean;
+  /**
+   * Set when we stopped waiting but the request itself could not be cancelled
+   * (twilio-node takes no AbortSignal): how that request eventually ended. An
+   * answer that arrives a little late is still an answer; settling on it beats
+   * guessing with a lookup the provider may not be able to serve yet.
+   */
+  readonly lateAnswer: Promise<SendAccepted | ProviderSendError> | undefined;
 
   constructor(opts: {
     message: string;
@@ -80,6 +93,7 @@ export class ProviderSendError extends Error {
     httpStatus?: number | undefined;
     optOut?: boolean;
     cause?: unknown;
+    lateAnswer?: Promise<SendAccepted | ProviderSendError>;
   }) {
     super(opts.message, { cause: opts.cause });
     this.name = 'ProviderSendError';
@@ -88,5 +102,6 @@ export class ProviderSendError extends Error {
     this.code = opts.code;
     this.httpStatus = opts.httpStatus;
     this.optOut = opts.optOut ?? false;
+    this.lateAnswer = opts.lateAnswer;
   }
 }

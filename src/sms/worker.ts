@@ -28,12 +28,24 @@ export type RunOutcome =
 
 const RETURNING = 'id, org_id, appointment_id, kind, to_phone, body, attempts, dry_run';
 
+/** sms_gate's answer (sql/002_sms.sql). */
+interface GateAnswer {
+  decision: 'send' | 'already_sent' | 'cancelled' | 'superseded' | 'gone' | 'expired' | 'opted_out' | 'rate_limited';
+  inFlight?: InFlightAttempt | null;
+  provider?: string;
+  providerMessageId?: string | null;
+  from?: string | null;
+}
+
+/** SQLSTATE raised by sms_begin_attempt when the caller no longer holds the row's lease. */
+export const LEASE_LOST = 'SM001';
+
 /** Recorder backed by the sms_* SQL functions, each one round trip under the message's org. */
 export function sqlRecorder(workerSql: Sql): AttemptRecorder {
   return {
     async begin(msg, link, preferred, failedOver) {
       const [row] = await workerSql<{ r: { attemptId: number; from: string | null } }[]>`
-        SELECT sms_begin_attempt(${msg.orgId}::uuid, ${msg.id}::uuid, ${msg.to}, ${link.kind},
+        SELECT sms_begin_attempt(${msg.orgId}::uuid, ${msg.id}::uuid, ${msg.leaseHolder}, ${msg.to}, ${link.kind},
                                  ${link.provider.accountKey}, ${link.pool}::text[], ${preferred}, ${failedOver}) AS r`;
       if (!row) throw new Error('sms_begin_attempt returned nothing');
       return { attemptId: Number(row.r.attemptId), from: row.r.from };
@@ -156,59 +168,98 @@ export class OutboxWorker {
   /** One delivery run of one claimed row. Never throws: every path ends in a recorded state. */
   private async process(row: OutboxRow): Promise<RunOutcome> {
     const log = this.log.child({ outboxId: row.id, orgId: row.org_id, to: phoneForLog(row.to_phone) });
+    const releaseLease = this.holdLease(row, log);
     try {
-      const [gate] = await this.sql<{ g: { decision: string; inFlight?: InFlightAttempt | null; provider?: string } }[]>`
+      const [gate] = await this.sql<{ g: GateAnswer }[]>`
         SELECT sms_gate(${row.id}::uuid, ${this.cfg.SMS_RATE_LIMIT_PER_HOUR}) AS g`;
-      const decision = gate?.g.decision ?? 'gone';
-      switch (decision) {
+      const g: GateAnswer = gate?.g ?? { decision: 'gone' };
+      switch (g.decision) {
         case 'send':
           break;
         case 'already_sent':
-          await this.complete(row, { status: 'sent', provider: gate!.g.provider ?? 'unknown', providerMessageId: '', from: null, failedOver: false, reconciled: true });
-          return { status: 'sent', provider: gate!.g.provider ?? 'unknown' };
+          // A previous run got it accepted (or reconciled) but died before recording it here.
+          await this.complete(row, { status: 'sent', provider: g.provider ?? 'unknown', providerMessageId: g.providerMessageId ?? '', from: g.from ?? null, failedOver: false, reconciled: true });
+          return { status: 'sent', provider: g.provider ?? 'unknown' };
         case 'cancelled':
-          await this.finishWithout(row, 'cancelled', 'appointment_cancelled');
+          await this.finishWithout(row, 'appointment_cancelled');
           return { status: 'skipped', reason: 'appointment_cancelled' };
+        case 'superseded':
+          await this.finishWithout(row, 'superseded');
+          return { status: 'skipped', reason: 'superseded' };
         case 'gone':
           return { status: 'skipped', reason: 'gone' };
         default:
           // expired, opted_out, rate_limited: a permanent no-send, kept as a dead letter.
-          await this.fail(row, { reason: decision, message: `not sent: ${decision}` });
-          return { status: 'failed', reason: decision };
+          await this.fail(row, { reason: g.decision, message: `not sent: ${g.decision}` });
+          return { status: 'failed', reason: g.decision };
       }
 
       const chain = await this.chainFor(row);
+      if (chain === 'unavailable') {
+        // Configured, but no credentials decrypt (e.g. CREDENTIALS_KEY lost a key):
+        // an operator can fix that, so the message waits instead of dying.
+        const r = { status: 'retry' as const, reason: 'credentials_unavailable', message: 'no provider credentials could be decrypted' };
+        await this.record(row, r, log);
+        return { status: 'retry', reason: r.reason };
+      }
       if (!chain) {
         await this.fail(row, { reason: 'not_configured', message: 'SMS is not configured or disabled for this clinic' });
         return { status: 'failed', reason: 'not_configured' };
       }
-      const msg: EngineMessage = { id: row.id, orgId: row.org_id, to: row.to_phone, body: row.body };
-      const result = await this.engine.deliver(msg, chain, gate?.g.inFlight ?? null);
+      const msg: EngineMessage = { id: row.id, orgId: row.org_id, to: row.to_phone, body: row.body, leaseHolder: this.id };
+      const result = await this.engine.deliver(msg, chain, g.inFlight ?? null);
       await this.record(row, result, log);
       if (result.status === 'sent') return { status: 'sent', provider: result.provider };
       return { status: result.status, reason: result.reason };
     } catch (err) {
+      if ((err as { code?: unknown }).code === LEASE_LOST) {
+        // Another worker holds the row now; it owns the outcome.
+        log.warn('sms outbox lease lost mid-run; leaving the row to its new holder');
+        return { status: 'retry', reason: 'lease_lost' };
+      }
       log.error({ err }, 'outbox message processing failed');
       await this.retryLater(row, { reason: 'internal_error', message: (err as Error).message }).catch((e) =>
         log.error({ err: e }, 'could not release outbox row; its lease will expire'),
       );
       return { status: 'retry', reason: 'internal_error' };
+    } finally {
+      releaseLease();
     }
   }
 
-  private async chainFor(row: OutboxRow): Promise<ChainLink[] | null> {
+  /**
+   * Keeps the lease alive while this run is working: a run can legitimately take
+   * longer than the lease (several providers, retries, reconcile lookups), and a
+   * live row whose lease ran out would be claimed and sent a second time by
+   * another process. Only a dead worker stops renewing.
+   */
+  private holdLease(row: OutboxRow, log: Logger): () => void {
+    const every = Math.max(100, Math.floor(this.cfg.SMS_LEASE_MS / 3));
+    const timer = setInterval(() => {
+      this.sql`
+        UPDATE sms_outbox SET locked_until = now() + ${this.cfg.SMS_LEASE_MS} * interval '1 millisecond'
+         WHERE id = ${row.id} AND locked_by = ${this.id} AND status = 'sending'`.catch((err: unknown) =>
+        log.warn({ err }, 'could not renew sms outbox lease'),
+      );
+    }, every);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  private async chainFor(row: OutboxRow): Promise<ChainLink[] | 'unavailable' | null> {
     const loaded = await this.chains.load(row.org_id);
     if (row.dry_run) {
       // A dry run exercises the whole pipeline, but only the sandbox "sends".
       const pool = loaded?.links[0]?.pool ?? ['+15005550006'];
       return [{ position: 0, kind: 'sandbox', provider: this.chains.sandboxProvider, pool }];
     }
-    if (!loaded || !loaded.enabled || loaded.links.length === 0) return null;
+    if (!loaded || !loaded.enabled) return null;
     if (loaded.broken.length) this.log.error({ orgId: row.org_id, broken: loaded.broken }, 'sms credentials could not be decrypted');
+    if (loaded.links.length === 0) return loaded.broken.length ? 'unavailable' : null;
     return loaded.links;
   }
 
-  private async record(row: OutboxRow, r: DeliveryResult, log: Logger) {
+  private async record(row: OutboxRow, r: DeliveryResult | { status: 'retry'; reason: string; message: string }, log: Logger) {
     if (r.status === 'sent') {
       await this.complete(row, r);
       log.info({ provider: r.provider, failedOver: r.failedOver, reconciled: r.reconciled }, 'sms sent');
@@ -219,7 +270,7 @@ export class OutboxWorker {
       const dead = row.attempts >= this.cfg.SMS_MAX_ATTEMPTS;
       if (dead) await this.fail(row, { ...r, reason: 'retries_exhausted', message: `${r.reason}: ${r.message}` });
       else await this.retryLater(row, r);
-      log.warn({ reason: r.reason, code: r.code, attempts: row.attempts, dead }, dead ? 'sms retries exhausted' : 'sms will retry');
+      log.warn({ reason: r.reason, code: 'code' in r ? r.code : undefined, attempts: row.attempts, dead }, dead ? 'sms retries exhausted' : 'sms will retry');
     }
   }
 
@@ -236,7 +287,8 @@ export class OutboxWorker {
 
   private async fail(row: OutboxRow, r: { reason: string; message: string; errorClass?: string | undefined; code?: string | undefined; provider?: string | undefined }) {
     await this.sql`
-      UPDATE sms_outbox SET status = 'failed', failed_at = now(), last_error = ${`${r.reason}: ${r.message}`.slice(0, 500)},
+      UPDATE sms_outbox SET status = 'failed', failed_at = now(), failure_reason = ${r.reason},
+             last_error = ${`${r.reason}: ${r.message}`.slice(0, 500)},
              last_error_class = ${r.errorClass ?? r.reason}, last_error_code = ${r.code ?? null},
              provider = COALESCE(${r.provider ?? null}, provider),
              locked_until = NULL, locked_by = NULL, updated_at = now()
@@ -244,11 +296,13 @@ export class OutboxWorker {
     smsFinal.inc({ status: 'failed', reason: r.reason });
   }
 
-  private async finishWithout(row: OutboxRow, status: 'cancelled', reason: string) {
+  /** The message is no longer wanted (appointment cancelled or moved): not a dead letter. */
+  private async finishWithout(row: OutboxRow, reason: 'appointment_cancelled' | 'superseded') {
     await this.sql`
-      UPDATE sms_outbox SET status = ${status}, last_error = ${reason}, locked_until = NULL, locked_by = NULL, updated_at = now()
+      UPDATE sms_outbox SET status = 'cancelled', failure_reason = ${reason}, last_error = ${reason},
+             locked_until = NULL, locked_by = NULL, updated_at = now()
        WHERE id = ${row.id} AND locked_by = ${this.id} AND status = 'sending'`;
-    smsFinal.inc({ status, reason });
+    smsFinal.inc({ status: 'cancelled', reason });
   }
 
   private async retryLater(row: OutboxRow, r: { reason: string; message: string; errorClass?: string | undefined; code?: string | undefined; provider?: string | undefined }) {

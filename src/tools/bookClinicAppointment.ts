@@ -64,6 +64,7 @@ export const bookClinicAppointment: Tool<typeof schema> = {
     const smsRow = withDryRun(ctx.sms.prepare(org, { patientName: args.patientName, start, kind: 'booked' }), call.dryRun);
     const outcome = await bookAppointment(ctx.sql, {
       org,
+      clientId: ctx.tenant.clientId,
       service,
       practitioners: candidates,
       start,

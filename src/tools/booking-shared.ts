@@ -74,8 +74,6 @@ export async function explainRefusal(
         'idempotency_conflict',
         'That request id was already used for a different booking, so I did not book this one.',
       );
-    case 'org_inactive':
-      throw new ToolError('clinic_inactive', "I'm sorry, this clinic isn't taking bookings right now.");
   }
 }
 

@@ -30,7 +30,7 @@ export const cancelAppointment: Tool<typeof schema> = {
       patientPhone: args.patientPhone,
       date: args.appointmentDate,
     });
-    const result = await cancelAppointmentById(ctx.sql, ctx.org.id, appt.id);
+    const result = await cancelAppointmentById(ctx.sql, ctx.tenant, appt.id);
     if (result.status === 'not_found') {
       throw new ToolError('appointment_not_found', "I couldn't find that appointment.");
     }

@@ -43,7 +43,7 @@ export const checkAvailability: Tool<typeof schema> = {
       throw new ToolError('date_in_past', `${spokenDate(day)} has already passed. Which upcoming day would you like?`);
     }
 
-    const busy = await fetchBusy(ctx.sql, org.id, day, day.plus({ days: 1 }));
+    const busy = await fetchBusy(ctx.sql, ctx.tenant, day, day.plus({ days: 1 }));
     const slots = computeSlots({ org, date, service, practitioners: candidates, busy, notBefore: now });
     const nameOf = new Map(org.practitioners.map((p) => [p.id, p.name]));
     const who = requested ? ` with ${requested.name}` : '';
@@ -98,7 +98,7 @@ async function nextOpenDay(
   from: DateTime,
   opts: { service: ReturnType<typeof resolveService>; candidates: ReturnType<typeof eligiblePractitioners>; now: DateTime },
 ): Promise<Slot | null> {
-  const busy = await fetchBusy(ctx.sql, ctx.org.id, from, from.plus({ days: LOOKAHEAD_DAYS }));
+  const busy = await fetchBusy(ctx.sql, ctx.tenant, from, from.plus({ days: LOOKAHEAD_DAYS }));
   for (let i = 0; i < LOOKAHEAD_DAYS; i++) {
     const d = from.plus({ days: i });
     const slots = computeSlots({
@@ -123,7 +123,7 @@ export async function alternativesAfter(
   const now = ctx.now().setZone(ctx.org.timeZone);
   const notBefore = from > now ? from : now;
   const start = from.startOf('day');
-  const busy = await fetchBusy(ctx.sql, ctx.org.id, start, start.plus({ days: 7 }));
+  const busy = await fetchBusy(ctx.sql, ctx.tenant, start, start.plus({ days: 7 }));
   const out: Slot[] = [];
   for (let i = 0; i < 7 && out.length < opts.count; i++) {
     const d = start.plus({ days: i });

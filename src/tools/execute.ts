@@ -1,4 +1,5 @@
 import { ToolError } from '../booking/errors.js';
+import { TenantRejected } from '../db/pool.js';
 import { toolCalls, toolDuration } from '../metrics.js';
 import { TOOLS } from './index.js';
 import type { ToolContext, ToolResult } from './types.js';
@@ -8,7 +9,7 @@ export type Execution =
   | { ok: false; code: string; message: string; details?: Record<string, unknown> };
 
 /**
- * Runs one tool call and never throws: a ToolError becomes its speakable
+ * Runs one tool call and never throws (except TenantRejected, which refuses the whole request): a ToolError becomes its speakable
  * message; anything unexpected is logged in full and becomes a generic sentence
  * (the caller is on the line, a stack trace helps nobody there).
  */
@@ -24,6 +25,8 @@ export async function executeTool(ctx: ToolContext): Promise<Execution> {
     toolCalls.inc({ tool: tool.name, result: result.success ? 'ok' : 'refused' });
     return { ok: true, result };
   } catch (err) {
+    // The database refused the org or client: the whole request is refused (403/401).
+    if (err instanceof TenantRejected) throw err;
     if (err instanceof ToolError) {
       toolCalls.inc({ tool: tool.name, result: 'refused' });
       ctx.log.info({ tool: tool.name, code: err.code }, 'tool call refused');

@@ -20,7 +20,7 @@ export async function locateAppointment(
 ): Promise<AppointmentRow> {
   const { org } = ctx;
   if (by.appointmentId) {
-    const row = isUuid(by.appointmentId) ? await getAppointment(ctx.sql, org.id, by.appointmentId) : null;
+    const row = isUuid(by.appointmentId) ? await getAppointment(ctx.sql, ctx.tenant, by.appointmentId) : null;
     if (!row) throw new ToolError('appointment_not_found', "I couldn't find an appointment with that reference.");
     return row;
   }
@@ -34,7 +34,7 @@ export async function locateAppointment(
   const phone = toE164(phoneInput, org.defaultRegion);
   const date = parseLocalDate(by.date);
   const day = DateTime.fromObject(date, { zone: org.timeZone });
-  const rows = await findByPhoneOnDate(ctx.sql, org, phone, date);
+  const rows = await findByPhoneOnDate(ctx.sql, ctx.tenant, org, phone, date);
   if (rows.length === 0) {
     throw new ToolError('appointment_not_found', `I couldn't find an appointment for that number on ${spokenDate(day)}.`);
   }

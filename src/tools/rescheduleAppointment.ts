@@ -64,6 +64,7 @@ export const rescheduleAppointment: Tool<typeof schema> = {
     const sms = ctx.sms.prepare(org, { patientName: appt.patient_name, start, kind: 'rescheduled' });
     const outcome = await bookAppointment(ctx.sql, {
       org,
+      clientId: ctx.tenant.clientId,
       service,
       practitioners: candidates,
       start,

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import type { z } from 'zod';
 import type { OrgContext } from '../booking/org.js';
+import type { Tenant } from '../db/pool.js';
 
 export type SmsStatus = 'sent' | 'queued' | 'failed_but_booked' | 'error_but_booked';
 
@@ -49,6 +50,8 @@ export interface ToolInvocation {
 
 export interface ToolContext extends ToolDeps {
   org: OrgContext;
+  /** Passed to every statement, which re-verifies it in the database. */
+  tenant: Tenant;
   call: ToolInvocation;
 }
 

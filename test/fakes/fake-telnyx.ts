@@ -156,7 +156,7 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
     }
     const p: Parsed = { apiKey: bearer ?? '', key, body, raw };
 
-    const fault = faults.take();
+    const fault = faults.take(isSend);
     if (fault) {
       switch (fault.kind) {
         case 'hang':

@@ -150,7 +150,7 @@ export async function startFakeTwilio(opts: { port?: number; accounts?: TwilioAc
     const isCreate = req.method === 'POST' && route !== null;
     if (isCreate) requests += 1;
 
-    const fault = faults.take();
+    const fault = faults.take(isCreate);
     const creds = parseBasic(req.headers.authorization);
     const authed = creds !== null && accounts.get(creds.sid) === creds.token;
 

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import Telnyx from 'telnyx';
 import { abortedBeforeSend, classifyTelnyxError } from '../classify.js';
-import { ProviderSendError, type SendAccepted, type SendRequest, type SmsProvider } from '../types.js';
+import { ProviderSendError, SDK_TIMEOUT_MARGIN_MS, type SendAccepted, type SendRequest, type SmsProvider } from '../types.js';
 
 export interface TelnyxProviderOptions {
   apiKey: string;
@@ -27,7 +27,7 @@ export function createTelnyxProvider(opts: TelnyxProviderOptions): SmsProvider {
     apiKey: opts.apiKey,
     baseURL: apiRoot(opts.baseUrl),
     maxRetries: 0,
-    timeout: opts.timeoutMs + 1000,
+    timeout: opts.timeoutMs + SDK_TIMEOUT_MARGIN_MS,
   });
   // A hash prefix separates breakers per credential set without putting the key in logs.
   const fingerprint = createHash('sha256').update(opts.apiKey).digest('hex').slice(0, 8);

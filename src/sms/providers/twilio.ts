@@ -6,7 +6,7 @@
 import pTimeout from 'p-timeout';
 import twilio from 'twilio';
 import { abortedBeforeSend, abortedInFlight, classifyTwilioError } from '../classify.js';
-import type { FoundMessage, ReconcileQuery, SendAccepted, SendRequest, SmsProvider } from '../types.js';
+import { SDK_TIMEOUT_MARGIN_MS, type FoundMessage, type ReconcileQuery, type SendAccepted, type SendRequest, type SmsProvider } from '../types.js';
 
 export interface TwilioProviderOptions {
   accountSid: string;
@@ -19,13 +19,19 @@ export interface TwilioProviderOptions {
 /** Statuses that prove the earlier attempt did not result in a text. */
 const DEAD_STATUSES = new Set(['failed', 'undelivered', 'canceled']);
 
-/** The SDK has no per-call AbortSignal, so we stop waiting ourselves and let the request run out. */
-async function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+/**
+ * The SDK has no per-call AbortSignal, so we stop waiting ourselves and let the
+ * request run out (at most SDK_TIMEOUT_MARGIN_MS later); the error carries how
+ * it ends, so the engine can still learn that it was accepted.
+ */
+async function untilAborted(work: Promise<SendAccepted>, signal: AbortSignal | undefined): Promise<SendAccepted> {
   if (!signal) return work;
   try {
     return await pTimeout(work, { milliseconds: Number.POSITIVE_INFINITY, signal });
   } catch (err) {
-    if (signal.aborted && err === signal.reason) throw abortedInFlight('twilio', err);
+    if (signal.aborted && err === signal.reason) {
+      throw abortedInFlight('twilio', err, work.catch((late: unknown) => classifyTwilioError(late)));
+    }
     throw err;
   }
 }
@@ -33,7 +39,7 @@ async function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined
 export function createTwilioProvider(opts: TwilioProviderOptions): SmsProvider {
   // autoRetry would re-POST on 429 behind the engine's back; the engine owns retries.
   // The SDK timeout is a backstop a little beyond the engine's own per-attempt timeout.
-  const client = twilio(opts.accountSid, opts.authToken, { autoRetry: false, timeout: opts.timeoutMs + 1000 });
+  const client = twilio(opts.accountSid, opts.authToken, { autoRetry: false, timeout: opts.timeoutMs + SDK_TIMEOUT_MARGIN_MS });
   if (opts.baseUrl) client.api.baseUrl = opts.baseUrl.replace(/\/+$/, '');
 
   return {
@@ -43,8 +49,10 @@ export function createTwilioProvider(opts: TwilioProviderOptions): SmsProvider {
     async send(req: SendRequest): Promise<SendAccepted> {
       if (req.signal?.aborted) throw abortedBeforeSend('twilio', req.signal);
       try {
-        const msg = await untilAborted(client.messages.create({ to: req.to, from: req.from, body: req.body }), req.signal);
-        return { providerMessageId: msg.sid, status: msg.status };
+        const work = client.messages.create({ to: req.to, from: req.from, body: req.body }).then(
+          (msg): SendAccepted => ({ providerMessageId: msg.sid, status: msg.status }),
+        );
+        return await untilAborted(work, req.signal);
       } catch (err) {
         throw classifyTwilioError(err);
       }
