@@ -191,13 +191,13 @@ async function main() {
             const t = performance.now();
             try {
               await direct!`
-                SELECT book_appointment(${org.id}::uuid, ${`vapi:call_${randomUUID()}`}, 'bookClinicAppointment',
+                SELECT book_appointment(${org.id}::uuid, ${client.clientId}, ${`vapi:call_${randomUUID()}`}, 'bookClinicAppointment',
                   ${createHash('sha256').update(String(s.n)).digest('hex')}, ${[ids[s.practitioner]!]}::uuid[],
                   ${serviceId}::uuid, ${s.start.toJSDate()}, ${s.start.plus({ minutes: 15 }).toJSDate()},
                   ${`Patient ${s.n}`}, ${`+1415555${String(1000 + (s.n % 9000)).padStart(4, '0')}`}, ${null}, ${`bench-call-${s.n}`},
                   ${null}::uuid, ${null}, ${null}, ${false}) AS r`;
-            } catch {
-              errors += 1;
+            } catch (err) {
+              if (errors++ === 0) process.stderr.write(`ceiling error: ${(err as Error).message}\n`);
             }
             latencies.push(performance.now() - t);
           }

@@ -646,8 +646,9 @@ describe('response budget', () => {
       const phone = freshPhone();
       const { result, ms } = await book(hb, org, { patientPhone: phone });
       expect(result).toMatchObject({ success: true, smsStatus: 'queued' });
-      expect(ms).toBeGreaterThanOrEqual(300);
-      expect(ms).toBeLessThan(300 + 900);
+      // The whole tool call, not just the SMS wait, fits the budget (counted from arrival).
+      expect(ms).toBeGreaterThanOrEqual(250);
+      expect(ms).toBeLessThan(300 + 150);
       expect(slowTwilio.messages.filter((m) => m.to === phone)).toHaveLength(0);
       const row = await settled(hb, result.appointmentId);
       expect(row).toMatchObject({ status: 'sent', provider: 'twilio' });

@@ -26,6 +26,12 @@ const evictOnReject = (deps: AppDeps, orgId: string) => (err: unknown): never =>
   throw err;
 };
 
+/** Notes when the request arrived: the SMS response budget counts from here. */
+const stamp = (_req: Request, res: Response, next: () => void) => {
+  res.locals.receivedAt = Date.now();
+  next();
+};
+
 /** Results must be single-line strings (Vapi fails to parse line breaks). */
 const oneLine = (s: string) => s.replace(/[\r\n]+/g, ' ');
 
@@ -45,8 +51,9 @@ export function vapiRouter(deps: AppDeps): Router {
     },
   });
 
-  router.post('/api/vapi/tools', requireToken(deps), json, async (req: Request, res: Response) => {
+  router.post('/api/vapi/tools', stamp, requireToken(deps), json, async (req: Request, res: Response) => {
     const identity = identityOf(res);
+    const receivedAt = res.locals.receivedAt as number;
     const message = requireMessage(req.body);
     const type = typeof message.type === 'string' ? message.type : undefined;
     if (type !== 'tool-calls') {
@@ -73,7 +80,7 @@ export function vapiRouter(deps: AppDeps): Router {
         results.push({ toolCallId, name, error: oneLine(c.argsError ?? 'The tool arguments could not be read.') });
         continue;
       }
-      const call: ToolInvocation = { name, args: c.args, toolCallId: c.id, platform: 'vapi', dryRun: isDryRun(req), ...context };
+      const call: ToolInvocation = { name, args: c.args, toolCallId: c.id, platform: 'vapi', dryRun: isDryRun(req), receivedAt, ...context };
       const ctx: ToolContext = { ...deps, log: req.log.child({ tool: name, toolCallId }), org, tenant, call };
       const out = await executeTool(ctx).catch(evictOnReject(deps, org.id));
       results.push(
@@ -86,7 +93,7 @@ export function vapiRouter(deps: AppDeps): Router {
   });
 
   // The legacy single-call shape used by the clinic verification script.
-  router.post('/api/vapi/tools/:toolName', requireToken(deps), json, async (req: Request, res: Response) => {
+  router.post('/api/vapi/tools/:toolName', stamp, requireToken(deps), json, async (req: Request, res: Response) => {
     const identity = identityOf(res);
     const body: unknown = req.body;
     if (!isObj(body)) throw new HttpError(400, 'invalid_envelope', 'Expected a JSON object.');
@@ -112,6 +119,7 @@ export function vapiRouter(deps: AppDeps): Router {
       toolCallId,
       platform: 'legacy',
       dryRun: isDryRun(req),
+      receivedAt: res.locals.receivedAt as number,
       ...callContext(message),
     };
     const tenant: Tenant = { orgId: org.id, clientId: identity.clientId };

@@ -18,6 +18,8 @@ interface RowState {
  * budget before answering. The booking itself never waits on more than that and
  * never fails because of SMS.
  */
+const REPLY_MARGIN_MS = 20;
+
 export function createNotifier(opts: {
   workerSql: Sql;
   worker: OutboxWorker;
@@ -69,8 +71,10 @@ export function createNotifier(opts: {
       }
     },
 
-    async outcome(orgId, appointmentId, kind) {
-      const deadline = Date.now() + budgetMs;
+    async outcome(orgId, appointmentId, kind, startedAt) {
+      // The budget covers the whole tool call, counted from when the request
+      // arrived, less a little for writing the answer.
+      const deadline = (startedAt ?? Date.now()) + budgetMs - REPLY_MARGIN_MS;
       try {
         const [row] = await workerSql<(RowState & { id: string })[]>`
           SELECT id, status, provider, failure_reason, last_error_class FROM sms_outbox

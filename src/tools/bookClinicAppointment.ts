@@ -90,7 +90,7 @@ export const bookClinicAppointment: Tool<typeof schema> = {
       return explainRefusal(ctx, outcome, start, end, { service, candidates });
     }
 
-    const sms = smsRow ? await ctx.sms.outcome(org.id, outcome.appointmentId, 'booked') : NOT_CONFIGURED;
+    const sms = smsRow ? await ctx.sms.outcome(org.id, outcome.appointmentId, 'booked', call.receivedAt) : NOT_CONFIGURED;
     
     const practitioner = org.practitioners.find((p) => p.id === outcome.practitionerId);
     ctx.log.info(

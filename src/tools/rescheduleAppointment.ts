@@ -82,7 +82,7 @@ export const rescheduleAppointment: Tool<typeof schema> = {
     if (outcome.outcome !== 'booked') return explainRefusal(ctx, outcome, start, end, { service, candidates });
 
     const smsOutcome = sms
-      ? await ctx.sms.outcome(org.id, appt.id, kind)
+      ? await ctx.sms.outcome(org.id, appt.id, kind, call.receivedAt)
       : ({ smsStatus: 'failed_but_booked', smsReason: 'not_configured' } as const);
     const practitioner = org.practitioners.find((p) => p.id === outcome.practitionerId);
     const from = spokenDateTime(DateTime.fromJSDate(appt.starts_at, { zone: org.timeZone }));

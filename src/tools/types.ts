@@ -22,8 +22,11 @@ export interface ConfirmationNotifier {
     kind: string;
     body: string;
   } | null;
-  /** Waits at most the response budget for the first send attempt of that outbox row. */
-  outcome(orgId: string, appointmentId: string, kind: string): Promise<SmsOutcome>;
+  /**
+   * Waits for the first send attempt of that outbox row, until the response
+   * budget counted from `startedAt` (when the request arrived, epoch ms) runs out.
+   */
+  outcome(orgId: string, appointmentId: string, kind: string, startedAt?: number): Promise<SmsOutcome>;
 }
 
 export interface ToolDeps {
@@ -46,6 +49,8 @@ export interface ToolInvocation {
   customerNumber?: string | undefined;
   /** Dry run (x-dry-run header): the confirmation goes only to the sandbox provider. */
   dryRun?: boolean | undefined;
+  /** When the HTTP request arrived (epoch ms): the SMS budget counts from here. */
+  receivedAt?: number | undefined;
 }
 
 export interface ToolContext extends ToolDeps {
