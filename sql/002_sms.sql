@@ -271,7 +271,7 @@ $$;
 -- so the audit row still shows the original error.
 CREATE FUNCTION sms_finish_attempt(
   p_org uuid, p_attempt bigint, p_outcome text, p_class text, p_code text, p_message text,
-  p_provider_message_id text, p_latency_ms integer, p_opt_out boolean
+  p_provider_message_id text, p_latency_ms integer, p_opt_out boolean, p_worker text
 ) RETURNS void
 LANGUAGE plpgsql
 AS $$
@@ -299,6 +299,15 @@ BEGIN
        SET outcome = 'failed', error_code = 'SUPERSEDED', finished_at = now(),
            error_message = left(COALESCE(error_message || ' | ', '') || 'settled by attempt ' || p_attempt, 500)
      WHERE outbox_id = a.outbox_id AND account_key = a.account_key AND outcome = 'in_flight' AND id < p_attempt;
+    -- The message is sent: record it on the outbox row in the same transaction
+    -- as the accepted attempt, so the two can never disagree. Only the current
+    -- lease holder may, as everywhere else.
+    UPDATE sms_outbox o
+       SET status = 'sent', sent_at = now(), provider = a.provider,
+           provider_message_id = COALESCE(a.provider_message_id, o.provider_message_id),
+           from_number = COALESCE(a.from_number, o.from_number),
+           locked_until = NULL, locked_by = NULL, updated_at = now()
+     WHERE o.id = a.outbox_id AND o.status = 'sending' AND o.locked_by = p_worker;
   END IF;
   IF p_opt_out THEN
     INSERT INTO sms_opt_outs (org_id, phone, source)

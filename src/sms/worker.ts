@@ -54,7 +54,7 @@ export function sqlRecorder(workerSql: Sql): AttemptRecorder {
       await workerSql`
         SELECT sms_finish_attempt(${msg.orgId}::uuid, ${attemptId}, ${r.outcome}, ${r.errorClass ?? null},
                                   ${r.code ?? null}, ${r.message ?? null}, ${r.providerMessageId ?? null},
-                                  ${r.latencyMs ?? null}, ${r.optOut ?? false})`;
+                                  ${r.latencyMs ?? null}, ${r.optOut ?? false}, ${msg.leaseHolder})`;
     },
     async skip(msg, link, reason) {
       await workerSql`
@@ -261,7 +261,9 @@ export class OutboxWorker {
 
   private async record(row: OutboxRow, r: DeliveryResult | { status: 'retry'; reason: string; message: string }, log: Logger) {
     if (r.status === 'sent') {
-      await this.complete(row, r);
+      // sms_finish_attempt already marked the row sent, atomically with the
+      // accepted (or reconciled) attempt: no further round trip.
+      smsFinal.inc({ status: 'sent', reason: r.failedOver ? 'failed_over' : 'primary' });
       log.info({ provider: r.provider, failedOver: r.failedOver, reconciled: r.reconciled }, 'sms sent');
     } else if (r.status === 'failed') {
       await this.fail(row, r);
