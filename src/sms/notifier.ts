@@ -18,7 +18,7 @@ interface RowState {
  * budget before answering. The booking itself never waits on more than that and
  * never fails because of SMS.
  */
-const REPLY_MARGIN_MS = 20;
+const REPLY_MARGIN_MS = 50;
 
 export function createNotifier(opts: {
   workerSql: Sql;
