@@ -116,16 +116,8 @@ DECLARE
   v_chosen     uuid;
   v_result     jsonb;
 BEGIN
-  PERFORM set_config('app.org_id', p_org::text, true);
-
+  PERFORM tenant_scope(p_org, p_client);
   SELECT * INTO v_org FROM orgs WHERE id = p_org;
-  IF NOT FOUND OR NOT v_org.active THEN
-    RAISE EXCEPTION 'org % is not active', p_org USING ERRCODE = 'CV403';
-  END IF;
-  IF p_client IS NOT NULL AND NOT EXISTS (
-       SELECT 1 FROM oauth_clients WHERE client_id = p_client AND revoked_at IS NULL) THEN
-    RAISE EXCEPTION 'client revoked' USING ERRCODE = 'CV401';
-  END IF;
 
   IF p_key IS NOT NULL THEN
     INSERT INTO idempotency_keys (org_id, key, tool, request_hash)

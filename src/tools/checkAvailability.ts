@@ -92,40 +92,18 @@ export const checkAvailability: Tool<typeof schema> = {
   },
 };
 
-/** First open slot on the days after `from`, looking a bounded distance ahead. */
-async function nextOpenDay(
-  ctx: ToolContext,
-  from: DateTime,
-  opts: { service: ReturnType<typeof resolveService>; candidates: ReturnType<typeof eligiblePractitioners>; now: DateTime },
-): Promise<Slot | null> {
-  const busy = await fetchBusy(ctx.sql, ctx.tenant, from, from.plus({ days: LOOKAHEAD_DAYS }));
-  for (let i = 0; i < LOOKAHEAD_DAYS; i++) {
-    const d = from.plus({ days: i });
-    const slots = computeSlots({
-      org: ctx.org,
-      date: { year: d.year, month: d.month, day: d.day },
-      service: opts.service,
-      practitioners: opts.candidates,
-      busy,
-      notBefore: opts.now,
-    });
-    if (slots[0]) return slots[0];
-  }
-  return null;
-}
+type SlotSearch = { service: ReturnType<typeof resolveService>; candidates: ReturnType<typeof eligiblePractitioners> };
 
-/** The next few open slots at or after `from`, same day first, then following days. */
-export async function alternativesAfter(
-  ctx: ToolContext,
-  from: DateTime,
-  opts: { service: ReturnType<typeof resolveService>; candidates: ReturnType<typeof eligiblePractitioners>; count: number },
-): Promise<Slot[]> {
-  const now = ctx.now().setZone(ctx.org.timeZone);
-  const notBefore = from > now ? from : now;
+/**
+ * Open slots from the local day of `from` onwards, day by day, stopping once
+ * `count` are found or `days` have been searched. One busy-time query covers
+ * the whole range.
+ */
+async function openSlotsFrom(ctx: ToolContext, from: DateTime, notBefore: DateTime, days: number, count: number, opts: SlotSearch): Promise<Slot[]> {
   const start = from.startOf('day');
-  const busy = await fetchBusy(ctx.sql, ctx.tenant, start, start.plus({ days: 7 }));
+  const busy = await fetchBusy(ctx.sql, ctx.tenant, start, start.plus({ days }));
   const out: Slot[] = [];
-  for (let i = 0; i < 7 && out.length < opts.count; i++) {
+  for (let i = 0; i < days && out.length < count; i++) {
     const d = start.plus({ days: i });
     const slots = computeSlots({
       org: ctx.org,
@@ -135,7 +113,19 @@ export async function alternativesAfter(
       busy,
       notBefore,
     });
-    out.push(...slots.slice(0, opts.count - out.length));
+    out.push(...slots.slice(0, count - out.length));
   }
   return out;
+}
+
+/** First open slot on the days after `from`, looking a bounded distance ahead. */
+async function nextOpenDay(ctx: ToolContext, from: DateTime, opts: SlotSearch & { now: DateTime }): Promise<Slot | null> {
+  const [first] = await openSlotsFrom(ctx, from, opts.now, LOOKAHEAD_DAYS, 1, opts);
+  return first ?? null;
+}
+
+/** The next few open slots at or after `from`, same day first, then following days. */
+export async function alternativesAfter(ctx: ToolContext, from: DateTime, opts: SlotSearch & { count: number }): Promise<Slot[]> {
+  const now = ctx.now().setZone(ctx.org.timeZone);
+  return openSlotsFrom(ctx, from, from > now ? from : now, 7, opts.count, opts);
 }
