@@ -11,6 +11,7 @@
  *      (target: p99 within SMS_RESPONSE_BUDGET_MS).
  *
  *   npm run bench:sms            BENCH_DRAIN=5000 BENCH_SAMPLES=200 npm run bench:sms
+ *   BENCH_PG_DIAG=1 npm run bench:sms   also prints PostgreSQL time per SQL function after the drain
  */
 import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -45,7 +46,7 @@ const fmt = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(1)} ms, p99 ${pct(xs, 9
 
 async function main() {
   const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-sms-'));
-  const db = await startEmbeddedPostgres({ dataDir: tmp });
+  const db = await startEmbeddedPostgres({ dataDir: tmp, settings: process.env.BENCH_PG_DIAG ? { track_functions: 'all' } : {} });
 
   // Fakes in their own process, driven over IPC.
   const fakes = fork(path.join(ROOT, 'scripts/fake-providers.ts'), [], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
@@ -175,6 +176,10 @@ async function main() {
     await runtime.sms.worker.stop();
     const after = await counts();
     const delivered = after.twilio - before.twilio + (after.telnyx - before.telnyx);
+    if (process.env.BENCH_PG_DIAG) {
+      const { execFileSync } = await import('node:child_process');
+      process.stderr.write(execFileSync(process.execPath, ['--import', 'tsx', 'scripts/pg-function-stats.ts', db.ownerUrl], { cwd: ROOT }).toString());
+    }
     say(`drain: ${ids.length} messages in ${secs.toFixed(2)} s = ${(ids.length / secs).toFixed(0)} msgs/s; provider messages ${delivered} (duplicates: ${delivered - ids.length}) [target >= 1000 msgs/s: ${ids.length / secs >= 1000 ? 'MET' : 'NOT MET'}]`);
   }
 
