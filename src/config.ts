@@ -50,6 +50,8 @@ const schema = z.object({
   JWT_JWKS_AUDIENCE: optionalString,
   JWT_JWKS_ALGORITHMS: z.string().default('RS256,ES256'),
   JWT_ORG_CLAIM: z.string().default('org_id'),
+  /** Bearer token required for GET /metrics; unset leaves /metrics open (for a private network). */
+  METRICS_TOKEN: optionalString,
   /** Bearer token for /api/admin. Generated into DATA_DIR when unset. */
   ADMIN_TOKEN: optionalString,
   /** AES-256-GCM keyring for clinic credentials: "k2:base64,k1:base64" (first encrypts). Generated when unset. */

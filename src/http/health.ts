@@ -2,6 +2,7 @@ import { Router } from 'express';
 import type { AppDeps } from '../app.js';
 import { migrationsApplied } from '../db/migrate.js';
 import { registry } from '../metrics.js';
+import { safeEqual } from '../auth/tokens.js';
 
 export function healthRouter(deps: AppDeps): Router {
   const router = Router();
@@ -18,7 +19,15 @@ export function healthRouter(deps: AppDeps): Router {
       res.status(503).json({ status: 'unavailable', database: 'unreachable' });
     }
   });
-  router.get('/metrics', async (_req, res) => {
+  router.get('/metrics', async (req, res) => {
+    const token = deps.cfg.METRICS_TOKEN;
+    if (token) {
+      const given = /^Bearer\s+(\S+)$/i.exec(req.get('authorization') ?? '')?.[1];
+      if (!given || !safeEqual(given, token)) {
+        res.set('WWW-Authenticate', 'Bearer realm="metrics"').status(401).json({ error: 'unauthorized', message: 'Metrics token required.' });
+        return;
+      }
+    }
     res.set('Content-Type', registry.contentType).send(await registry.metrics());
   });
   return router;
