@@ -12,6 +12,7 @@
  *
  *   npm run bench:sms            BENCH_DRAIN=5000 BENCH_SAMPLES=200 npm run bench:sms
  *   BENCH_PG_DIAG=1 npm run bench:sms   also prints PostgreSQL time per SQL function after the drain
+ *   BENCH_WORKER_POOL=24 BENCH_WORKER_CONCURRENCY=64   worker pool size and messages in flight
  */
 import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -77,10 +78,10 @@ async function main() {
     SMS_WORKER_ENABLED: 'false',
     SMS_ATTEMPT_TIMEOUT_MS: String(ATTEMPT_TIMEOUT_MS),
     SMS_RESPONSE_BUDGET_MS: String(BUDGET_MS),
-    SMS_WORKER_CONCURRENCY: '64',
+    SMS_WORKER_CONCURRENCY: process.env.BENCH_WORKER_CONCURRENCY ?? '64',
     SMS_WORKER_BATCH: '100',
     SMS_WORKER_POLL_MS: '20',
-    WORKER_DB_POOL_MAX: '24',
+    WORKER_DB_POOL_MAX: process.env.BENCH_WORKER_POOL ?? '24',
     TWILIO_API_BASE_URL: urls.twilioUrl,
     TELNYX_API_BASE_URL: `${urls.telnyxUrl}/v2`,
   });
