@@ -1,6 +1,7 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
-import { constants as fsc, accessSync } from 'node:fs';
+import { constants as fsc, accessSync, statSync } from 'node:fs';
+import { binaryPackageRoot } from '../src/db/embedded.js';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -63,6 +64,15 @@ async function tokenFor(base: string, id: string, secret: string) {
   });
   return { status: res.status, body: (await res.json()) as { access_token?: string } };
 }
+
+describe('embedded PostgreSQL binaries', () => {
+  it('are located from the binary package itself (so the postgres user can be let through to them)', async () => {
+    const root = await binaryPackageRoot();
+    expect(root).toBeDefined();
+    expect(statSync(path.join(root!, 'native', 'bin', 'initdb')).isFile()).toBe(true);
+    expect(statSync(path.join(root!, 'native', 'bin', 'postgres')).isFile()).toBe(true);
+  });
+});
 
 describe('npm start on an empty embedded database', () => {
   it('boots PostgreSQL, migrates, seeds the demo clinic once, honours pinned demo credentials, and restarts cleanly', async () => {

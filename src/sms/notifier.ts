@@ -76,6 +76,19 @@ export function createNotifier(opts: {
       // arrived, less a little for writing the answer.
       const deadline = (startedAt ?? Date.now()) + budgetMs - REPLY_MARGIN_MS;
       try {
+        // Run the first attempt here rather than waiting for a poll; the run
+        // carries on in the background if the budget runs out first.
+        const run = worker.processFor(orgId, appointmentId, kind).catch((err) => {
+          log.error({ err }, 'sms fast path failed');
+          return { status: 'retry', reason: 'internal_error' } as RunOutcome;
+        });
+        const timer = new Promise<'budget'>((resolve) => setTimeout(() => resolve('budget'), Math.max(0, deadline - Date.now())).unref());
+        const first = await Promise.race([run, timer]);
+        if (first === 'budget') return { smsStatus: 'queued' };
+        if (first !== null) return fromRun(first) ?? { smsStatus: 'queued' };
+
+        // Not claimable here: absent (SMS off), already settled (a replay), or
+        // held by another process's worker.
         const [row] = await workerSql<(RowState & { id: string })[]>`
           SELECT id, status, provider, failure_reason, last_error_class FROM sms_outbox
            WHERE org_id = ${orgId} AND appointment_id = ${appointmentId} AND kind = ${kind}`;
@@ -83,18 +96,8 @@ export function createNotifier(opts: {
         const settled = fromRow(row);
         if (settled) return settled;
 
-        // Run the first attempt here rather than waiting for a poll; the run
-        // carries on in the background if the budget runs out first.
-        const run = worker.processNow(row.id).catch((err) => {
-          log.error({ err }, 'sms fast path failed');
-          return { status: 'retry', reason: 'internal_error' } as RunOutcome;
-        });
-        const timer = new Promise<'budget'>((resolve) => setTimeout(() => resolve('budget'), Math.max(0, deadline - Date.now())).unref());
-        const first = await Promise.race([run, timer]);
-        if (first !== 'budget' && first !== null) return fromRun(first) ?? { smsStatus: 'queued' };
-
         // Someone else holds the row (another process's worker): watch it until the budget ends.
-        while (first !== 'budget' && Date.now() < deadline) {
+        while (Date.now() < deadline) {
           const [again] = await workerSql<RowState[]>`
             SELECT status, provider, failure_reason, last_error_class FROM sms_outbox WHERE id = ${row.id}`;
           const s = fromRow(again);

@@ -98,19 +98,39 @@ export class OutboxWorker {
     await Promise.allSettled([...this.inFlight]);
   }
 
-  /** Claims and processes one specific message now (the booking's fast path). */
+  /** Claims and processes one specific message now (dead-letter retry). */
   async processNow(outboxId: string): Promise<RunOutcome | null> {
-    const rows = await this.sql<OutboxRow[]>`
+    return this.claimAndRun(this.sql`id = ${outboxId}`);
+  }
+
+  /**
+   * Claims and processes the confirmation of one appointment now: the
+   * booking's fast path, one round trip to claim. Null when the row is absent,
+   * settled, or held by another worker.
+   */
+  async processFor(orgId: string, appointmentId: string, kind: string): Promise<RunOutcome | null> {
+    return this.claimAndRun(this.sql`org_id = ${orgId} AND appointment_id = ${appointmentId} AND kind = ${kind}`);
+  }
+
+  private async claimAndRun(which: ReturnType<Sql>): Promise<RunOutcome | null> {
+    const [row] = await this.claimRows(this.sql`SELECT id FROM sms_outbox WHERE ${which} AND ${this.due()} FOR UPDATE SKIP LOCKED`);
+    return row ? this.track(this.process(row)) : null;
+  }
+
+  /** Claimable: due for an attempt, or leased by a worker whose lease ran out. */
+  private due() {
+    return this.sql`((status = 'pending' AND next_attempt_at <= now()) OR (status = 'sending' AND locked_until < now()))`;
+  }
+
+  /** The one claim statement: takes the lease on the rows `ids` selects. */
+  private claimRows(ids: ReturnType<Sql>): Promise<OutboxRow[]> {
+    return this.sql<OutboxRow[]>`
       UPDATE sms_outbox o
          SET status = 'sending', locked_until = now() + ${this.cfg.SMS_LEASE_MS} * interval '1 millisecond',
              locked_by = ${this.id}, attempts = o.attempts + 1, updated_at = now()
-       WHERE o.id = ${outboxId}
-         AND ((o.status = 'pending' AND o.next_attempt_at <= now())
-              OR (o.status = 'sending' AND o.locked_until < now()))
-      RETURNING ${this.sql.unsafe(RETURNING)}`;
-    const row = rows[0];
-    if (!row) return null;
-    return this.track(this.process(row));
+        FROM (${ids}) due
+       WHERE o.id = due.id
+      RETURNING ${this.sql.unsafe(RETURNING.split(', ').map((c) => `o.${c}`).join(', '))}`;
   }
 
   private track<T>(p: Promise<T>): Promise<T> {
@@ -149,18 +169,9 @@ export class OutboxWorker {
   }
 
   private async claim(n: number): Promise<OutboxRow[]> {
-    const rows = await this.sql<OutboxRow[]>`
-      UPDATE sms_outbox o
-         SET status = 'sending', locked_until = now() + ${this.cfg.SMS_LEASE_MS} * interval '1 millisecond',
-             locked_by = ${this.id}, attempts = o.attempts + 1, updated_at = now()
-        FROM (SELECT id FROM sms_outbox
-               WHERE (status = 'pending' AND next_attempt_at <= now())
-                  OR (status = 'sending' AND locked_until < now())
-               ORDER BY next_attempt_at
-               LIMIT ${n}
-               FOR UPDATE SKIP LOCKED) due
-       WHERE o.id = due.id
-      RETURNING ${this.sql.unsafe(RETURNING.split(', ').map((c) => `o.${c}`).join(', '))}`;
+    const rows = await this.claimRows(
+      this.sql`SELECT id FROM sms_outbox WHERE ${this.due()} ORDER BY next_attempt_at LIMIT ${n} FOR UPDATE SKIP LOCKED`,
+    );
     outboxBacklog.set(rows.length);
     return rows;
   }
