@@ -96,9 +96,15 @@ export async function migrate(owner: Sql, dir?: string): Promise<{ applied: stri
   return { applied };
 }
 
-/** True when every migration file is recorded as applied. */
+let expectedVersions: Promise<number[]> | undefined;
+
+/**
+ * True when every migration file is recorded as applied. The files cannot
+ * change under a running process, so they are read once, not on every probe.
+ */
 export async function migrationsApplied(sql: Sql): Promise<boolean> {
-  const expected = (await loadMigrations()).map((m) => m.version);
+  expectedVersions ??= loadMigrations().then((ms) => ms.map((m) => m.version));
+  const expected = await expectedVersions;
   const rows = await sql<{ version: number }[]>`SELECT version FROM schema_migrations`;
   const have = new Set(rows.map((r) => r.version));
   return expected.every((v) => have.has(v));

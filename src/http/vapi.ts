@@ -4,6 +4,7 @@ import { TenantRejected, type Tenant } from '../db/pool.js';
 import { executeTool } from '../tools/execute.js';
 import type { ToolContext, ToolInvocation } from '../tools/types.js';
 import { identityOf, loadVerifiedOrg, requireToken } from './auth.js';
+import type { OrgContext } from '../booking/org.js';
 import {
   assertSameOrg,
   callContext,
@@ -20,11 +21,35 @@ import { HttpError } from './errors.js';
 /** x-dry-run: 1 keeps everything real except the SMS, which only the sandbox provider "sends". */
 const isDryRun = (req: Request) => /^(1|true|yes)$/i.test(req.get('x-dry-run') ?? '');
 
-/** A refusal from the database means the cached settings are stale: drop them, then refuse. */
-const evictOnReject = (deps: AppDeps, orgId: string) => (err: unknown): never => {
-  if (err instanceof TenantRejected) deps.orgCache.invalidate(orgId);
-  throw err;
-};
+interface Scope {
+  org: OrgContext;
+  tenant: Tenant;
+}
+
+/** Layers 2 and 3 (layer 1 ran as middleware): the orgs the request names, then the database. */
+async function authorise(deps: AppDeps, req: Request, res: Response, named: unknown[]): Promise<Scope> {
+  const identity = identityOf(res);
+  assertSameOrg(identity.orgId, named);
+  const org = await loadVerifiedOrg(deps, req, identity);
+  return { org, tenant: { orgId: org.id, clientId: identity.clientId } };
+}
+
+/**
+ * Runs one call for a verified org. A refusal from the database means the
+ * cached settings are stale: they are dropped and the whole request refused.
+ */
+function run(deps: AppDeps, req: Request, res: Response, scope: Scope, call: Omit<ToolInvocation, 'dryRun' | 'receivedAt'>) {
+  const ctx: ToolContext = {
+    ...deps,
+    ...scope,
+    log: req.log.child({ tool: call.name, toolCallId: call.toolCallId }),
+    call: { ...call, dryRun: isDryRun(req), receivedAt: res.locals.receivedAt as number },
+  };
+  return executeTool(ctx).catch((err: unknown) => {
+    if (err instanceof TenantRejected) deps.orgCache.invalidate(scope.org.id);
+    throw err;
+  });
+}
 
 /** Notes when the request arrived: the SMS response budget counts from here. */
 const stamp = (_req: Request, res: Response, next: () => void) => {
@@ -52,8 +77,6 @@ export function vapiRouter(deps: AppDeps): Router {
   });
 
   router.post('/api/vapi/tools', stamp, requireToken(deps), json, async (req: Request, res: Response) => {
-    const identity = identityOf(res);
-    const receivedAt = res.locals.receivedAt as number;
     const message = requireMessage(req.body);
     const type = typeof message.type === 'string' ? message.type : undefined;
     if (type !== 'tool-calls') {
@@ -62,12 +85,10 @@ export function vapiRouter(deps: AppDeps): Router {
       return;
     }
     const calls = extractToolCalls(message);
-    assertSameOrg(identity.orgId, [
+    const scope = await authorise(deps, req, res, [
       ...orgsNamedInMessage(message),
       ...calls.map((c) => c.args?.organizationId).filter(namesOrg),
     ]);
-    const org = await loadVerifiedOrg(deps, req, identity);
-    const tenant: Tenant = { orgId: org.id, clientId: identity.clientId };
     const context = callContext(message);
 
     const results = [];
@@ -80,9 +101,7 @@ export function vapiRouter(deps: AppDeps): Router {
         results.push({ toolCallId, name, error: oneLine(c.argsError ?? 'The tool arguments could not be read.') });
         continue;
       }
-      const call: ToolInvocation = { name, args: c.args, toolCallId: c.id, platform: 'vapi', dryRun: isDryRun(req), receivedAt, ...context };
-      const ctx: ToolContext = { ...deps, log: req.log.child({ tool: name, toolCallId }), org, tenant, call };
-      const out = await executeTool(ctx).catch(evictOnReject(deps, org.id));
+      const out = await run(deps, req, res, scope, { name, args: c.args, toolCallId: c.id, platform: 'vapi', ...context });
       results.push(
         out.ok
           ? { toolCallId, name, result: oneLine(JSON.stringify(out.result)) }
@@ -94,7 +113,6 @@ export function vapiRouter(deps: AppDeps): Router {
 
   // The legacy single-call shape used by the clinic verification script.
   router.post('/api/vapi/tools/:toolName', stamp, requireToken(deps), json, async (req: Request, res: Response) => {
-    const identity = identityOf(res);
     const body: unknown = req.body;
     if (!isObj(body)) throw new HttpError(400, 'invalid_envelope', 'Expected a JSON object.');
     const toolName = String(req.params.toolName);
@@ -105,27 +123,17 @@ export function vapiRouter(deps: AppDeps): Router {
     const message = isObj(body.message) ? body.message : {};
     const tool = isObj(body.tool) ? body.tool : {};
     const parsed = parseArguments(tool.arguments ?? body.arguments);
-    assertSameOrg(identity.orgId, [
-      ...orgsNamedInMessage(message),
-      ...[parsed.args?.organizationId].filter(namesOrg),
-    ]);
-    const org = await loadVerifiedOrg(deps, req, identity);
+    const scope = await authorise(deps, req, res, [...orgsNamedInMessage(message), ...[parsed.args?.organizationId].filter(namesOrg)]);
     if (!parsed.args) {
       throw new HttpError(400, 'invalid_arguments', parsed.error ?? 'The tool arguments could not be read.');
     }
-    const call: ToolInvocation = {
+    const out = await run(deps, req, res, scope, {
       name: toolName,
       args: parsed.args,
       toolCallId,
       platform: 'legacy',
-      dryRun: isDryRun(req),
-      receivedAt: res.locals.receivedAt as number,
       ...callContext(message),
-    };
-    const tenant: Tenant = { orgId: org.id, clientId: identity.clientId };
-    const out = await executeTool({ ...deps, log: req.log.child({ tool: toolName, toolCallId }), org, tenant, call }).catch(
-      evictOnReject(deps, org.id),
-    );
+    });
     if (!out.ok && out.code === 'unknown_tool') throw new HttpError(404, 'unknown_tool', out.message);
     res.json({
       toolCallId: toolCallId ?? null,

@@ -146,6 +146,7 @@ export interface LoadedChain {
  */
 export class ChainLoader {
   private cache = new Map<string, { at: number; chain: LoadedChain }>();
+  private built = new Map<string, { blob: string; provider: SmsProvider }>();
   private sandbox = createSandboxProvider({ name: 'dry-run' });
 
   constructor(
@@ -174,7 +175,7 @@ export class ChainLoader {
       const chain: LoadedChain = { enabled: settings.enabled, links: [], broken: [] };
       for (const r of rows) {
         try {
-          const provider = this.build(orgId, r);
+          const provider = this.providerFor(orgId, r);
           chain.links.push({ position: r.position, kind: r.kind, provider, pool: r.sender_numbers });
           if (r.credentials_enc && needsReencrypt(this.keyring, r.credentials_enc)) {
             const plain = decryptSecret(this.keyring, r.credentials_enc, aad(orgId, r.position, r.kind));
@@ -193,6 +194,21 @@ export class ChainLoader {
     });
     if (loaded) this.cache.set(orgId, { at: Date.now(), chain: loaded });
     return loaded;
+  }
+
+  /**
+   * Provider clients are kept for as long as their credentials blob is
+   * unchanged: rebuilding them on every settings reload would decrypt again and
+   * throw away the SDK's keep-alive connections.
+   */
+  private providerFor(orgId: string, r: ProviderRow): SmsProvider {
+    const slot = `${orgId}|${r.position}`;
+    const blob = `${r.kind}|${r.credentials_enc ?? ''}`;
+    const kept = this.built.get(slot);
+    if (kept && kept.blob === blob) return kept.provider;
+    const provider = this.build(orgId, r);
+    this.built.set(slot, { blob, provider });
+    return provider;
   }
 
   private build(orgId: string, r: ProviderRow): SmsProvider {

@@ -87,7 +87,7 @@ export const bookClinicAppointment: Tool<typeof schema> = {
     });
     if (outcome.outcome !== 'booked') {
       ctx.log.info({ outcome: outcome.outcome, phone: phoneForLog(phone) }, 'booking refused');
-      return explainRefusal(ctx, outcome, start, end, { service, candidates });
+      return explainRefusal(ctx, outcome, start, { service, candidates });
     }
 
     const sms = smsRow ? await ctx.sms.outcome(org.id, outcome.appointmentId, 'booked', call.receivedAt) : NOT_CONFIGURED;

@@ -33,11 +33,12 @@ export async function assertBookable(
     const alts = await alternativesAfter(ctx, start.startOf('day'), { ...opts, count: ALTERNATIVES });
     const hours = describeHours(ctx.org, { year: start.year, month: start.month, day: start.day });
     const when = hours === 'closed' ? `We're closed on ${start.toFormat('cccc')}s` : `On ${start.toFormat('cccc')}s we're open ${hours}`;
-    const alt = alts.length ? ` The closest openings are ${describeAlternatives(alts, start).spoken}.` : '';
+    const described = describeAlternatives(alts, start);
+    const alt = alts.length ? ` The closest openings are ${described.spoken}.` : '';
     throw new ToolError(
       'outside_hours',
       `${when}, and a ${opts.service.durationMinutes}-minute ${opts.service.name} at ${spokenClock(start)} doesn't fit.${alt}`,
-      { alternatives: describeAlternatives(alts, start).list },
+      { alternatives: described.list },
     );
   }
 }
@@ -47,7 +48,6 @@ export async function explainRefusal(
   ctx: ToolContext,
   outcome: Exclude<BookOutcome, { outcome: 'booked' }>,
   start: DateTime,
-  end: DateTime,
   opts: { service: Service; candidates: Practitioner[] },
 ): Promise<ToolResult> {
   switch (outcome.outcome) {
@@ -65,7 +65,8 @@ export async function explainRefusal(
       };
     }
     case 'outside_hours':
-      await assertBookable(ctx, start, end, opts);
+      // The database's hours disagree with the settings this call used (they
+      // changed within the settings cache's TTL): refuse in general terms.
       throw new ToolError('outside_hours', "That time is outside the clinic's opening hours.");
     case 'not_found':
       throw new ToolError('appointment_not_found', "I couldn't find that appointment. It may have been cancelled.");

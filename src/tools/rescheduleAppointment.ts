@@ -79,7 +79,7 @@ export const rescheduleAppointment: Tool<typeof schema> = {
       replaceId: appt.id,
       sms: withDryRun(sms ? { kind, body: sms.body } : null, call.dryRun),
     });
-    if (outcome.outcome !== 'booked') return explainRefusal(ctx, outcome, start, end, { service, candidates });
+    if (outcome.outcome !== 'booked') return explainRefusal(ctx, outcome, start, { service, candidates });
 
     const smsOutcome = sms
       ? await ctx.sms.outcome(org.id, appt.id, kind, call.receivedAt)
