@@ -27,7 +27,7 @@ import postgres from 'postgres';
 import { loadConfig } from '../src/config.js';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
 import { createRuntime } from '../src/runtime.js';
-import { generateKeySpec } from '../src/sms/crypto.js';
+import { generateKeySpec } from '../src/crypto.js';
 import type { Fault } from '../test/fakes/faults.js';
 import { DEFAULT_TELNYX_API_KEY } from '../test/fakes/fake-telnyx.js';
 import { DEFAULT_TWILIO_ACCOUNT as TWILIO } from '../test/fakes/fake-twilio.js';

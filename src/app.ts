@@ -1,42 +1,46 @@
 import { randomUUID } from 'node:crypto';
-import express, { type Express } from 'express';
+import express, { type Express, type RequestHandler } from 'express';
 import helmet from 'helmet';
-import type { DateTime } from 'luxon';
-import type { Logger } from 'pino';
 import { pinoHttp } from 'pino-http';
-import type { Sql } from 'postgres';
-import type { TokenService } from './auth/tokens.js';
-import type { Config } from './config.js';
+import type { AppDeps } from './deps.js';
+import { AppError } from './errors.js';
 import { adminRouter } from './http/admin.js';
-import { errorHandler, HttpError } from './http/errors.js';
+import { clinicGuard, requireAdmin, requireMetricsToken } from './http/auth.js';
+import { errorHandler } from './http/errors.js';
 import { healthRouter } from './http/health.js';
 import { oauthRouter } from './http/oauth.js';
+import { openApiRouter } from './http/openapi.js';
+import { RouteRegistry, type Access, type GuardFactory } from './http/registry.js';
+import { smsAdminRouter } from './http/sms-admin.js';
 import { vapiRouter } from './http/vapi.js';
 import { httpDuration } from './metrics.js';
-import type { Keyring } from './sms/crypto.js';
-import type { OrgContextCache } from './booking/org.js';
-import type { ConfirmationNotifier } from './tools/types.js';
+import { VERSION } from './version.js';
 
-export interface AppDeps {
-  cfg: Config;
-  /** Request-path pool, connected as clinic_app (RLS enforced). */
-  sql: Sql;
-  tokens: TokenService;
-  keyring: Keyring;
-  adminToken: string;
-  sms: ConfirmationNotifier;
-  /** Clinic settings reused between tool calls (see OrgContextCache). */
-  orgCache: OrgContextCache;
-  /** Extra admin routes (the SMS engine's), mounted behind the admin token. */
-  extraRouters?: express.Router[];
-  log: Logger;
-  now: () => DateTime;
+export type App = Express & { registry: RouteRegistry };
+
+/** The access check each kind of route gets; see RouteRegistry. */
+function guards(deps: AppDeps): Record<Access, GuardFactory> {
+  const none: GuardFactory = () => ({ beforeBody: [], afterBody: [] });
+  const before = (h: RequestHandler): GuardFactory => () => ({ beforeBody: [h], afterBody: [] });
+  return {
+    public: none,
+    // Provider webhooks verify their signature in their own first handler.
+    provider: none,
+    admin: before(requireAdmin(deps)),
+    metrics: before(requireMetricsToken(deps)),
+    clinic: clinicGuard(deps),
+    session: () => {
+      throw new Error('session routes need the console');
+    },
+  };
 }
 
-export function buildApp(deps: AppDeps): Express {
-  const app = express();
+export function buildApp(deps: AppDeps): App {
+  const app = express() as App;
+  const registry = new RouteRegistry(guards(deps), deps.cfg.BODY_LIMIT_BYTES);
+  app.registry = registry;
   app.disable('x-powered-by');
-  app.set('trust proxy', true);
+  app.set('trust proxy', deps.cfg.TRUST_PROXY);
   app.use(helmet());
   app.use(
     pinoHttp({
@@ -60,13 +64,17 @@ export function buildApp(deps: AppDeps): Express {
     res.on('finish', () => end({ route: req.route?.path ?? 'unmatched', status: String(res.statusCode) }));
     next();
   });
+  // Every admin path, existing or not, needs the token: a guess at an admin
+  // URL learns nothing. Each admin route checks it again through the registry.
+  app.use('/api/admin', requireAdmin(deps));
 
-  app.use(healthRouter(deps));
-  app.use(oauthRouter(deps));
-  app.use(vapiRouter(deps));
-  app.use(adminRouter(deps));
-  for (const r of deps.extraRouters ?? []) app.use(r);
-  app.use((_req, _res, next) => next(new HttpError(404, 'not_found', 'No such endpoint.')));
+  app.use(healthRouter(deps, registry));
+  app.use(oauthRouter(deps, registry));
+  app.use(vapiRouter(deps, registry));
+  app.use(adminRouter(deps, registry));
+  app.use(smsAdminRouter(deps, registry));
+  app.use(openApiRouter(registry, VERSION));
+  app.use((_req, _res, next) => next(new AppError(404, 'not_found', 'No such endpoint.')));
   app.use(errorHandler);
   return app;
 }

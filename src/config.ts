@@ -50,6 +50,26 @@ const schema = z.object({
   JWT_JWKS_AUDIENCE: optionalString,
   JWT_JWKS_ALGORITHMS: z.string().default('RS256,ES256'),
   JWT_ORG_CLAIM: z.string().default('org_id'),
+  /**
+   * Which proxies' X-Forwarded-For / X-Forwarded-Proto to believe (Express
+   * "trust proxy"): false (default: none, the socket address is the client),
+   * a hop count ("1" behind one load balancer), or addresses/subnets
+   * ("loopback", "10.0.0.0/8"). Believing everyone lets any client pick the
+   * address the token endpoint throttles.
+   */
+  TRUST_PROXY: z
+    .string()
+    .default('false')
+    .transform((v): boolean | number | string => {
+      const t = v.trim();
+      if (t === '' || t === 'false' || t === '0') return false;
+      if (t === 'true') return true;
+      return /^\d+$/.test(t) ? Number(t) : t;
+    }),
+  /** Token endpoint throttles: failed attempts per source address / per client id per window. */
+  OAUTH_FAILURES_PER_SOURCE: intFrom(20, 1, 100_000),
+  OAUTH_FAILURES_PER_CLIENT: intFrom(10, 1, 100_000),
+  OAUTH_THROTTLE_WINDOW_SECONDS: intFrom(60, 1, 86_400),
   /** Bearer token required for GET /metrics; unset leaves /metrics open (for a private network). */
   METRICS_TOKEN: optionalString,
   /** Bearer token for /api/admin. Generated into DATA_DIR when unset. */

@@ -1,7 +1,9 @@
 import { DateTime } from 'luxon';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
-import { buildApp, type AppDeps } from './app.js';
+import { buildApp, type App } from './app.js';
+import { ClientAuthenticator } from './auth/client-auth.js';
+import type { AppDeps } from './deps.js';
 import { createTokenService } from './auth/tokens.js';
 import type { Config } from './config.js';
 import { migrate } from './db/migrate.js';
@@ -9,12 +11,12 @@ import { connect } from './db/pool.js';
 import { APP_ROLE, WORKER_ROLE, assertRlsEnforced, enableRoleLogin, urlForRole } from './db/roles.js';
 import { seedDemo, type SeedResult } from './orgs/seed.js';
 import { OrgContextCache } from './booking/org.js';
-import { parseKeyring } from './sms/crypto.js';
+import { parseKeyring } from './crypto.js';
 import type { Secrets } from './secrets.js';
 import { createSmsModule, type SmsModule } from './sms/module.js';
 
 export interface Runtime {
-  app: ReturnType<typeof buildApp>;
+  app: App;
   deps: AppDeps;
   sql: Sql;
   workerSql: Sql;
@@ -68,12 +70,17 @@ export async function createRuntime(opts: {
       tokens: createTokenService(cfg, secrets.jwtSecret),
       keyring,
       adminToken: secrets.adminToken,
-      sms: sms.notifier,
+      workerSql,
+      clientAuth: new ClientAuthenticator(sql, {
+        failuresPerSource: cfg.OAUTH_FAILURES_PER_SOURCE,
+        failuresPerClient: cfg.OAUTH_FAILURES_PER_CLIENT,
+        windowSeconds: cfg.OAUTH_THROTTLE_WINDOW_SECONDS,
+      }),
+      sms,
       orgCache: new OrgContextCache(cfg.ORG_CACHE_TTL_MS),
       log,
       now,
     };
-    deps.extraRouters = [sms.router(deps)];
     const app = buildApp(deps);
     const appSql = sql;
     const wSql = workerSql;

@@ -9,7 +9,7 @@ import {
   generateKeySpec,
   needsReencrypt,
   parseKeyring,
-} from '../src/sms/crypto.js';
+} from '../src/crypto.js';
 
 const K1 = randomBytes(32).toString('base64');
 const K2 = randomBytes(32).toString('base64');

@@ -1,39 +1,9 @@
-import { randomBytes, randomUUID, scrypt, timingSafeEqual, createHash } from 'node:crypto';
-import { promisify } from 'node:util';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { SignJWT, jwtVerify, createRemoteJWKSet, decodeProtectedHeader, errors as joseErrors } from 'jose';
 import type { Config } from '../config.js';
 
-const scryptAsync = promisify(scrypt) as (pw: string, salt: Buffer, len: number, opts: object) => Promise<Buffer>;
-const SCRYPT = { N: 16384, r: 8, p: 1 };
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-export function newClientId(): string {
-  return `cli_${randomBytes(12).toString('base64url')}`;
-}
-
-export function newClientSecret(): string {
-  return `cs_${randomBytes(32).toString('base64url')}`;
-}
-
-/** Client secrets are stored as scrypt hashes: shown once, never recoverable. */
-export async function hashSecret(secret: string): Promise<string> {
-  const salt = randomBytes(16);
-  const hash = await scryptAsync(secret, salt, 32, SCRYPT);
-  return `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${salt.toString('base64')}$${hash.toString('base64')}`;
-}
-
-export async function verifySecret(secret: string, stored: string): Promise<boolean> {
-  const parts = stored.split('$');
-  if (parts.length !== 6 || parts[0] !== 'scrypt') return false;
-  const [, n, r, p, saltB64, hashB64] = parts as [string, string, string, string, string, string];
-  const expected = Buffer.from(hashB64, 'base64');
-  const actual = await scryptAsync(secret, Buffer.from(saltB64, 'base64'), expected.length, {
-    N: Number(n),
-    r: Number(r),
-    p: Number(p),
-  });
-  return actual.length === expected.length && timingSafeEqual(actual, expected);
-}
 
 /** Constant-time comparison of two strings via their SHA-256 digests. */
 export function safeEqual(a: string, b: string): boolean {
@@ -62,37 +32,28 @@ export interface TokenService {
 const LOCAL_ALG = 'HS256';
 
 /**
- * Verified tokens, remembered until their own expiry. Vapi reuses one access
+ * Verified tokens are remembered until their own expiry. Vapi reuses one access
  * token for every call until it expires, and re-verifying it each time was a
  * measurable share of a booking's CPU. Keyed by the exact token string, so a
  * changed byte is a miss; bounded, so a flood of distinct tokens cannot grow it.
+ * Revocation is not cached: the database re-checks the client on every call.
  */
-class VerifiedTokenCache {
-  private readonly map = new Map<string, { identity: TokenIdentity; expiresAt: number }>();
-  constructor(private readonly max = 10_000) {}
-
-  get(token: string): TokenIdentity | undefined {
-    const hit = this.map.get(token);
-    if (!hit) return undefined;
-    if (hit.expiresAt <= Date.now()) {
-      this.map.delete(token);
-      return undefined;
-    }
-    return hit.identity;
-  }
-
-  set(token: string, identity: TokenIdentity, expSeconds: number | undefined): void {
-    if (expSeconds === undefined) return;
-    if (this.map.size >= this.max) this.map.delete(this.map.keys().next().value as string);
-    this.map.set(token, { identity, expiresAt: expSeconds * 1000 });
-  }
+function verifiedTokenCache() {
+  const cache = new LRUCache<string, TokenIdentity>({ max: 10_000 });
+  return {
+    get: (token: string) => cache.get(token),
+    set(token: string, identity: TokenIdentity, expSeconds: number | undefined) {
+      const ttl = expSeconds === undefined ? 0 : expSeconds * 1000 - Date.now();
+      if (ttl > 0) cache.set(token, identity, { ttl });
+    },
+  };
 }
 
 export function createTokenService(cfg: Config, jwtSecret: string): TokenService {
   const raw = new TextEncoder().encode(jwtSecret);
   // Imported once: jose would otherwise import the raw secret on every verify.
   const keyPromise = crypto.subtle.importKey('raw', raw, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign', 'verify']);
-  const cache = new VerifiedTokenCache();
+  const cache = verifiedTokenCache();
   const jwks = cfg.JWT_JWKS_URL ? createRemoteJWKSet(new URL(cfg.JWT_JWKS_URL)) : null;
   const jwksAlgs = cfg.JWT_JWKS_ALGORITHMS.split(',').map((a) => a.trim()).filter((a) => a && !a.startsWith('HS'));
 

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import type { Sql } from 'postgres';
 
 export type OpeningHours = Record<string, Array<[string, string]>>;
@@ -49,29 +50,20 @@ export const WEEKDAYS = ['monday', 'tuesday', 'wednesday', 'thursday', 'friday',
  * changes after the TTL.
  */
 export class OrgContextCache {
-  private readonly map = new Map<string, { ctx: OrgContext; at: number }>();
-  constructor(
-    private readonly ttlMs: number,
-    private readonly max = 5_000,
-  ) {}
+  private readonly cache: LRUCache<string, OrgContext> | null;
+  constructor(ttlMs: number, max = 5_000) {
+    this.cache = ttlMs > 0 ? new LRUCache<string, OrgContext>({ max, ttl: ttlMs }) : null;
+  }
 
   get(orgId: string): OrgContext | undefined {
-    const hit = this.map.get(orgId);
-    if (!hit) return undefined;
-    if (Date.now() - hit.at >= this.ttlMs) {
-      this.map.delete(orgId);
-      return undefined;
-    }
-    return hit.ctx;
+    return this.cache?.get(orgId);
   }
 
   set(ctx: OrgContext): void {
-    if (this.ttlMs <= 0) return;
-    if (this.map.size >= this.max) this.map.delete(this.map.keys().next().value as string);
-    this.map.set(ctx.id, { ctx, at: Date.now() });
+    this.cache?.set(ctx.id, ctx);
   }
 
   invalidate(orgId: string): void {
-    this.map.delete(orgId);
+    this.cache?.delete(orgId);
   }
 }

@@ -1,4 +1,5 @@
 import postgres, { type Sql, type TransactionSql } from 'postgres';
+import { clientRevoked, orgInactive } from '../errors.js';
 
 export type Db = Sql;
 export type Tx = TransactionSql;
@@ -25,31 +26,29 @@ export async function withOrg<T>(sql: Sql, orgId: string, fn: (tx: Tx) => Promis
   }) as Promise<T>;
 }
 
+/**
+ * Runs `fn` in a worker-role transaction allowed to read across clinics
+ * (operator views): app.operator is transaction-local like app.org_id, and
+ * the policies that honour it only let the worker role read.
+ */
+export async function withOperator<T>(workerSql: Sql, fn: (tx: Tx) => Promise<T>): Promise<T> {
+  return workerSql.begin(async (tx) => {
+    await tx`SELECT set_config('app.operator', 'on', true)`;
+    return fn(tx);
+  }) as Promise<T>;
+}
+
 /** Who a tool call acts for: the org, and the OAuth client behind its token (null for IdP tokens). */
 export interface Tenant {
   orgId: string;
   clientId: string | null;
 }
 
-/**
- * The database refused the tenant: the org is gone or inactive (403), or the
- * OAuth client was revoked (401). Raised by tenant_scope() / book_appointment().
- */
-export class TenantRejected extends Error {
-  constructor(
-    readonly status: 401 | 403,
-    readonly code: 'org_inactive' | 'invalid_token',
-  ) {
-    super(status === 403 ? 'The clinic for these credentials does not exist or is not active.' : 'The client behind this token has been revoked.');
-    this.name = 'TenantRejected';
-  }
-}
-
-/** Maps tenant_scope()'s SQLSTATEs to TenantRejected; anything else is rethrown unchanged. */
+/** Maps tenant_scope()'s SQLSTATEs to the tenant refusals (403 org_inactive, 401 revoked client); anything else is rethrown unchanged. */
 export function rethrowTenant(err: unknown): never {
   const code = (err as { code?: string }).code;
-  if (code === 'CV403') throw new TenantRejected(403, 'org_inactive');
-  if (code === 'CV401') throw new TenantRejected(401, 'invalid_token');
+  if (code === 'CV403') throw orgInactive();
+  if (code === 'CV401') throw clientRevoked();
   throw err;
 }
 

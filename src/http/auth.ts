@@ -1,17 +1,35 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { loadOrgContext, type OrgContext } from '../booking/org.js';
 import { TokenError, safeEqual, type TokenIdentity } from '../auth/tokens.js';
-import { decryptSecret } from '../sms/crypto.js';
+import { loadOrgContext, type OrgContext } from '../booking/org.js';
+import { decryptSecret } from '../crypto.js';
+import type { Tenant } from '../db/pool.js';
+import { rethrowTenant } from '../db/pool.js';
+import type { AppDeps } from '../deps.js';
+import { AppError, clientRevoked, isTenantRejection, orgInactive } from '../errors.js';
 import { authFailures } from '../metrics.js';
-import type { AppDeps } from '../app.js';
-import { HttpError } from './errors.js';
+import type { Guard, RouteSpec, TenantCheck } from './registry.js';
 
-declare module 'express-serve-static-core' {
-  interface Request {
-    rawBody?: Buffer;
-  }
+/**
+ * The one path for a clinic token, in order:
+ *   1. the Bearer JWT (ours or the configured identity provider's), checked
+ *      before the body is even read;
+ *   2. every org the request names must be the token's, checked before
+ *      anything runs;
+ *   3. the database: the org exists and is active and the OAuth client is not
+ *      revoked (read under RLS with the org set), plus the clinic's optional
+ *      Vapi HMAC and shared-secret layers.
+ * Routes get it by declaring `access: 'clinic'` in the registry; none builds
+ * its own.
+ */
+
+export interface ClinicScope {
+  identity: TokenIdentity;
+  org: OrgContext;
+  tenant: Tenant;
 }
+
+const BEARER = 'Bearer realm="voice-tools"';
 
 const bearer = (req: Request): string | undefined => {
   const h = req.headers.authorization;
@@ -20,15 +38,13 @@ const bearer = (req: Request): string | undefined => {
   return m?.[1];
 };
 
-/** Layer 1: a valid JWT (ours or the configured identity provider's) or nothing happens. */
+/** Layer 1: a valid JWT or nothing happens. */
 export function requireToken(deps: AppDeps): RequestHandler {
   return async (req: Request, res: Response, next: NextFunction) => {
     const token = bearer(req);
     if (!token) {
       authFailures.inc({ layer: 'jwt', reason: 'missing' });
-      return next(
-        new HttpError(401, 'unauthorized', 'A Bearer token is required.', { 'WWW-Authenticate': 'Bearer realm="voice-tools"' }),
-      );
+      return next(new AppError(401, 'unauthorized', 'A Bearer token is required.', { 'WWW-Authenticate': BEARER }));
     }
     try {
       res.locals.identity = await deps.tokens.verify(token);
@@ -37,38 +53,54 @@ export function requireToken(deps: AppDeps): RequestHandler {
       const reason = err instanceof TokenError ? err.reason : 'token rejected';
       authFailures.inc({ layer: 'jwt', reason });
       next(
-        new HttpError(401, 'invalid_token', `The token was rejected: ${reason}.`, {
-          'WWW-Authenticate': 'Bearer realm="voice-tools", error="invalid_token"',
+        new AppError(401, 'invalid_token', `The token was rejected: ${reason}.`, {
+          'WWW-Authenticate': `${BEARER}, error="invalid_token"`,
         }),
       );
     }
   };
 }
 
-export function identityOf(res: Response): TokenIdentity {
-  const id = res.locals.identity as TokenIdentity | undefined;
-  if (!id) throw new HttpError(401, 'unauthorized', 'A Bearer token is required.');
-  return id;
+/**
+ * The request layer: anything the request names must be the token's org. Runs
+ * before any tool executes, so a mismatch anywhere means nothing at all is done.
+ */
+export function assertSameOrg(tokenOrg: string, named: unknown[]): void {
+  for (const v of named) {
+    if (typeof v !== 'string' || v.trim().toLowerCase() !== tokenOrg) {
+      authFailures.inc({ layer: 'request', reason: 'org_mismatch' });
+      throw new AppError(403, 'org_mismatch', 'The request names a different clinic than the credentials.');
+    }
+  }
 }
 
 /**
- * Layer 3, plus the optional per-org Vapi layers: the org exists and is active
- * in the database (read under RLS with the org set for the statement), the
- * OAuth client behind the token has not been revoked, and, when the clinic has
- * configured them, the Vapi HMAC signature and legacy shared secret match.
- * On a settings-cache hit the active/revoked check is not skipped: it moves
- * into the first statement each tool runs (tenant_scope), in the same round trip.
+ * Layer 3, plus the optional per-org Vapi layers. On a settings-cache hit the
+ * active/revoked check is not skipped: for tool calls it moves into the first
+ * statement each tool runs (tenant_scope, same round trip); for every other
+ * route it runs here, uncached.
  */
-export async function loadVerifiedOrg(deps: AppDeps, req: Request, identity: TokenIdentity): Promise<OrgContext> {
+export async function loadVerifiedOrg(deps: AppDeps, req: Request, identity: TokenIdentity, check: TenantCheck): Promise<OrgContext> {
   const cached = deps.orgCache.get(identity.orgId);
   const org = cached ?? (await loadOrgContext(deps.sql, identity.orgId, identity.clientId));
   if (!org || !org.active) {
     authFailures.inc({ layer: 'database', reason: org ? 'inactive' : 'unknown_org' });
-    throw new HttpError(403, 'org_inactive', 'The clinic for these credentials does not exist or is not active.');
+    throw orgInactive();
   }
   if (!org.clientActive) {
     authFailures.inc({ layer: 'database', reason: 'client_revoked' });
-    throw new HttpError(401, 'invalid_token', 'The client behind this token has been revoked.');
+    throw clientRevoked();
+  }
+  if (cached && check === 'upfront') {
+    try {
+      await deps.sql`SELECT tenant_scope(${org.id}::uuid, ${identity.clientId})`.catch(rethrowTenant);
+    } catch (err) {
+      if (isTenantRejection(err)) {
+        deps.orgCache.invalidate(org.id);
+        authFailures.inc({ layer: 'database', reason: err.status === 401 ? 'client_revoked' : 'inactive' });
+      }
+      throw err;
+    }
   }
   if (!cached) deps.orgCache.set(org);
   if (org.vapiSecretSha256) {
@@ -76,7 +108,7 @@ export async function loadVerifiedOrg(deps: AppDeps, req: Request, identity: Tok
     const digest = given ? createHash('sha256').update(given).digest('hex') : '';
     if (!given || !safeEqual(digest, org.vapiSecretSha256)) {
       authFailures.inc({ layer: 'signature', reason: 'vapi_secret' });
-      throw new HttpError(401, 'invalid_signature', 'The x-vapi-secret header is missing or wrong.');
+      throw new AppError(401, 'invalid_signature', 'The x-vapi-secret header is missing or wrong.');
     }
   }
   if (org.vapiHmacSecretEnc) {
@@ -96,7 +128,7 @@ export function verifyVapiHmac(req: Request, secret: string, toleranceSeconds: n
   const ts = req.get('x-timestamp');
   const fail = (reason: string) => {
     authFailures.inc({ layer: 'signature', reason });
-    return new HttpError(401, 'invalid_signature', 'The request signature is missing, stale or wrong.');
+    return new AppError(401, 'invalid_signature', 'The request signature is missing, stale or wrong.');
   };
   if (!sig || !ts || !/^\d{1,16}$/.test(ts) || !req.rawBody) throw fail('hmac_missing');
   const n = Number(ts);
@@ -107,13 +139,52 @@ export function verifyVapiHmac(req: Request, secret: string, toleranceSeconds: n
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw fail('hmac_mismatch');
 }
 
+/** The guard every `access: 'clinic'` route gets. */
+export function clinicGuard(deps: AppDeps) {
+  return (spec: RouteSpec): Guard => {
+    const layers23: RequestHandler = async (req, res, next) => {
+      try {
+        const identity = res.locals.identity as TokenIdentity;
+        assertSameOrg(identity.orgId, spec.orgsNamed?.(req, res) ?? []);
+        const check = typeof spec.tenantCheck === 'function' ? spec.tenantCheck(req, res) : (spec.tenantCheck ?? 'upfront');
+        const org = await loadVerifiedOrg(deps, req, identity, check);
+        const scope: ClinicScope = { identity, org, tenant: { orgId: org.id, clientId: identity.clientId } };
+        res.locals.scope = scope;
+        next();
+      } catch (err) {
+        next(err);
+      }
+    };
+    return { beforeBody: [requireToken(deps)], afterBody: [layers23] };
+  };
+}
+
+export function scopeOf(res: Response): ClinicScope {
+  const scope = res.locals.scope as ClinicScope | undefined;
+  if (!scope) throw new AppError(401, 'unauthorized', 'A Bearer token is required.');
+  return scope;
+}
+
 /** Admin API: a single operator token, compared in constant time. */
 export function requireAdmin(deps: AppDeps): RequestHandler {
   return (req, _res, next) => {
     const token = bearer(req);
     if (!token || !safeEqual(token, deps.adminToken)) {
       authFailures.inc({ layer: 'admin', reason: token ? 'wrong' : 'missing' });
-      return next(new HttpError(401, 'unauthorized', 'Admin token required.', { 'WWW-Authenticate': 'Bearer realm="admin"' }));
+      return next(new AppError(401, 'unauthorized', 'Admin token required.', { 'WWW-Authenticate': 'Bearer realm="admin"' }));
+    }
+    next();
+  };
+}
+
+/** GET /metrics: METRICS_TOKEN when one is set, open otherwise (for a private network). */
+export function requireMetricsToken(deps: AppDeps): RequestHandler {
+  return (req, _res, next) => {
+    const token = deps.cfg.METRICS_TOKEN;
+    if (!token) return next();
+    const given = bearer(req);
+    if (!given || !safeEqual(given, token)) {
+      return next(new AppError(401, 'unauthorized', 'Metrics token required.', { 'WWW-Authenticate': 'Bearer realm="metrics"' }));
     }
     next();
   };

@@ -1,5 +1,4 @@
-import { authFailures } from '../metrics.js';
-import { HttpError } from './errors.js';
+import { AppError } from '../errors.js';
 
 /**
  * Normalises the Vapi server-message envelope. Vapi has sent `arguments` both as
@@ -31,7 +30,7 @@ export const safeId = (v: unknown): string | undefined =>
 
 export function requireMessage(body: unknown): Obj {
   if (!isObj(body) || !isObj(body.message)) {
-    throw new HttpError(400, 'invalid_envelope', 'Expected a JSON object with a "message" object.');
+    throw new AppError(400, 'invalid_envelope', 'Expected a JSON object with a "message" object.');
   }
   return body.message;
 }
@@ -54,10 +53,10 @@ export function parseArguments(raw: unknown): { args: Record<string, unknown> | 
 export function extractToolCalls(message: Obj): RawToolCall[] {
   const list = message.toolCallList ?? message.toolCalls;
   if (!Array.isArray(list) || list.length === 0) {
-    throw new HttpError(400, 'invalid_envelope', 'A tool-calls message needs a non-empty toolCallList.');
+    throw new AppError(400, 'invalid_envelope', 'A tool-calls message needs a non-empty toolCallList.');
   }
   if (list.length > MAX_CALLS_PER_MESSAGE) {
-    throw new HttpError(400, 'invalid_envelope', `At most ${MAX_CALLS_PER_MESSAGE} tool calls per message.`);
+    throw new AppError(400, 'invalid_envelope', `At most ${MAX_CALLS_PER_MESSAGE} tool calls per message.`);
   }
   return list.map((item): RawToolCall => {
     if (!isObj(item)) return { id: undefined, name: undefined, args: null, argsError: 'The tool call is not an object.' };
@@ -95,20 +94,6 @@ export function orgsNamedInMessage(message: Obj): unknown[] {
     ...orgsFrom(call.metadata),
     ...orgsFrom(callAssistant.metadata),
   ];
-}
-
-/**
- * The request layer of the org check: anything the request names must be the
- * token's org. Runs before any tool executes, so a mismatch anywhere means
- * nothing at all is done.
- */
-export function assertSameOrg(tokenOrg: string, named: unknown[]): void {
-  for (const v of named) {
-    if (typeof v !== 'string' || v.trim().toLowerCase() !== tokenOrg) {
-      authFailures.inc({ layer: 'request', reason: 'org_mismatch' });
-      throw new HttpError(403, 'org_mismatch', 'The request names a different clinic than the credentials.');
-    }
-  }
 }
 
 export function callContext(message: Obj): { callId?: string; customerNumber?: string } {

@@ -1,18 +1,5 @@
 import type { ErrorRequestHandler } from 'express';
-import { TenantRejected } from '../db/pool.js';
-
-/** An error whose status and short message are safe to show the caller. */
-export class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-    this.name = 'HttpError';
-  }
-}
+import { AppError } from '../errors.js';
 
 interface BodyParserError extends Error {
   type?: string;
@@ -26,13 +13,8 @@ interface BodyParserError extends Error {
  */
 export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   if (res.headersSent) return;
-  if (err instanceof HttpError) {
+  if (err instanceof AppError) {
     res.set(err.headers).status(err.status).json({ error: err.code, message: err.message });
-    return;
-  }
-  if (err instanceof TenantRejected) {
-    if (err.status === 401) res.set('WWW-Authenticate', 'Bearer realm="voice-tools", error="invalid_token"');
-    res.status(err.status).json({ error: err.code, message: err.message });
     return;
   }
   const bp = err as BodyParserError;

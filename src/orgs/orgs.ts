@@ -1,11 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Sql } from 'postgres';
 import { z } from 'zod';
-import { hashSecret, newClientId, newClientSecret } from '../auth/tokens.js';
-import { withOrg, type Tx } from '../db/pool.js';
+import { AppError } from '../errors.js';
+import { withOperator, withOrg, type Tx } from '../db/pool.js';
+import { beforeCursor, cursorUs, decodeCursor, page } from '../db/keyset.js';
 import { isValidZone } from '../booking/time.js';
 import { WEEKDAYS } from '../booking/org.js';
-import { encryptSecret, type Keyring } from '../sms/crypto.js';
+import { encryptSecret, type Keyring } from '../crypto.js';
 
 /** Clinic administration: what operators create and edit through /api/admin. */
 
@@ -94,16 +95,6 @@ export const updateOrgSchema = z
   .strict();
 export type UpdateOrgInput = z.infer<typeof updateOrgSchema>;
 
-export class DomainError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 const codeFor = (s: { code?: string | undefined; name: string }) =>
   s.code ??
   (s.name
@@ -132,7 +123,7 @@ export interface OrgView {
 
 async function assertPgZone(tx: Tx, zone: string) {
   const [row] = await tx<{ ok: boolean }[]>`SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = ${zone}) AS ok`;
-  if (!row?.ok) throw new DomainError(400, 'invalid_time_zone', `The database does not know the time zone ${zone}.`);
+  if (!row?.ok) throw new AppError(400, 'invalid_time_zone', `The database does not know the time zone ${zone}.`);
 }
 
 async function upsertCatalogue(
@@ -144,7 +135,7 @@ async function upsertCatalogue(
   // Rows are deactivated, never deleted: past appointments still point at them.
   if (services) {
     const codes = services.map(codeFor);
-    if (new Set(codes).size !== codes.length) throw new DomainError(400, 'duplicate_service', 'Service codes must be unique.');
+    if (new Set(codes).size !== codes.length) throw new AppError(400, 'duplicate_service', 'Service codes must be unique.');
     for (const [i, s] of services.entries()) {
       await tx`
         INSERT INTO services (org_id, code, name, duration_minutes, active)
@@ -157,7 +148,7 @@ async function upsertCatalogue(
   if (practitioners) {
     const names = practitioners.map((p) => p.name);
     if (new Set(names.map((n) => n.toLowerCase())).size !== names.length) {
-      throw new DomainError(400, 'duplicate_practitioner', 'Practitioner names must be unique.');
+      throw new AppError(400, 'duplicate_practitioner', 'Practitioner names must be unique.');
     }
     const [{ codes } = { codes: [] as string[] }] = await tx<{ codes: string[] }[]>`
       SELECT COALESCE(array_agg(code), '{}') AS codes FROM services WHERE active`;
@@ -165,7 +156,7 @@ async function upsertCatalogue(
       const offered = p.services ?? null;
       const unknown = offered?.filter((c) => !codes.includes(c)) ?? [];
       if (unknown.length) {
-        throw new DomainError(400, 'unknown_service', `Practitioner ${p.name} names unknown services: ${unknown.join(', ')}.`);
+        throw new AppError(400, 'unknown_service', `Practitioner ${p.name} names unknown services: ${unknown.join(', ')}.`);
       }
       await tx`
         INSERT INTO practitioners (org_id, name, service_codes, active)
@@ -190,7 +181,7 @@ export async function createOrg(sql: Sql, keyring: Keyring, input: CreateOrgInpu
               ${input.vapiSecret ? sha256(input.vapiSecret) : null},
               ${input.vapiHmacSecret ? encryptSecret(keyring, input.vapiHmacSecret, `org:${id}:vapi-hmac`) : null})
       ON CONFLICT (id) DO NOTHING`;
-    if (inserted.count === 0) throw new DomainError(409, 'org_exists', 'An org with that id already exists.');
+    if (inserted.count === 0) throw new AppError(409, 'org_exists', 'An org with that id already exists.');
     await upsertCatalogue(tx, id, input.services, input.practitioners);
   });
   const view = await getOrg(sql, id);
@@ -259,50 +250,35 @@ export async function getOrg(sql: Sql, id: string): Promise<OrgView | null> {
   });
 }
 
-export interface IssuedClient {
-  clientId: string;
-  clientSecret: string;
+export interface OrgSummary {
+  id: string;
   name: string;
+  timeZone: string;
+  active: boolean;
+  createdAt: string;
 }
 
-/** The secret is returned here once and stored only as a scrypt hash. */
-export async function createClient(
-  sql: Sql,
-  orgId: string,
-  opts: { name?: string; clientId?: string; clientSecret?: string } = {},
-): Promise<IssuedClient | null> {
-  const clientId = opts.clientId ?? newClientId();
-  const clientSecret = opts.clientSecret ?? newClientSecret();
-  const name = opts.name ?? 'default';
-  const hash = await hashSecret(clientSecret);
-  return withOrg(sql, orgId, async (tx) => {
-    const [org] = await tx`SELECT id FROM orgs WHERE id = ${orgId}`;
-    if (!org) return null;
-    await tx.savepoint(async (sp) => {
-      await sp`INSERT INTO oauth_clients (client_id, org_id, name, secret_hash) VALUES (${clientId}, ${orgId}, ${name}, ${hash})`;
-    }).catch((err: { code?: string }) => {
-      if (err.code === '23505') throw new DomainError(409, 'client_exists', 'That client id is taken.');
-      throw err;
-    });
-    return { clientId, clientSecret, name };
-  });
-}
-
-/** null when the org does not exist (or is not visible). */
-export async function listClients(sql: Sql, orgId: string) {
-  return withOrg(sql, orgId, async (tx) => {
-    const [org] = await tx`SELECT id FROM orgs WHERE id = ${orgId}`;
-    if (!org) return null;
-    return tx`
-      SELECT client_id AS "clientId", name, created_at AS "createdAt", revoked_at AS "revokedAt"
-        FROM oauth_clients ORDER BY created_at`;
-  });
-}
-
-export async function revokeClient(sql: Sql, orgId: string, clientId: string): Promise<boolean> {
-  return withOrg(sql, orgId, async (tx) => {
-    const rows = await tx`
-      UPDATE oauth_clients SET revoked_at = COALESCE(revoked_at, now()) WHERE client_id = ${clientId} RETURNING client_id`;
-    return rows.length > 0;
-  });
+/**
+ * Every clinic, newest first, keyset-paginated. Read through the worker role
+ * in operator scope, the only one whose policy lets it see across clinics.
+ */
+export async function listOrgs(
+  workerSql: Sql,
+  q: { limit: number; before?: string | undefined; active?: boolean | undefined },
+): Promise<{ items: OrgSummary[]; next: string | null }> {
+  const cursor = decodeCursor(q.before);
+  const rows = await withOperator(workerSql, (tx) => tx<
+    { id: string; name: string; time_zone: string; active: boolean; created_at: Date; cursor_us: string }[]
+  >`
+    SELECT id, name, time_zone, active, created_at, ${cursorUs(tx, 'created_at')} AS cursor_us
+      FROM orgs
+     WHERE true ${q.active === undefined ? tx`` : tx`AND active = ${q.active}`}
+           ${beforeCursor(tx, 'created_at', 'id', cursor)}
+     ORDER BY created_at DESC, id DESC
+     LIMIT ${q.limit + 1}`);
+  const { items, next } = page(rows, q.limit);
+  return {
+    next,
+    items: items.map((r) => ({ id: r.id, name: r.name, timeZone: r.time_zone, active: r.active, createdAt: r.created_at.toISOString() })),
+  };
 }

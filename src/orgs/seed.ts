@@ -1,10 +1,9 @@
 import type { Sql } from 'postgres';
-import type { Keyring } from '../sms/crypto.js';
+import type { Keyring } from '../crypto.js';
 import type { Config } from '../config.js';
 import { putSmsConfig } from '../sms/config.js';
-import { createClient, createOrg, getOrg, type CreateOrgInput } from './orgs.js';
-import { withOrg } from '../db/pool.js';
-import { hashSecret } from '../auth/tokens.js';
+import { createOrg, getOrg, type CreateOrgInput } from './orgs.js';
+import { createClient, pinClient } from '../auth/clients.js';
 
 /** Fixed so that scripts and docs can name the demo clinic. */
 export const DEMO_ORG_ID = '5eed0000-0000-4000-8000-000000000001';
@@ -62,11 +61,7 @@ export async function seedDemo(
   }
   if (pinned.clientId && pinned.clientSecret) {
     const { clientId, clientSecret } = pinned;
-    const hash = await hashSecret(clientSecret);
-    await withOrg(sql, DEMO_ORG_ID, (tx) => tx`
-      INSERT INTO oauth_clients (client_id, org_id, name, secret_hash) VALUES (${clientId}, ${DEMO_ORG_ID}, 'demo', ${hash})
-      ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash, revoked_at = NULL
-      WHERE oauth_clients.org_id = ${DEMO_ORG_ID}`);
+    await pinClient(sql, DEMO_ORG_ID, clientId, clientSecret, 'demo');
     return { created: !exists, orgId: DEMO_ORG_ID, client: { clientId, clientSecret, generated: false } };
   }
   if (!exists) {

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { parsePhoneNumberFromString } from 'libphonenumber-js/max';
 import { withOrg } from '../db/pool.js';
 import type { Config } from '../config.js';
-import { decryptSecret, encryptSecret, needsReencrypt, type Keyring } from './crypto.js';
+import { decryptSecret, encryptSecret, needsReencrypt, type Keyring } from '../crypto.js';
 import { createSandboxProvider } from './providers/sandbox.js';
 import { createTelnyxProvider } from './providers/telnyx.js';
 import { createTwilioProvider } from './providers/twilio.js';

@@ -1,13 +1,10 @@
-import type { Router } from 'express';
 import type { DateTime } from 'luxon';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
-import type { AppDeps } from '../app.js';
 import type { Config } from '../config.js';
 import type { ConfirmationNotifier } from '../tools/types.js';
-import { smsAdminRouter } from './admin.js';
 import { ChainLoader } from './config.js';
-import type { Keyring } from './crypto.js';
+import type { Keyring } from '../crypto.js';
 import { SmsEngine } from './engine.js';
 import { createNotifier } from './notifier.js';
 import { SDK_TIMEOUT_MARGIN_MS } from './types.js';
@@ -18,11 +15,10 @@ export interface SmsModule {
   engine: SmsEngine;
   worker: OutboxWorker;
   chains: ChainLoader;
-  router(deps: AppDeps): Router;
   stop(): Promise<void>;
 }
 
-/** Wires the SMS engine: chain loader, engine, outbox worker, notifier and admin routes. */
+/** Wires the SMS engine: chain loader, engine, outbox worker and the booking's notifier. */
 export function createSmsModule(opts: {
   cfg: Config;
   sql: Sql;
@@ -58,7 +54,6 @@ export function createSmsModule(opts: {
     engine,
     worker,
     chains,
-    router: (deps) => smsAdminRouter(deps, { workerSql, keyring, chains, worker, cfg }),
     stop: () => worker.stop(),
   };
 }

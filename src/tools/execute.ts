@@ -1,5 +1,5 @@
 import { ToolError } from '../booking/errors.js';
-import { TenantRejected } from '../db/pool.js';
+import { isTenantRejection } from '../errors.js';
 import { toolCalls, toolDuration } from '../metrics.js';
 import { TOOLS } from './index.js';
 import type { ToolContext, ToolResult } from './types.js';
@@ -9,7 +9,7 @@ export type Execution =
   | { ok: false; code: string; message: string; details?: Record<string, unknown> };
 
 /**
- * Runs one tool call and never throws (except TenantRejected, which refuses the whole request): a ToolError becomes its speakable
+ * Runs one tool call and never throws (except a tenant refusal from the database, which refuses the whole request): a ToolError becomes its speakable
  * message; anything unexpected is logged in full and becomes a generic sentence
  * (the caller is on the line, a stack trace helps nobody there).
  */
@@ -26,7 +26,7 @@ export async function executeTool(ctx: ToolContext): Promise<Execution> {
     return { ok: true, result };
   } catch (err) {
     // The database refused the org or client: the whole request is refused (403/401).
-    if (err instanceof TenantRejected) throw err;
+    if (isTenantRejection(err)) throw err;
     if (err instanceof ToolError) {
       toolCalls.inc({ tool: tool.name, result: 'refused' });
       ctx.log.info({ tool: tool.name, code: err.code }, 'tool call refused');

@@ -10,7 +10,7 @@ import { inject } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createRuntime, type Runtime } from '../../src/runtime.js';
 import type { Secrets } from '../../src/secrets.js';
-import { generateKeySpec } from '../../src/sms/crypto.js';
+import { generateKeySpec } from '../../src/crypto.js';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
 export const JWT_SECRET = 'test-jwt-secret-0123456789abcdefghijklmnop';
@@ -54,6 +54,9 @@ export async function startHarness(
     SEED_DEMO: 'false',
     SMS_WORKER_ENABLED: 'false',
     DB_POOL_MAX: '20',
+    // Suites make many failed token requests on purpose; the throttle has its own tests.
+    OAUTH_FAILURES_PER_SOURCE: '100000',
+    OAUTH_FAILURES_PER_CLIENT: '100000',
     ...env,
   });
   const secrets: Secrets = {

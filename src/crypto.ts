@@ -1,5 +1,6 @@
 /**
- * Encryption at rest for per-clinic SMS provider credentials (AES-256-GCM).
+ * Encryption at rest for per-clinic credentials (SMS providers, Vapi HMAC keys, and
+ * any other secret a clinic gives us): AES-256-GCM.
  *
  * Keys come from one setting, e.g. CREDENTIALS_KEY="k2:<base64>,k1:<base64>":
  * the first entry encrypts, every entry decrypts. Rotation is therefore: prepend
