@@ -24,14 +24,64 @@ export const REDACT_PATHS = [
   'message.toolWithToolCallList[*].server.headers',
 ];
 
+/**
+ * Keys whose values never reach a log line, at any depth (pino's redact paths
+ * only match the levels they name: `*.authToken` misses
+ * `providers[0].authToken`). Compared without case, `_` or `-`.
+ */
+const SECRET_KEYS = new Set(
+  [
+    'authToken', 'apiKey', 'clientSecret', 'secret', 'password', 'accessToken', 'refreshToken', 'token',
+    'authorization', 'cookie', 'setCookie', 'twilioAuthToken', 'signingSecret', 'secretAccessKey', 'retellApiKey',
+    'vapiSecret', 'vapiHmacSecret', 'credentials', 'credentialsEnc', 'privateKey', 'xVapiSecret', 'xSignature',
+    'xVapiSignature', 'xTwilioSignature', 'telnyxSignatureEd25519', 'xRetellSignature', 'xRelaySignature', 'csrf',
+  ].map((k) => k.toLowerCase()),
+);
+const normKey = (k: string) => k.replace(/[-_]/g, '').toLowerCase();
+const MAX_DEPTH = 8;
+
+/** A copy of `value` with every secret-named key blanked, however deep. Shared subtrees and cycles are safe. */
+export function redactDeep(value: unknown, depth = 0, seen = new WeakSet<object>()): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  if (seen.has(value) || depth > MAX_DEPTH) return '[…]';
+  seen.add(value);
+  // A copy that is still an error (pino serialises it as one), with its fields
+  // walked like any object: an SDK error can carry its request config,
+  // Authorization header included.
+  if (value instanceof Error) {
+    const copy = Object.create(Object.getPrototypeOf(value) as object) as Error & Record<string, unknown>;
+    for (const k of ['message', 'stack', 'cause'] as const) {
+      if (value[k] !== undefined) Object.defineProperty(copy, k, { value: k === 'cause' ? redactDeep(value.cause, depth + 1, seen) : value[k], writable: true });
+    }
+    for (const [k, v] of Object.entries(value)) copy[k] = SECRET_KEYS.has(normKey(k)) ? '[redacted]' : redactDeep(v, depth + 1, seen);
+    return copy;
+  }
+  if (Array.isArray(value)) return value.map((v) => redactDeep(v, depth + 1, seen));
+  // Class instances (requests, responses, dates) are left to their serializers:
+  // walking a socket graph on every line would cost more than the line.
+  const proto = Object.getPrototypeOf(value) as object | null;
+  if (proto !== Object.prototype && proto !== null) return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    out[k] = SECRET_KEYS.has(normKey(k)) ? '[redacted]' : redactDeep(v, depth + 1, seen);
+  }
+  return out;
+}
+
+/** The options every logger of the service is built with (tests use them too). */
+export function loggerOptions(level: string): pino.LoggerOptions {
+  return {
+    level,
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    base: { service: 'clinic-voice-tools' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { log: (obj) => redactDeep(obj) as Record<string, unknown> },
+  };
+}
+
 export function createLogger(level: string): Logger {
   return pino(
-    {
-      level,
-      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-      base: { service: 'clinic-voice-tools' },
-      timestamp: pino.stdTimeFunctions.isoTime,
-    },
+    loggerOptions(level),
     // Asynchronous writes: a synchronous write per line cost ~9% of CPU under
     // load. No minimum length, so a line is never held back waiting for more.
     pino.destination({ dest: 1, sync: false }),

@@ -75,3 +75,16 @@ export const outboxBacklog = new client.Gauge({
   help: 'Outbox rows due for sending at the last poll',
   registers: [registry],
 });
+
+export const secretChecks = new client.Counter({
+  name: 'oauth_secret_checks_total',
+  help: 'scrypt checks of OAuth client secrets (unknown client ids and throttled requests cost none)',
+  registers: [registry],
+});
+
+export const tokenThrottled = new client.Counter({
+  name: 'oauth_throttled_total',
+  help: 'Token requests refused by the failed-attempt throttle, by what ran out (source, client)',
+  labelNames: ['by'] as const,
+  registers: [registry],
+});

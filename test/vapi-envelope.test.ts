@@ -597,3 +597,31 @@ describe('log redaction (src/log.ts)', () => {
     for (const secret of ['cs_form_secret', 'cs_json_secret', 'tw-token', 'tx-key']) expect(lines.join('\n')).not.toContain(secret);
   });
 });
+
+describe('deep log redaction (src/log.ts loggerOptions)', () => {
+  it('blanks secret-named keys at any depth, inside arrays and errors, and keeps the rest', async () => {
+    const { loggerOptions } = await import('../src/log.js');
+    const lines: string[] = [];
+    const log = pino(loggerOptions('info'), { write: (s: string) => void lines.push(s) });
+    const err = Object.assign(new Error('request failed'), { config: { headers: { Authorization: 'Basic QUM6c2VjcmV0' } }, status: 500 });
+    log.info(
+      {
+        sms: { providers: [{ kind: 'twilio', accountSid: 'AC123', authToken: 'nested-twilio-token' }, { kind: 'telnyx', apiKey: 'nested-telnyx-key' }] },
+        deep: { a: { b: { c: { client_secret: 'cs_deep', password: 'pw' } } } },
+        err,
+      },
+      'nested',
+    );
+    const text = lines.join('\n');
+    for (const secret of ['nested-twilio-token', 'nested-telnyx-key', 'cs_deep', 'QUM6c2VjcmV0', '"pw"']) expect(text).not.toContain(secret);
+    const entry = JSON.parse(lines[0]!) as Record<string, any>;
+    expect(entry.sms.providers[0]).toEqual({ kind: 'twilio', accountSid: 'AC123', authToken: '[redacted]' });
+    expect(entry.deep.a.b.c.client_secret).toBe('[redacted]');
+    expect(entry.err.type).toBe('Error');
+    expect(entry.err.message).toBe('request failed');
+    expect(entry.err.status).toBe(500);
+    expect(entry.err.config.headers.Authorization).toBe('[redacted]');
+    // The logged object itself is not changed.
+    expect(err.config.headers.Authorization).toBe('Basic QUM6c2VjcmV0');
+  });
+});

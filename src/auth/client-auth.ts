@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { LRUCache } from 'lru-cache';
 import type { Sql } from 'postgres';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
+import { secretChecks, tokenThrottled } from '../metrics.js';
 import { findClient, hashSecret, verifySecret, type ClientRecord } from './clients.js';
 
 /**
@@ -75,6 +76,7 @@ export class ClientAuthenticator {
       const cachedMismatch = remembered !== undefined && remembered.hash === client.secretHash;
       if (!cachedMismatch) {
         const t = performance.now();
+        secretChecks.inc();
         ok = await verifySecret(secret, client.secretHash);
         this.scryptMs = 0.8 * this.scryptMs + 0.2 * (performance.now() - t);
       }
@@ -104,11 +106,13 @@ export class ClientAuthenticator {
     try {
       await this.bySource.consume(source, 1);
     } catch (rej) {
+      tokenThrottled.inc({ by: 'source' });
       return { ok: false, reason: 'throttled', retryAfterSeconds: retryAfter(rej) };
     }
     try {
       await this.byClient.consume(clientId, 1);
     } catch (rej) {
+      tokenThrottled.inc({ by: 'client' });
       await this.bySource.reward(source, 1);
       return { ok: false, reason: 'throttled', retryAfterSeconds: retryAfter(rej) };
     }

@@ -8,6 +8,7 @@ import postgres, { type Sql } from 'postgres';
 import supertest from 'supertest';
 import { inject } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.js';
+import { loggerOptions } from '../../src/log.js';
 import { createRuntime, type Runtime } from '../../src/runtime.js';
 import type { Secrets } from '../../src/secrets.js';
 import { generateKeySpec } from '../../src/crypto.js';
@@ -67,7 +68,7 @@ export async function startHarness(
     workerDbPassword: 'worker-password-for-tests',
     generated: [],
   };
-  const log = pino({ level: cfg.LOG_LEVEL });
+  const log = pino(loggerOptions(cfg.LOG_LEVEL));
   const runtime = await createRuntime({ cfg, secrets, ownerUrl, log, embedded: false, ...(opts.now ? { now: opts.now } : {}) });
   const owner = postgres(ownerUrl, { max: 4, onnotice: () => {} });
   return {
