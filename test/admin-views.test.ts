@@ -21,7 +21,7 @@ describe('GET /api/admin/orgs', () => {
     const seen: string[] = [];
     let next: string | null = null;
     do {
-      const res = await h.http.get(`/api/admin/orgs?limit=2${next ? `&before=${next}` : ''}`).set(auth);
+      const res: { status: number; body: { items: Array<{ id: string }>; next: string | null } } = await h.http.get(`/api/admin/orgs?limit=2${next ? `&before=${next}` : ''}`).set(auth);
       expect(res.status).toBe(200);
       expect(res.body.items.length).toBeLessThanOrEqual(2);
       for (const o of res.body.items) expect(Object.keys(o).sort()).toEqual(['active', 'createdAt', 'id', 'name', 'timeZone']);

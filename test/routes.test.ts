@@ -173,7 +173,7 @@ describe('/openapi.json', () => {
   it('is a valid OpenAPI 3.1 document', async () => {
     const doc = await docPromise();
     expect(doc.openapi).toBe('3.1.0');
-    const result = await new Validator().validate(doc as unknown as object);
+    const result = await new Validator().validate(doc as unknown as Parameters<Validator["validate"]>[0]);
     expect(result.errors ?? [], JSON.stringify(result.errors)).toEqual([]);
     expect(result.valid).toBe(true);
   });
