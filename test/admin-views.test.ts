@@ -5,14 +5,10 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, callTools, createOrg, localDate, resultOf, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
+import { useHarness } from './helpers/fixture.js';
 
-let h: Harness;
+const h = useHarness();
 const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
-
-beforeAll(async () => {
-  h = await startHarness();
-});
-afterAll(async () => h?.close());
 
 describe('GET /api/admin/orgs', () => {
   it('lists every clinic, newest first, in pages that neither skip nor repeat', async () => {

@@ -11,13 +11,9 @@ import {
   vapiMessage,
   type Harness,
 } from './helpers/harness.js';
+import { useHarness } from './helpers/fixture.js';
 
-let h: Harness;
-
-beforeAll(async () => {
-  h = await startHarness();
-});
-afterAll(async () => h?.close());
+const h = useHarness();
 
 const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
 const post = (path: string, body: unknown) => h.http.post(path).set(auth).send(body as object);

@@ -15,19 +15,14 @@ import {
   type Harness,
   type TestOrg,
 } from './helpers/harness.js';
+import { useHarness, useClinics } from './helpers/fixture.js';
 
 const ISSUER = 'clinic-voice-tools';
 const AUDIENCE = 'voice-tools';
 
-let h: Harness;
-let orgA: TestOrg;
-let orgB: TestOrg;
 
-beforeAll(async () => {
-  h = await startHarness();
-  [orgA, orgB] = await Promise.all([createOrg(h), createOrg(h)]);
-});
-afterAll(async () => h?.close());
+const h = useHarness();
+const [orgA, orgB] = useClinics(h, 2) as [TestOrg, TestOrg];
 
 const admin = <T extends { set(k: string, v: string): T }>(req: T): T => req.set('Authorization', `Bearer ${ADMIN_TOKEN}`);
 

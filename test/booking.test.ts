@@ -10,15 +10,11 @@ import {
   type Harness,
   type TestOrg,
 } from './helpers/harness.js';
+import { useHarness, useClinic } from './helpers/fixture.js';
 
-let h: Harness;
-let org: TestOrg;
 
-beforeAll(async () => {
-  h = await startHarness();
-  org = await createOrg(h);
-});
-afterAll(async () => h?.close());
+const h = useHarness();
+const org = useClinic(h);
 
 const book = (args: Record<string, unknown>, id?: string, extra: Record<string, unknown> = {}) =>
   callTools(h, org.token, vapiMessage([{ name: 'bookClinicAppointment', args, ...(id ? { id } : {}) }], extra));

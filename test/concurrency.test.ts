@@ -1,15 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callTools, createOrg, localDate, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
+import { useHarness, useClinic } from './helpers/fixture.js';
 
-let h: Harness;
-let org: TestOrg;
 
-beforeAll(async () => {
-  h = await startHarness({ DB_POOL_MAX: '40' });
-  org = await createOrg(h, { practitioners: [{ name: 'Dr. Only One' }] });
-});
-afterAll(async () => h?.close());
+const h = useHarness({ DB_POOL_MAX: '40' });
+const org = useClinic(h, { practitioners: [{ name: 'Dr. Only One' }] });
 
 const SERVICES = ['short', 'standard', 'long', 'extended']; // 15, 30, 45, 60 minutes
 

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callTools, createOrg, localDate, resultOf, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
+import { useHarness } from './helpers/fixture.js';
 
 /**
  * Clinic settings are cached between tool calls, but the database layer of the
@@ -7,11 +8,7 @@ import { callTools, createOrg, localDate, resultOf, startHarness, vapiMessage, t
  * These tests change the database behind the cache's back (as another process
  * or an operator with psql would) and expect the very next call to be refused.
  */
-let h: Harness;
-beforeAll(async () => {
-  h = await startHarness({ ORG_CACHE_TTL_MS: '300000' });
-});
-afterAll(async () => h?.close());
+const h = useHarness({ ORG_CACHE_TTL_MS: '300000' });
 
 const bookArgs = (time: string) => ({
   patientName: 'Cache Test',

@@ -10,13 +10,9 @@ import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REGISTERED, type RouteSpec } from '../src/http/registry.js';
 import { ADMIN_TOKEN, JWT_SECRET, createOrg, localDate, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
+import { useHarness } from './helpers/fixture.js';
 
-let h: Harness;
-
-beforeAll(async () => {
-  h = await startHarness();
-});
-afterAll(async () => h?.close());
+const h = useHarness();
 
 interface ServedRoute {
   method: string;

@@ -12,15 +12,11 @@ import {
   type Harness,
   type TestOrg,
 } from './helpers/harness.js';
+import { useHarness, useClinic } from './helpers/fixture.js';
 
-let h: Harness;
-let org: TestOrg;
 
-beforeAll(async () => {
-  h = await startHarness();
-  org = await createOrg(h);
-});
-afterAll(async () => h?.close());
+const h = useHarness();
+const org = useClinic(h);
 
 async function countAll(): Promise<number> {
   const [r] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM appointments`;

@@ -17,12 +17,13 @@ export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
 export const JWT_SECRET = 'test-jwt-secret-0123456789abcdefghijklmnop';
 
 /** A new, empty database on the suite's cluster, so test files never share rows or workers. */
-export async function freshDatabase(): Promise<string> {
+export async function freshDatabase(opts: { migrated?: boolean } = {}): Promise<string> {
   const cluster = inject('clusterUrl');
   const name = `t_${randomBytes(6).toString('hex')}`;
   const admin = postgres(cluster, { max: 1, onnotice: () => {} });
   try {
-    await admin.unsafe(`CREATE DATABASE ${name}`);
+    // A copy of the suite's migrated template is much cheaper than migrating again.
+    await admin.unsafe(opts.migrated ? `CREATE DATABASE ${name} TEMPLATE ${inject('templateDatabase')}` : `CREATE DATABASE ${name}`);
   } finally {
     await admin.end();
   }
@@ -46,7 +47,7 @@ export async function startHarness(
   env: Record<string, string> = {},
   opts: { ownerUrl?: string; now?: () => DateTime } = {},
 ): Promise<Harness> {
-  const ownerUrl = opts.ownerUrl ?? (await freshDatabase());
+  const ownerUrl = opts.ownerUrl ?? (await freshDatabase({ migrated: true }));
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-tools-data-'));
   const cfg = loadConfig({
     NODE_ENV: 'test',

@@ -1,0 +1,60 @@
+/**
+ * Test fixtures that register their own hooks, so a test file says what it
+ * needs in one line instead of copying setup blocks:
+ *
+ *   const h = useHarness();                 // a server on a fresh migrated database
+ *   const org = useClinic(h);               // a clinic with an OAuth client and a token
+ *   const [a, b] = useClinics(h, 2);
+ *
+ * Each returns a stand-in that forwards to the real object once the file's
+ * beforeAll has made it; touching it before then is an error, not undefined.
+ */
+import type { DateTime } from 'luxon';
+import { afterAll, beforeAll } from 'vitest';
+import { createOrg, startHarness, type Harness, type TestOrg } from './harness.js';
+
+function standIn<T extends object>(name: string, get: () => T | undefined): T {
+  return new Proxy({} as T, {
+    get(_t, prop) {
+      const v = get();
+      if (!v) throw new Error(`${name} used before its beforeAll ran`);
+      const value = Reflect.get(v, prop, v) as unknown;
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(v) : value;
+    },
+    has: (_t, prop) => Reflect.has(get() ?? {}, prop),
+    ownKeys: () => Reflect.ownKeys(get() ?? {}),
+    getOwnPropertyDescriptor: (_t, prop) => {
+      const d = Reflect.getOwnPropertyDescriptor(get() ?? {}, prop);
+      return d ? { ...d, configurable: true } : undefined;
+    },
+  });
+}
+
+/** A harness for this file: started before its tests, closed after. */
+export function useHarness(env: Record<string, string> = {}, opts: { ownerUrl?: string; now?: () => DateTime } = {}): Harness {
+  let h: Harness | undefined;
+  beforeAll(async () => {
+    h = await startHarness(env, opts);
+  });
+  afterAll(async () => h?.close());
+  return standIn('harness', () => h);
+}
+
+/** A clinic (org, OAuth client, token) on `h`, made before the file's tests. */
+export function useClinic(h: Harness, overrides: Record<string, unknown> = {}): TestOrg {
+  let org: TestOrg | undefined;
+  beforeAll(async () => {
+    org = await createOrg(h, overrides);
+  });
+  return standIn('clinic', () => org);
+}
+
+/** `n` clinics on `h`, made in parallel before the file's tests. */
+export function useClinics(h: Harness, n: number, overrides: Record<string, unknown> = {}): TestOrg[] {
+  const orgs: Array<TestOrg | undefined> = Array.from({ length: n });
+  beforeAll(async () => {
+    const made = await Promise.all(orgs.map(() => createOrg(h, overrides)));
+    made.forEach((o, i) => (orgs[i] = o));
+  });
+  return orgs.map((_, i) => standIn(`clinic ${i}`, () => orgs[i]));
+}
