@@ -1,6 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LRUCache } from 'lru-cache';
+import PQueue from 'p-queue';
 import type { Sql } from 'postgres';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { secretChecks, tokenThrottled } from '../metrics.js';
@@ -20,10 +21,20 @@ import { findClient, hashSecret, verifySecret, type ClientRecord } from './clien
  * - Unknown client ids cost no scrypt. Every failure is answered after the
  *   same delay as a real scrypt check, so timing tells nothing about which ids
  *   exist.
+ * - scrypt checks run at most two at a time, leaving libuv's other threads to
+ *   everything else that uses them (the JWT signature is WebCrypto, which runs
+ *   there too). A request from an address and for a client id with no failures
+ *   in the window goes ahead of those that have them, so a first-time client
+ *   waits for at most the checks already running, not for a storm's queue;
+ *   when too many suspect checks are waiting, the next is refused at once.
  *
  * The counters are per process: N processes give a guesser N times the budget,
  * which still bounds the work per process.
  */
+
+/** Suspect checks (from an address or for an id with failures) allowed to wait; beyond, refused at once. */
+const SUSPECT_QUEUE = 32;
+const THROTTLE_PAUSE_MS = 1000;
 
 export type ClientAuthResult =
   | { ok: true; client: ClientRecord }
@@ -46,6 +57,7 @@ export class ClientAuthenticator {
   private readonly byClient: RateLimiterMemory;
   /** Running estimate of one scrypt check, for padding failures to the same duration. */
   private scryptMs = 50;
+  private readonly checks = new PQueue({ concurrency: 2 });
   private readonly calibrated: Promise<void>;
 
   constructor(
@@ -67,18 +79,30 @@ export class ClientAuthenticator {
     }
 
     const started = performance.now();
-    const blocked = await this.reserve(source, clientId);
-    if (blocked) return blocked;
+    const reserved = await this.reserve(source, clientId);
+    if ('ok' in reserved) return reserved;
+    const { clean } = reserved;
+    if (!clean && this.checks.size >= SUSPECT_QUEUE) {
+      await Promise.all([this.bySource.reward(source, 1), this.byClient.reward(clientId, 1)]);
+      tokenThrottled.inc({ by: 'busy' });
+      return this.throttled(null);
+    }
 
     const client = await findClient(this.sql, clientId);
     let ok = false;
     if (client) {
       const cachedMismatch = remembered !== undefined && remembered.hash === client.secretHash;
       if (!cachedMismatch) {
-        const t = performance.now();
-        secretChecks.inc();
-        ok = await verifySecret(secret, client.secretHash);
-        this.scryptMs = 0.8 * this.scryptMs + 0.2 * (performance.now() - t);
+        ok = await this.checks.add(
+          async () => {
+            const t = performance.now();
+            secretChecks.inc();
+            const verified = await verifySecret(secret, client.secretHash);
+            this.scryptMs = 0.8 * this.scryptMs + 0.2 * (performance.now() - t);
+            return verified;
+          },
+          { priority: clean ? 1 : 0 },
+        );
       }
     }
     if (!client || !ok) {
@@ -101,22 +125,37 @@ export class ClientAuthenticator {
     return { ok: true, client };
   }
 
-  /** Takes one point from both budgets; a spent budget refuses without any database or scrypt work. */
-  private async reserve(source: string, clientId: string): Promise<ClientAuthResult | null> {
+  /**
+   * Takes one point from both budgets; a spent budget refuses without any
+   * database or scrypt work. `clean`: this is the only attempt from the
+   * address and for the id in the window (no failure, nothing else in flight).
+   */
+  private async reserve(source: string, clientId: string): Promise<ClientAuthResult | { clean: boolean }> {
+    let src;
     try {
-      await this.bySource.consume(source, 1);
+      src = await this.bySource.consume(source, 1);
     } catch (rej) {
       tokenThrottled.inc({ by: 'source' });
-      return { ok: false, reason: 'throttled', retryAfterSeconds: retryAfter(rej) };
+      return this.throttled(rej);
     }
     try {
-      await this.byClient.consume(clientId, 1);
+      const cli = await this.byClient.consume(clientId, 1);
+      return { clean: src.consumedPoints === 1 && cli.consumedPoints === 1 };
     } catch (rej) {
       tokenThrottled.inc({ by: 'client' });
       await this.bySource.reward(source, 1);
-      return { ok: false, reason: 'throttled', retryAfterSeconds: retryAfter(rej) };
+      return this.throttled(rej);
     }
-    return null;
+  }
+
+  /**
+   * A throttled request is answered after a pause: a guesser that keeps N
+   * requests in flight then gets N answers a second at most, so the cheap
+   * refusals cannot themselves crowd the event loop.
+   */
+  private async throttled(rejection: unknown): Promise<ClientAuthResult> {
+    await sleep(THROTTLE_PAUSE_MS * (0.8 + Math.random() * 0.4));
+    return { ok: false, reason: 'throttled', retryAfterSeconds: retryAfter(rejection) };
   }
 
   private async pad(started: number): Promise<void> {
@@ -134,6 +173,6 @@ export class ClientAuthenticator {
 }
 
 function retryAfter(rejection: unknown): number {
-  const ms = (rejection as { msBeforeNext?: number }).msBeforeNext ?? 1000;
+  const ms = (rejection as { msBeforeNext?: number } | null)?.msBeforeNext ?? 1000;
   return Math.max(1, Math.ceil(ms / 1000));
 }
