@@ -417,6 +417,27 @@ describe('checkAvailability and booking on the change days (HTTP)', () => {
 });
 
 describe('the same defect class elsewhere (HTTP)', () => {
+  it('Cuba, two midnights: the day starts at the first; availability, lookup by date and cancel agree', async () => {
+    const org = await clinic('America/Havana', everyDay([['00:00', '02:00']]));
+    const patient = phone();
+    const booked = await book(org, '2027-11-07', '12:30 AM', { patientPhone: patient });
+    expect(booked.startsAt).toBe('2027-11-07T00:30:00-04:00');
+    const avail = await ok(org, 'checkAvailability', { date: '2027-11-07', serviceType: 'standard' });
+    expect(avail.slots[0]).toMatchObject({ time: '12:00 AM', startsAt: '2027-11-07T00:00:00-04:00' });
+    // 12:15 and 12:30 overlap the booking, so the busy time of the first hour was seen.
+    expect(avail.slots.map((s: { time: string }) => s.time)).not.toContain('12:30 AM');
+    expect(avail.slots.map((s: { time: string }) => s.time)).not.toContain('12:15 AM');
+    const wrongDay = await tool(org, 'cancelAppointment', { patientPhone: patient, appointmentDate: '2027-11-06' });
+    expect(wrongDay.error).toMatch(/couldn't find an appointment for that number on Saturday, November 6/);
+    const cancelled = await ok(org, 'cancelAppointment', { patientPhone: patient, appointmentDate: '2027-11-07' });
+    expect(cancelled.message).toBe('Your appointment on Sunday, November 7 at 12:30 AM is cancelled.');
+    // The closest openings to a time outside the hours are searched from the first midnight too.
+    expect((await book(org, '2027-11-07', '12:00 AM')).startsAt).toBe('2027-11-07T00:00:00-04:00');
+    const outside = await tool(org, 'bookClinicAppointment', {
+      patientName: 'Ana Ruiz', patientPhone: phone(), appointmentDate: '2027-11-07', appointmentTime: '3:00 AM', serviceType: 'standard',
+    });
+    expect(outside.error).toMatch(/The closest openings are 12:30 AM, 12:45 AM and 1:00 AM\.$/);
+  });
 
   it('Cuba: the next opening after a closed day is the first midnight, and books as offered', async () => {
     const org = await clinic('America/Havana', { '7': [['00:00', '02:00']] });

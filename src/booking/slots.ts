@@ -3,6 +3,7 @@ import type { Sql } from 'postgres';
 import type { Tenant } from '../db/pool.js';
 import { computeSlots, fetchBusy, type Slot } from './availability.js';
 import type { OrgContext, Practitioner, Service } from './org.js';
+import { addDays, localDateOf, localDayBounds, type LocalDate } from './time.js';
 
 /**
  * Searching for open slots over several days: the domain side of "the next
@@ -23,25 +24,30 @@ const LOOKAHEAD_DAYS = 14;
 const ALTERNATIVE_DAYS = 7;
 
 /**
- * Open slots from the local day of `from` onwards, day by day, stopping once
+ * Open slots from the local date `from` onwards, day by day, stopping once
  * `count` are found or `days` have been searched. One busy-time query covers
- * the whole range.
+ * the whole range, from the first instant of `from` to the end of the last
+ * day (local days, whatever their length).
  */
 export async function openSlotsFrom(
   search: SlotSearch,
-  from: DateTime,
+  from: LocalDate,
   notBefore: DateTime,
   days: number,
   count: number,
 ): Promise<Slot[]> {
-  const start = from.startOf('day');
-  const busy = await fetchBusy(search.sql, search.tenant, start, start.plus({ days }));
+  const zone = search.org.timeZone;
+  const busy = await fetchBusy(
+    search.sql,
+    search.tenant,
+    localDayBounds(from, zone).start,
+    localDayBounds(addDays(from, days - 1), zone).end,
+  );
   const out: Slot[] = [];
   for (let i = 0; i < days && out.length < count; i++) {
-    const d = start.plus({ days: i });
     const slots = computeSlots({
       org: search.org,
-      date: { year: d.year, month: d.month, day: d.day },
+      date: addDays(from, i),
       service: search.service,
       practitioners: search.candidates,
       busy,
@@ -52,14 +58,15 @@ export async function openSlotsFrom(
   return out;
 }
 
-/** First open slot on the local day of `from` or the days after it, looking a bounded distance ahead. */
-export async function nextOpenDay(search: SlotSearch, from: DateTime, now: DateTime): Promise<Slot | null> {
+/** First open slot on the local date `from` or the days after it, looking a bounded distance ahead. */
+export async function nextOpenDay(search: SlotSearch, from: LocalDate, now: DateTime): Promise<Slot | null> {
   const [first] = await openSlotsFrom(search, from, now, LOOKAHEAD_DAYS, 1);
   return first ?? null;
 }
 
 /** The next few open slots at or after the instant `from`, same day first, then following days. */
 export async function alternativesAfter(search: SlotSearch, from: DateTime, now: DateTime, count: number): Promise<Slot[]> {
+  const local = from.setZone(search.org.timeZone);
   const nowLocal = now.setZone(search.org.timeZone);
-  return openSlotsFrom(search, from, from > nowLocal ? from : nowLocal, ALTERNATIVE_DAYS, count);
+  return openSlotsFrom(search, localDateOf(local), local > nowLocal ? local : nowLocal, ALTERNATIVE_DAYS, count);
 }

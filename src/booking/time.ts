@@ -128,6 +128,12 @@ export function localDayBounds(date: LocalDate, zone: string): { start: DateTime
   return { start: wallInstant(date, 0, zone), end: wallInstant(date, 24 * 60, zone) };
 }
 
+/** Calendar arithmetic on a local date, independent of any zone. */
+export function addDays(date: LocalDate, days: number): LocalDate {
+  const d = DateTime.fromObject(date, { zone: 'UTC' }).plus({ days });
+  return { year: d.year, month: d.month, day: d.day };
+}
+
 /** The clinic-local calendar date of a DateTime (in the zone it is set to). */
 export function localDateOf(dt: DateTime): LocalDate {
   return { year: dt.year, month: dt.month, day: dt.day };

@@ -3,7 +3,7 @@ import { describeHours, isWithinOpeningHours, type Slot } from '../booking/avail
 import { ToolError } from '../booking/errors.js';
 import type { BookOutcome } from '../booking/book.js';
 import { alternativesAfter, type SlotSearch } from '../booking/slots.js';
-import { isoLocal, spokenClock, spokenDate, spokenDateTime, spokenList } from '../booking/time.js';
+import { isoLocal, localDateOf, localDayBounds, spokenClock, spokenDate, spokenDateTime, spokenList } from '../booking/time.js';
 import type { ToolContext, ToolResult } from './types.js';
 import type { Practitioner, Service } from '../booking/org.js';
 
@@ -38,8 +38,9 @@ export async function assertBookable(
     throw new ToolError('time_in_past', `${spokenDateTime(start)} has already passed. What later time works for you?`);
   }
   if (!isWithinOpeningHours(ctx.org, start, end)) {
-    const alts = await alternativesAfter(searchFor(ctx, opts), start.startOf('day'), now, ALTERNATIVES);
-    const hours = describeHours(ctx.org, { year: start.year, month: start.month, day: start.day });
+    const dayStart = localDayBounds(localDateOf(start), ctx.org.timeZone).start;
+    const alts = await alternativesAfter(searchFor(ctx, opts), dayStart, now, ALTERNATIVES);
+    const hours = describeHours(ctx.org, localDateOf(start));
     const when = hours === 'closed' ? `We're closed on ${start.toFormat('cccc')}s` : `On ${start.toFormat('cccc')}s we're open ${hours}`;
     const described = describeAlternatives(alts, start);
     const alt = alts.length ? ` The closest openings are ${described.spoken}.` : '';

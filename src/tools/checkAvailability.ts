@@ -1,4 +1,3 @@
-import { DateTime } from 'luxon';
 import { z } from 'zod';
 import {
   computeSlots,
@@ -10,7 +9,16 @@ import {
 } from '../booking/availability.js';
 import { ToolError } from '../booking/errors.js';
 import { nextOpenDay } from '../booking/slots.js';
-import { isoDate, isoLocal, parseLocalDate, spokenClock, spokenDate, spokenList } from '../booking/time.js';
+import {
+  addDays,
+  isoDate,
+  isoLocal,
+  localDayBounds,
+  parseLocalDate,
+  spokenClock,
+  spokenDate,
+  spokenList,
+} from '../booking/time.js';
 import { optionalText, orgArg, parseArgs, requiredText } from './args.js';
 import type { Tool, ToolContext } from './types.js';
 
@@ -37,12 +45,13 @@ export const checkAvailability: Tool<typeof schema> = {
     const requested = resolvePractitioner(org, args.practitioner);
     const candidates = eligiblePractitioners(org, service, requested);
     const now = ctx.now().setZone(org.timeZone);
-    const day = DateTime.fromObject(date, { zone: org.timeZone }).startOf('day');
-    if (day.plus({ days: 1 }) <= now) {
+    // The day as instants: 23, 24 or 25 hours, starting at the first midnight.
+    const { start: day, end: dayEnd } = localDayBounds(date, org.timeZone);
+    if (dayEnd <= now) {
       throw new ToolError('date_in_past', `${spokenDate(day)} has already passed. Which upcoming day would you like?`);
     }
 
-    const busy = await fetchBusy(ctx.sql, ctx.tenant, day, day.plus({ days: 1 }));
+    const busy = await fetchBusy(ctx.sql, ctx.tenant, day, dayEnd);
     const slots = computeSlots({ org, date, service, practitioners: candidates, busy, notBefore: now });
     const nameOf = new Map(org.practitioners.map((p) => [p.id, p.name]));
     const who = requested ? ` with ${requested.name}` : '';
@@ -58,7 +67,7 @@ export const checkAvailability: Tool<typeof schema> = {
 
     if (slots.length === 0) {
       const search = { sql: ctx.sql, tenant: ctx.tenant, org, service, candidates };
-      const next = await nextOpenDay(search, day.plus({ days: 1 }), now);
+      const next = await nextOpenDay(search, addDays(date, 1), now);
       const hint = next
         ? ` The next opening is ${spokenDate(next.start)} at ${spokenClock(next.start)}.`
         : ' I could not find an opening in the next two weeks.';
