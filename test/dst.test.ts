@@ -206,6 +206,17 @@ describe('wall-clock instants and local days (pure)', () => {
       expect(describeHours(chile, ld(iso)), iso).toBe('12:00 AM to 12:00 PM and 1:00 PM to 12:00 AM');
     }
   });
+
+  it('a stored second occurrence is spoken as such; first occurrences and ordinary times are not', () => {
+    const zone = 'America/New_York';
+    const first = DateTime.fromISO('2027-11-07T01:30:00-04:00').setZone(zone);
+    const second = DateTime.fromISO('2027-11-07T01:30:00-05:00').setZone(zone);
+    expect(spokenClock(first)).toBe('1:30 AM');
+    expect(spokenClock(second)).toBe('1:30 AM after the clocks fall back');
+    expect(spokenClock(DateTime.fromISO('2027-11-07T02:00:00-05:00').setZone(zone))).toBe('2:00 AM');
+    expect(spokenClock(DateTime.fromISO('2027-04-04T02:30:00+10:00').setZone('Australia/Sydney'))).toBe('2:30 AM after the clocks fall back');
+    expect(spokenClock(DateTime.fromISO('2027-04-04T01:45:00+10:30').setZone('Australia/Lord_Howe'))).toBe('1:45 AM after the clocks fall back');
+  });
 });
 
 describe('opening hours across a clock change (pure)', () => {
@@ -480,6 +491,23 @@ describe('the same defect class elsewhere (HTTP)', () => {
       expect(r.startsAt).toBe(slot.startsAt);
       await ok(org, 'cancelAppointment', { appointmentId: r.appointmentId });
     }
+  });
+
+  it('two appointments at the same wall time on a fall-back day are listed so they can be told apart', async () => {
+    const org = await clinic('America/New_York', everyDay([['00:00', '24:00']]));
+    const patient = phone();
+    const first = await book(org, '2027-11-07', '1:00 AM', { patientPhone: patient });
+    expect(first.startsAt).toBe('2027-11-07T01:00:00-04:00');
+    // Nothing offered or booked here is ever a second occurrence; a row written another way can be.
+    await h.owner`
+      INSERT INTO appointments (org_id, practitioner_id, service_id, patient_name, patient_phone, starts_at, ends_at)
+      SELECT org_id, practitioner_id, service_id, patient_name, patient_phone,
+             '2027-11-07T01:00:00-05:00'::timestamptz, '2027-11-07T01:30:00-05:00'::timestamptz
+        FROM appointments WHERE id = ${first.appointmentId}`;
+    const r = await tool(org, 'cancelAppointment', { patientPhone: patient, appointmentDate: '2027-11-07' });
+    expect(r.error).toBe(
+      'There are 2 appointments for that number on Sunday, November 7, at 1:00 AM and 1:00 AM after the clocks fall back. Which one?',
+    );
   });
 });
 

@@ -17,6 +17,7 @@ import { ToolError } from './errors.js';
 
 const LOCALE = 'en-US';
 const MINUTE_MS = 60_000;
+const HOUR_MS = 3_600_000;
 const DAY_MS = 86_400_000;
 
 export interface LocalDate {
@@ -166,14 +167,29 @@ export function resolveLocal(date: LocalDate, time: LocalTime, zone: string): Da
   return dt;
 }
 
+/**
+ * True for the second occurrence of a repeated wall time (the clocks fell back
+ * within the last hours and the same reading came earlier). Only instants read
+ * from storage can be one: nothing offered or booked here ever is.
+ */
+function isSecondOccurrence(dt: DateTime): boolean {
+  if (!(dt.zone.offset(dt.toMillis() - 3 * HOUR_MS) > dt.offset)) return false;
+  const first = wallInstant(localDateOf(dt), dt.hour * 60 + dt.minute, dt.zoneName ?? 'UTC');
+  return first.toMillis() < dt.toMillis() - dt.second * 1000 - dt.millisecond;
+}
+
 function assertValid(dt: DateTime): DateTime {
   if (!dt.isValid) throw new Error(`invalid DateTime: ${dt.invalidReason ?? 'unknown'}`);
   return dt;
 }
 
-/** "3:00 PM" */
+/**
+ * "3:00 PM". By the policy above a repeated time means its first occurrence,
+ * so the second one says which it is: "1:30 AM after the clocks fall back".
+ */
 export function spokenClock(dt: DateTime): string {
-  return assertValid(dt).setLocale(LOCALE).toFormat('h:mm a');
+  const clock = assertValid(dt).setLocale(LOCALE).toFormat('h:mm a');
+  return isSecondOccurrence(dt) ? `${clock} after the clocks fall back` : clock;
 }
 
 /** "Thursday, August 20" */
