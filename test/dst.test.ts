@@ -7,6 +7,7 @@
  * occurrence (the earlier instant, on the pre-change offset); a time that never
  * happens is neither offered nor accepted. Whatever is offered books, fed back
  * verbatim, at the instant that was offered; no spoken list repeats a time.
+ * (Issue 6. The last block checks the module layering of issue 7.)
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -19,7 +20,7 @@ import * as time from '../src/booking/time.js';
 import { isoLocal, parseLocalTime, resolveLocal, spokenClock, type LocalDate } from '../src/booking/time.js';
 import { renderConfirmation } from '../src/sms/text.js';
 import { putSms } from './helpers/sms.js';
-import { callTools, createOrg, resultOf, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
+import { callTools, createOrg, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
 
 // A fixed clock well before every date below.
 const NOW = DateTime.fromISO('2027-01-04T12:00:00Z');
