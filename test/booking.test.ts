@@ -192,9 +192,11 @@ describe('daylight saving time', () => {
     expect(res.body.results[0].error).toMatch(/2:30 AM doesn't exist on .* clocks spring forward/);
   });
 
-  it('refuses a time that happens twice (fall back)', async () => {
-    const res = await book(base({ appointmentDate: transition('overlap'), appointmentTime: '01:30' }));
-    expect(res.body.results[0].error).toMatch(/1:30 AM happens twice on .* clocks fall back/);
+  it('books a time that happens twice (fall back) at its first occurrence, on the pre-change offset', async () => {
+    const date = transition('overlap');
+    const r = resultOf(await book(base({ appointmentDate: date, appointmentTime: '01:30', patientPhone: '+14155552681' })));
+    expect(r.success).toBe(true);
+    expect(r.startsAt).toBe(`${date}T01:30:00-04:00`);
   });
 
   it('books the unambiguous hour after the change with the new offset', async () => {

@@ -1,8 +1,7 @@
-import { DateTime } from 'luxon';
 import type { Sql } from 'postgres';
 import { withTenant, type Tenant } from '../db/pool.js';
 import type { OrgContext } from './org.js';
-import type { LocalDate } from './time.js';
+import { localDayBounds, type LocalDate } from './time.js';
 
 export interface AppointmentRow {
   id: string;
@@ -37,8 +36,9 @@ export async function findByPhoneOnDate(
   phone: string,
   date: LocalDate,
 ): Promise<AppointmentRow[]> {
-  const from = DateTime.fromObject(date, { zone: org.timeZone }).startOf('day');
-  const to = from.plus({ days: 1 });
+  // The local day as instants (23 to 25 hours): a day whose midnight happens
+  // twice starts at the first one, so no appointment falls between two days.
+  const { start: from, end: to } = localDayBounds(date, org.timeZone);
   return withTenant(sql, tenant, (tx) => tx<AppointmentRow[]>`
       SELECT id, practitioner_id, service_id, patient_name, patient_phone, patient_email, starts_at, ends_at, status
         FROM appointments

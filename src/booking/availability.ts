@@ -3,7 +3,7 @@ import type { Sql } from 'postgres';
 import { rethrowTenant, type Tenant } from '../db/pool.js';
 import { ToolError } from './errors.js';
 import type { OrgContext, Practitioner, Service } from './org.js';
-import { type LocalDate, spokenList } from './time.js';
+import { firstOccurrence, localDateOf, localDayBounds, type LocalDate, spokenList, wallInstant } from './time.js';
 
 export interface BusyInterval {
   practitionerId: string;
@@ -25,42 +25,96 @@ export async function fetchBusy(sql: Sql, tenant: Tenant, from: DateTime, to: Da
   return rows.map((r) => ({ practitionerId: r.practitioner_id, startsAt: r.starts_at, endsAt: r.ends_at }));
 }
 
-/** The clinic's open windows on a local date, as instants. "24:00" closes at the next midnight. */
-export function openingWindows(org: OrgContext, date: LocalDate): Array<{ open: DateTime; close: DateTime }> {
-  const day = DateTime.fromObject(date, { zone: org.timeZone });
-  if (!day.isValid) return [];
-  const windows = org.openingHours[String(day.weekday)] ?? [];
-  const at = (hhmm: string) => {
-    const [h, m] = hhmm.split(':').map(Number) as [number, number];
-    return h === 24 ? day.plus({ days: 1 }).startOf('day') : day.set({ hour: h, minute: m });
-  };
-  return windows.map(([o, c]) => ({ open: at(o), close: at(c) })).filter((w) => w.open < w.close);
-}
-
 const minutesOf = (hhmm: string) => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3, 5));
 
 /**
- * Whether [start, end) lies inside one opening window of start's local day,
- * compared on the clinic's wall clock ("24:00" closes at the next midnight).
+ * The clinic's opening windows on a local date, as wall-clock minutes after
+ * midnight ("24:00" is 1440, the next midnight). They stay wall-clock times on
+ * every day: 09:00-17:00 is 09:00-17:00 on a 23- or 25-hour day too.
  */
-export function isWithinOpeningHours(org: OrgContext, start: DateTime, end: DateTime): boolean {
-  // Calendar fields are cached on a DateTime; comparing them avoids the zone
-  // offset lookups that building new DateTimes would cost on every booking.
-  const dayNumber = (d: DateTime) => Date.UTC(d.year, d.month - 1, d.day) / 86_400_000;
-  const startMin = start.hour * 60 + start.minute;
-  const span = dayNumber(end) - dayNumber(start);
-  const endsAtMidnight = span === 1 && end.hour === 0 && end.minute === 0;
-  if (span !== 0 && !endsAtMidnight) return false;
-  const endMin = endsAtMidnight ? 24 * 60 : end.hour * 60 + end.minute;
-  const windows = org.openingHours[String(start.weekday)] ?? [];
-  return windows.some(([o, c]) => minutesOf(o) <= startMin && endMin <= minutesOf(c));
+export function openingWindows(org: OrgContext, date: LocalDate): Array<{ open: number; close: number }> {
+  const weekday = DateTime.fromObject(date, { zone: 'UTC' }).weekday;
+  const windows = org.openingHours[String(weekday)] ?? [];
+  return windows.map(([o, c]) => ({ open: minutesOf(o), close: minutesOf(c) })).filter((w) => w.open < w.close);
 }
 
-/** "9:00 AM to 5:00 PM", or "closed", for the agent to explain a refusal. */
+/**
+ * Whether [start, end) fits in the window [open, close) of `date` (start's
+ * local date). Mirrored by within_opening_hours() in sql/006_dst.sql, which the
+ * booking transaction uses: the two must agree on every appointment.
+ *
+ * Without a clock change inside the appointment, wall-clock fields are
+ * compared ("24:00" closes at the next midnight). When the clocks change during
+ * it (start and end offsets differ), instants are compared instead, each
+ * boundary resolved by the DST policy (wallInstant: first occurrence, or the
+ * moment the clocks jump): the appointment keeps its real duration and must lie
+ * between the instant the clinic opens and the instant it closes. For a start
+ * that is a first occurrence, which every offered and accepted time is, the two
+ * comparisons agree whenever there is no change inside the appointment.
+ */
+function fitsWindow(
+  zone: string,
+  date: LocalDate,
+  open: number,
+  close: number,
+  start: DateTime,
+  end: DateTime,
+): boolean {
+  if (start.offset === end.offset) {
+    // Calendar fields are cached on a DateTime; comparing them avoids the zone
+    // offset lookups that building new DateTimes would cost on every booking.
+    const dayNumber = (d: DateTime) => Date.UTC(d.year, d.month - 1, d.day) / 86_400_000;
+    const startMin = start.hour * 60 + start.minute;
+    const span = dayNumber(end) - dayNumber(start);
+    const endsAtMidnight = span === 1 && end.hour === 0 && end.minute === 0;
+    if (span !== 0 && !endsAtMidnight) return false;
+    const endMin = endsAtMidnight ? 24 * 60 : end.hour * 60 + end.minute;
+    return open <= startMin && endMin <= close;
+  }
+  return wallInstant(date, open, zone) <= start && end <= wallInstant(date, close, zone);
+}
+
+/**
+ * Whether [start, end) lies inside one opening window of start's local day,
+ * on the clinic's wall clock ("24:00" closes at the next midnight); see fitsWindow.
+ */
+export function isWithinOpeningHours(org: OrgContext, start: DateTime, end: DateTime): boolean {
+  const date = localDateOf(start);
+  const windows = org.openingHours[String(start.weekday)] ?? [];
+  return windows.some(([o, c]) => fitsWindow(org.timeZone, date, minutesOf(o), minutesOf(c), start, end));
+}
+
+/** "h:mm a" of wall-clock minutes after midnight, with no zone involved: 1440 is "12:00 AM". */
+function spokenMinutes(minutes: number): string {
+  const h = Math.floor(minutes / 60) % 24;
+  const m = minutes % 60;
+  return `${h % 12 === 0 ? 12 : h % 12}:${String(m).padStart(2, '0')} ${h < 12 ? 'AM' : 'PM'}`;
+}
+
+/**
+ * "9:00 AM to 5:00 PM", or "closed", for the agent to explain a refusal: the
+ * hours as the clinic set them, whatever the clocks do that day.
+ */
 export function describeHours(org: OrgContext, date: LocalDate): string {
   const windows = openingWindows(org, date);
   if (windows.length === 0) return 'closed';
-  return spokenList(windows.map((w) => `${w.open.toFormat('h:mm a')} to ${w.close.toFormat('h:mm a')}`));
+  return spokenList(windows.map((w) => `${spokenMinutes(w.open)} to ${spokenMinutes(w.close)}`));
+}
+
+/**
+ * Maps wall-clock minutes of one local date to the instants they mean (null:
+ * the clocks skip that time). On a day without a clock change that is day
+ * start plus minutes; on a change day each time is resolved by the DST policy,
+ * so a repeated time is offered once, at its first occurrence.
+ */
+function wallClockOf(date: LocalDate, zone: string): (minutes: number) => DateTime | null {
+  const { start, end } = localDayBounds(date, zone);
+  const regular = end.toMillis() - start.toMillis() === 86_400_000 && start.offset === end.offset && start.hour === 0 && start.minute === 0;
+  if (regular) {
+    const base = start.toMillis();
+    return (minutes) => DateTime.fromMillis(base + minutes * 60_000, { zone });
+  }
+  return (minutes) => firstOccurrence(date, { hour: Math.floor(minutes / 60), minute: minutes % 60 }, zone);
 }
 
 const overlaps = (aS: number, aE: number, bS: number, bE: number) => aS < bE && bS < aE;
@@ -85,18 +139,25 @@ export function computeSlots(opts: {
     byPractitioner.set(b.practitionerId, list);
   }
   const slots: Slot[] = [];
-  for (const w of openingWindows(org, date)) {
-    for (let start = w.open; start.plus({ minutes: service.durationMinutes }) <= w.close; ) {
+  const windows = openingWindows(org, date);
+  if (windows.length === 0) return slots;
+  const at = wallClockOf(date, org.timeZone);
+  for (const w of windows) {
+    // The grid is on the wall clock, from the window's opening: each distinct
+    // wall time once (a repeated one at its first occurrence, a skipped one
+    // not at all), each appointment its real duration, kept only if it fits
+    // by the same rule booking checks.
+    for (let m = w.open; m < w.close; m += org.slotIntervalMinutes) {
+      const start = at(m);
+      if (!start) continue;
       const end = start.plus({ minutes: service.durationMinutes });
-      if (start >= notBefore) {
-        const s = start.toMillis();
-        const e = end.toMillis();
-        const free = practitioners
-          .filter((p) => !(byPractitioner.get(p.id) ?? []).some(([bs, be]) => overlaps(s, e, bs, be)))
-          .map((p) => p.id);
-        if (free.length > 0) slots.push({ start, end, practitionerIds: free });
-      }
-      start = start.plus({ minutes: org.slotIntervalMinutes });
+      if (start < notBefore || !fitsWindow(org.timeZone, date, w.open, w.close, start, end)) continue;
+      const s = start.toMillis();
+      const e = end.toMillis();
+      const free = practitioners
+        .filter((p) => !(byPractitioner.get(p.id) ?? []).some(([bs, be]) => overlaps(s, e, bs, be)))
+        .map((p) => p.id);
+      if (free.length > 0) slots.push({ start, end, practitionerIds: free });
     }
   }
   return slots;

@@ -5,9 +5,20 @@ import { ToolError } from './errors.js';
  * Clinic-local dates and times. Everything the agent sends or hears is in the
  * clinic's IANA zone; instants are only ever converted at the edges. Every
  * formatter asserts validity, so "Invalid DateTime" can never reach a caller.
+ *
+ * Daylight saving time, one policy everywhere a time is offered, spoken or
+ * accepted: a wall-clock time that happens twice (the clocks fall back) means
+ * its FIRST occurrence, the earlier instant still on the pre-change offset, as
+ * RFC 5545 and most calendars read it. A time that never happens (the clocks
+ * spring forward) is refused when asked for and never offered. Opening-hours
+ * boundaries follow the same rule (wallInstant); a boundary that does not
+ * exist is the moment the clocks jump past it.
  */
 
 const LOCALE = 'en-US';
+const MINUTE_MS = 60_000;
+const HOUR_MS = 3_600_000;
+const DAY_MS = 86_400_000;
 
 export interface LocalDate {
   year: number;
@@ -66,37 +77,105 @@ export function parseLocalTime(input: string): LocalTime {
 }
 
 /**
- * Combines a clinic-local date and time into an instant, refusing the two
- * wall-clock times a DST change makes unsafe: one that never happens (spring
- * forward) and one that happens twice (fall back).
+ * The first instant on `date` at which the clinic's wall clock reads `minutes`
+ * after midnight or later (1440 is the next midnight): a time that happens
+ * twice gives its first occurrence; a time that does not exist gives the
+ * moment the clocks jump past it. Mirrored in SQL by wall_instant()
+ * (sql/006_dst.sql), so the booking transaction resolves hours the same way.
+ */
+export function wallInstant(date: LocalDate, minutes: number, zone: string): DateTime {
+  const z = IANAZone.create(zone);
+  // The wall reading as if it were UTC, then read on the offsets in force a
+  // day either side: every interpretation of it lies between those two.
+  const wall = Date.UTC(date.year, date.month - 1, date.day) + minutes * MINUTE_MS;
+  const onEarlier = wall - z.offset(wall - DAY_MS) * MINUTE_MS;
+  const onLater = wall - z.offset(wall + DAY_MS) * MINUTE_MS;
+  const reads = (ts: number) => ts + z.offset(ts) * MINUTE_MS;
+  let lo = Math.min(onEarlier, onLater);
+  let hi = Math.max(onEarlier, onLater);
+  let ts: number;
+  if (reads(lo) === wall) ts = lo;
+  else if (reads(hi) === wall) ts = hi;
+  else {
+    // In a spring-forward gap: before the jump the clock reads earlier than
+    // `wall`, from the jump on later. Only ever reached on a change day.
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (reads(mid) >= wall) hi = mid;
+      else lo = mid;
+    }
+    ts = hi;
+  }
+  return DateTime.fromMillis(ts, { zone, locale: LOCALE });
+}
+
+/**
+ * The instant a clinic-local wall time means, or null when the clocks skip it.
+ * A time that happens twice means its first occurrence (see the top of this file).
+ */
+export function firstOccurrence(date: LocalDate, time: LocalTime, zone: string): DateTime | null {
+  const dt = wallInstant(date, time.hour * 60 + time.minute, zone);
+  if (!dt.isValid) return null;
+  return dt.hour === time.hour && dt.minute === time.minute && dt.day === date.day ? dt : null;
+}
+
+/**
+ * A clinic-local date as instants: from the first instant that reads that date
+ * to the first instant of the next one. 23, 24 or 25 hours (23.5 or 24.5 on
+ * Lord Howe Island); never "midnight plus 24 hours", and on a day whose
+ * midnight happens twice (Cuba) the day starts at the first one.
+ */
+export function localDayBounds(date: LocalDate, zone: string): { start: DateTime; end: DateTime } {
+  return { start: wallInstant(date, 0, zone), end: wallInstant(date, 24 * 60, zone) };
+}
+
+/** Calendar arithmetic on a local date, independent of any zone. */
+export function addDays(date: LocalDate, days: number): LocalDate {
+  const d = DateTime.fromObject(date, { zone: 'UTC' }).plus({ days });
+  return { year: d.year, month: d.month, day: d.day };
+}
+
+/** The clinic-local calendar date of a DateTime (in the zone it is set to). */
+export function localDateOf(dt: DateTime): LocalDate {
+  return { year: dt.year, month: dt.month, day: dt.day };
+}
+
+/**
+ * Combines a clinic-local date and time into an instant. A time that happens
+ * twice (fall back) means its first occurrence, on the pre-change offset; a
+ * time that never happens (spring forward) is refused with a speakable error.
  */
 export function resolveLocal(date: LocalDate, time: LocalTime, zone: string): DateTime {
   const dt = DateTime.fromObject({ ...date, ...time }, { zone, locale: LOCALE });
   if (!dt.isValid) {
     throw new ToolError('invalid_date', "I couldn't understand that date and time. Could you say it again?");
   }
-  // Both checks are cheap on the happy path; the wording is only built on refusal.
-  const words = () => ({
-    wall: spokenClock(DateTime.fromObject({ ...date, ...time }, { zone: 'UTC', locale: LOCALE })),
-    day: DateTime.fromObject(date, { zone, locale: LOCALE }).toFormat('MMMM d'),
-  });
   if (dt.hour !== time.hour || dt.minute !== time.minute || dt.day !== date.day) {
-    const { wall, day } = words();
+    const wall = spokenClock(DateTime.fromObject({ ...date, ...time }, { zone: 'UTC', locale: LOCALE }));
+    const day = DateTime.fromObject(date, { zone, locale: LOCALE }).toFormat('MMMM d');
     throw new ToolError(
       'nonexistent_time',
       `${wall} doesn't exist on ${day} because the clocks spring forward. Could we pick another time?`,
     );
   }
-  // An hour either side has the same offset on all but the two days a year
-  // with a change, so the full ambiguity check only runs near one.
-  if (dt.minus({ hours: 3 }).offset !== dt.plus({ hours: 3 }).offset && dt.getPossibleOffsets().length > 1) {
-    const { wall, day } = words();
-    throw new ToolError(
-      'ambiguous_time',
-      `${wall} happens twice on ${day} because the clocks fall back. Could we pick another time?`,
-    );
+  // Three hours either side have the same offset on all but the two days a
+  // year with a change, so the first-occurrence lookup only runs near one
+  // (luxon alone picks either occurrence of a repeated time, depending on the zone).
+  if (dt.minus({ hours: 3 }).offset !== dt.plus({ hours: 3 }).offset) {
+    return firstOccurrence(date, time, zone) ?? dt;
   }
   return dt;
+}
+
+/**
+ * True for the second occurrence of a repeated wall time (the clocks fell back
+ * within the last hours and the same reading came earlier). Only instants read
+ * from storage can be one: nothing offered or booked here ever is.
+ */
+function isSecondOccurrence(dt: DateTime): boolean {
+  if (!(dt.zone.offset(dt.toMillis() - 3 * HOUR_MS) > dt.offset)) return false;
+  const first = wallInstant(localDateOf(dt), dt.hour * 60 + dt.minute, dt.zoneName ?? 'UTC');
+  return first.toMillis() < dt.toMillis() - dt.second * 1000 - dt.millisecond;
 }
 
 function assertValid(dt: DateTime): DateTime {
@@ -104,9 +183,13 @@ function assertValid(dt: DateTime): DateTime {
   return dt;
 }
 
-/** "3:00 PM" */
+/**
+ * "3:00 PM". By the policy above a repeated time means its first occurrence,
+ * so the second one says which it is: "1:30 AM after the clocks fall back".
+ */
 export function spokenClock(dt: DateTime): string {
-  return assertValid(dt).setLocale(LOCALE).toFormat('h:mm a');
+  const clock = assertValid(dt).setLocale(LOCALE).toFormat('h:mm a');
+  return isSecondOccurrence(dt) ? `${clock} after the clocks fall back` : clock;
 }
 
 /** "Thursday, August 20" */

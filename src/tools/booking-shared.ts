@@ -2,12 +2,20 @@ import type { DateTime } from 'luxon';
 import { describeHours, isWithinOpeningHours, type Slot } from '../booking/availability.js';
 import { ToolError } from '../booking/errors.js';
 import type { BookOutcome } from '../booking/book.js';
-import { isoLocal, spokenClock, spokenDate, spokenDateTime, spokenList } from '../booking/time.js';
-import { alternativesAfter } from './checkAvailability.js';
+import { alternativesAfter, type SlotSearch } from '../booking/slots.js';
+import { isoLocal, localDateOf, localDayBounds, spokenClock, spokenDate, spokenDateTime, spokenList } from '../booking/time.js';
 import type { ToolContext, ToolResult } from './types.js';
 import type { Practitioner, Service } from '../booking/org.js';
 
 const ALTERNATIVES = 3;
+
+const searchFor = (ctx: ToolContext, opts: { service: Service; candidates: Practitioner[] }): SlotSearch => ({
+  sql: ctx.sql,
+  tenant: ctx.tenant,
+  org: ctx.org,
+  service: opts.service,
+  candidates: opts.candidates,
+});
 
 export function describeAlternatives(slots: Slot[], requested: DateTime): { list: unknown[]; spoken: string } {
   const sameDay = (s: Slot) => s.start.hasSame(requested, 'day');
@@ -30,8 +38,9 @@ export async function assertBookable(
     throw new ToolError('time_in_past', `${spokenDateTime(start)} has already passed. What later time works for you?`);
   }
   if (!isWithinOpeningHours(ctx.org, start, end)) {
-    const alts = await alternativesAfter(ctx, start.startOf('day'), { ...opts, count: ALTERNATIVES });
-    const hours = describeHours(ctx.org, { year: start.year, month: start.month, day: start.day });
+    const dayStart = localDayBounds(localDateOf(start), ctx.org.timeZone).start;
+    const alts = await alternativesAfter(searchFor(ctx, opts), dayStart, now, ALTERNATIVES);
+    const hours = describeHours(ctx.org, localDateOf(start));
     const when = hours === 'closed' ? `We're closed on ${start.toFormat('cccc')}s` : `On ${start.toFormat('cccc')}s we're open ${hours}`;
     const described = describeAlternatives(alts, start);
     const alt = alts.length ? ` The closest openings are ${described.spoken}.` : '';
@@ -53,7 +62,7 @@ export async function explainRefusal(
   switch (outcome.outcome) {
     case 'slot_taken':
     case 'practitioner_unavailable': {
-      const alts = await alternativesAfter(ctx, start, { ...opts, count: ALTERNATIVES });
+      const alts = await alternativesAfter(searchFor(ctx, opts), start, ctx.now(), ALTERNATIVES);
       const d = describeAlternatives(alts, start);
       return {
         success: false,

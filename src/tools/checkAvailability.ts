@@ -1,4 +1,3 @@
-import { DateTime } from 'luxon';
 import { z } from 'zod';
 import {
   computeSlots,
@@ -7,10 +6,19 @@ import {
   fetchBusy,
   resolvePractitioner,
   resolveService,
-  type Slot,
 } from '../booking/availability.js';
 import { ToolError } from '../booking/errors.js';
-import { isoDate, isoLocal, parseLocalDate, spokenClock, spokenDate, spokenList } from '../booking/time.js';
+import { nextOpenDay } from '../booking/slots.js';
+import {
+  addDays,
+  isoDate,
+  isoLocal,
+  localDayBounds,
+  parseLocalDate,
+  spokenClock,
+  spokenDate,
+  spokenList,
+} from '../booking/time.js';
 import { optionalText, orgArg, parseArgs, requiredText } from './args.js';
 import type { Tool, ToolContext } from './types.js';
 
@@ -24,7 +32,6 @@ const schema = z.object({
 const NAMES = { date: 'the date', serviceType: 'the type of visit', practitioner: 'the practitioner' };
 const SPOKEN_MAX = 8;
 const LISTED_MAX = 16;
-const LOOKAHEAD_DAYS = 14;
 
 /** Open slots on one clinic-local day, both speakable and as ISO instants with offset. */
 export const checkAvailability: Tool<typeof schema> = {
@@ -38,12 +45,13 @@ export const checkAvailability: Tool<typeof schema> = {
     const requested = resolvePractitioner(org, args.practitioner);
     const candidates = eligiblePractitioners(org, service, requested);
     const now = ctx.now().setZone(org.timeZone);
-    const day = DateTime.fromObject(date, { zone: org.timeZone }).startOf('day');
-    if (day.plus({ days: 1 }) <= now) {
+    // The day as instants: 23, 24 or 25 hours, starting at the first midnight.
+    const { start: day, end: dayEnd } = localDayBounds(date, org.timeZone);
+    if (dayEnd <= now) {
       throw new ToolError('date_in_past', `${spokenDate(day)} has already passed. Which upcoming day would you like?`);
     }
 
-    const busy = await fetchBusy(ctx.sql, ctx.tenant, day, day.plus({ days: 1 }));
+    const busy = await fetchBusy(ctx.sql, ctx.tenant, day, dayEnd);
     const slots = computeSlots({ org, date, service, practitioners: candidates, busy, notBefore: now });
     const nameOf = new Map(org.practitioners.map((p) => [p.id, p.name]));
     const who = requested ? ` with ${requested.name}` : '';
@@ -58,7 +66,8 @@ export const checkAvailability: Tool<typeof schema> = {
     };
 
     if (slots.length === 0) {
-      const next = await nextOpenDay(ctx, day.plus({ days: 1 }), { service, candidates, now });
+      const search = { sql: ctx.sql, tenant: ctx.tenant, org, service, candidates };
+      const next = await nextOpenDay(search, addDays(date, 1), now);
       const hint = next
         ? ` The next opening is ${spokenDate(next.start)} at ${spokenClock(next.start)}.`
         : ' I could not find an opening in the next two weeks.';
@@ -91,41 +100,3 @@ export const checkAvailability: Tool<typeof schema> = {
     };
   },
 };
-
-type SlotSearch = { service: ReturnType<typeof resolveService>; candidates: ReturnType<typeof eligiblePractitioners> };
-
-/**
- * Open slots from the local day of `from` onwards, day by day, stopping once
- * `count` are found or `days` have been searched. One busy-time query covers
- * the whole range.
- */
-async function openSlotsFrom(ctx: ToolContext, from: DateTime, notBefore: DateTime, days: number, count: number, opts: SlotSearch): Promise<Slot[]> {
-  const start = from.startOf('day');
-  const busy = await fetchBusy(ctx.sql, ctx.tenant, start, start.plus({ days }));
-  const out: Slot[] = [];
-  for (let i = 0; i < days && out.length < count; i++) {
-    const d = start.plus({ days: i });
-    const slots = computeSlots({
-      org: ctx.org,
-      date: { year: d.year, month: d.month, day: d.day },
-      service: opts.service,
-      practitioners: opts.candidates,
-      busy,
-      notBefore,
-    });
-    out.push(...slots.slice(0, count - out.length));
-  }
-  return out;
-}
-
-/** First open slot on the days after `from`, looking a bounded distance ahead. */
-async function nextOpenDay(ctx: ToolContext, from: DateTime, opts: SlotSearch & { now: DateTime }): Promise<Slot | null> {
-  const [first] = await openSlotsFrom(ctx, from, opts.now, LOOKAHEAD_DAYS, 1, opts);
-  return first ?? null;
-}
-
-/** The next few open slots at or after `from`, same day first, then following days. */
-export async function alternativesAfter(ctx: ToolContext, from: DateTime, opts: SlotSearch & { count: number }): Promise<Slot[]> {
-  const now = ctx.now().setZone(ctx.org.timeZone);
-  return openSlotsFrom(ctx, from, from > now ? from : now, 7, opts.count, opts);
-}
