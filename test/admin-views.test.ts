@@ -3,8 +3,8 @@
  * the patient gets them, its inbox, and the no-store rule on patient data.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ADMIN_TOKEN, callTools, createOrg, localDate, resultOf, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN, callTools, createOrg, localDate, resultOf, vapiMessage, type TestOrg } from './helpers/harness.js';
 import { useHarness } from './helpers/fixture.js';
 
 const h = useHarness();

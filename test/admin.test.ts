@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   ADMIN_TOKEN,
   callTools,
@@ -7,10 +7,8 @@ import {
   localDate,
   orgPayload,
   resultOf,
-  startHarness,
   vapiMessage,
-  type Harness,
-} from './helpers/harness.js';
+  } from './helpers/harness.js';
 import { useHarness } from './helpers/fixture.js';
 
 const h = useHarness();

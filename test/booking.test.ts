@@ -1,15 +1,12 @@
 import { DateTime } from 'luxon';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   callTools,
   createOrg,
   localDate,
   resultOf,
-  startHarness,
   vapiMessage,
-  type Harness,
-  type TestOrg,
-} from './helpers/harness.js';
+  } from './helpers/harness.js';
 import { useHarness, useClinic } from './helpers/fixture.js';
 
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { callTools, createOrg, localDate, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
+import { describe, expect, it } from 'vitest';
+import { callTools, localDate, vapiMessage } from './helpers/harness.js';
 import { useHarness, useClinic } from './helpers/fixture.js';
 
 

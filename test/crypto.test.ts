@@ -21,7 +21,7 @@ function catchError(fn: () => unknown): Error {
     fn();
   } catch (err) {
     if (err instanceof Error) return err;
-    throw new Error('non-Error thrown');
+    throw new Error('non-Error thrown', { cause: err });
   }
   throw new Error('expected a throw');
 }

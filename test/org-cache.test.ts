@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { callTools, createOrg, localDate, resultOf, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
+import { describe, expect, it } from 'vitest';
+import { callTools, createOrg, localDate, resultOf, vapiMessage, type TestOrg } from './helpers/harness.js';
 import { useHarness } from './helpers/fixture.js';
 
 /**

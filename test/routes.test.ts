@@ -7,9 +7,9 @@
 import { randomUUID } from 'node:crypto';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { SignJWT } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { REGISTERED, type RouteSpec } from '../src/http/registry.js';
-import { ADMIN_TOKEN, JWT_SECRET, createOrg, localDate, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
+import { ADMIN_TOKEN, JWT_SECRET, createOrg, localDate, vapiMessage, type TestOrg } from './helpers/harness.js';
 import { useHarness } from './helpers/fixture.js';
 
 const h = useHarness();
