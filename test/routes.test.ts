@@ -254,3 +254,15 @@ describe("Vapi's informational messages go through the same check as tool calls"
     expect(dead.status).toBe(401);
   });
 });
+
+describe('docs/api.md', () => {
+  it('documents every route with the example request the registry holds (regenerate with npm run docs:api)', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { requestSection } = await import('../src/http/api-doc.js');
+    const doc = await readFile(new URL('../docs/api.md', import.meta.url), 'utf8');
+    const stale = h.runtime.app.registry.routes.filter((spec) => !doc.includes(requestSection(spec))).map((s) => `${s.method} ${s.path}`);
+    expect(stale, 'docs/api.md is out of date: run npm run docs:api').toEqual([]);
+    const headings = [...doc.matchAll(/^### (GET|POST|PUT|PATCH|DELETE) (\S+)$/gm)].map((m) => `${m[1]!.toLowerCase()} ${m[2]}`);
+    expect(headings.sort()).toEqual(h.runtime.app.registry.routes.map((s) => `${s.method} ${s.path}`).sort());
+  });
+});

@@ -184,7 +184,7 @@ export function adminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       tags: ['auth'],
       summary: 'Revoke an OAuth client; tokens it already holds stop working at once',
       responses: { 204: { description: 'Revoked.' }, 404: { description: 'not_found' } },
-      example: { params: { id: EXAMPLE_ID, clientId: 'cli_8Jd0Qm2n5Xr7' } },
+      example: { params: { id: EXAMPLE_ID, clientId: 'cli_demo' } },
     },
     async (req, res) => {
       const orgId = orgIdParam(req);

@@ -128,6 +128,15 @@ export function vapiRouter(deps: AppDeps, registry: RouteRegistry): Router {
       },
       tenantCheck: (req, res) => (parseVapi(req, res).type === 'tool-calls' ? 'in-statement' : 'upfront'),
       responses: { 200: { description: 'Tool results, or `{}` for other message types.' }, 400: { description: 'invalid_envelope' }, 401: { description: 'Token missing or rejected.' }, 403: { description: 'org_mismatch or org_inactive' } },
+      example: {
+        body: {
+          message: {
+            type: 'tool-calls',
+            call: { id: 'call-0001', customer: { number: '+14155552671' } },
+            toolCallList: [{ id: 'call_1', type: 'function', function: { name: 'checkAvailability', arguments: { date: '2027-03-04' } } }],
+          },
+        },
+      },
     },
     async (req, res) => {
       const { message, type, calls } = parseVapi(req, res);
