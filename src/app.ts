@@ -40,6 +40,8 @@ export function buildApp(deps: AppDeps): App {
   const registry = new RouteRegistry(guards(deps), deps.cfg.BODY_LIMIT_BYTES);
   app.registry = registry;
   app.disable('x-powered-by');
+  // Every response is a fresh answer to one request; hashing each body for an ETag buys nothing.
+  app.set('etag', false);
   app.set('trust proxy', deps.cfg.TRUST_PROXY);
   app.use(helmet());
   app.use(

@@ -1,5 +1,6 @@
 import { DateTime, IANAZone } from 'luxon';
 import { ToolError } from './errors.js';
+import { clinicZone } from './zone.js';
 
 /**
  * Clinic-local dates and times. Everything the agent sends or hears is in the
@@ -41,7 +42,9 @@ export function parseLocalDate(input: string): LocalDate {
   const m = DATE_RE.exec(input.trim());
   if (m) {
     const [year, month, day] = [Number(m[1]), Number(m[2]), Number(m[3])];
-    if (DateTime.fromObject({ year, month, day }, { zone: 'UTC' }).isValid) return { year, month, day };
+    // Date.UTC rolls 2027-02-30 over to March 2: a real date reads back unchanged.
+    const d = new Date(Date.UTC(year, month - 1, day));
+    if (year >= 1000 && d.getUTCFullYear() === year && d.getUTCMonth() === month - 1 && d.getUTCDate() === day) return { year, month, day };
   }
   throw new ToolError(
     'invalid_date',
@@ -84,7 +87,7 @@ export function parseLocalTime(input: string): LocalTime {
  * (sql/006_dst.sql), so the booking transaction resolves hours the same way.
  */
 export function wallInstant(date: LocalDate, minutes: number, zone: string): DateTime {
-  const z = IANAZone.create(zone);
+  const z = clinicZone(zone);
   // The wall reading as if it were UTC, then read on the offsets in force a
   // day either side: every interpretation of it lies between those two.
   const wall = Date.UTC(date.year, date.month - 1, date.day) + minutes * MINUTE_MS;
@@ -106,7 +109,7 @@ export function wallInstant(date: LocalDate, minutes: number, zone: string): Dat
     }
     ts = hi;
   }
-  return DateTime.fromMillis(ts, { zone, locale: LOCALE });
+  return DateTime.fromMillis(ts, { zone: z, locale: LOCALE });
 }
 
 /**
@@ -146,13 +149,14 @@ export function localDateOf(dt: DateTime): LocalDate {
  * time that never happens (spring forward) is refused with a speakable error.
  */
 export function resolveLocal(date: LocalDate, time: LocalTime, zone: string): DateTime {
-  const dt = DateTime.fromObject({ ...date, ...time }, { zone, locale: LOCALE });
+  const z = clinicZone(zone);
+  const dt = DateTime.fromObject({ ...date, ...time }, { zone: z, locale: LOCALE });
   if (!dt.isValid) {
     throw new ToolError('invalid_date', "I couldn't understand that date and time. Could you say it again?");
   }
   if (dt.hour !== time.hour || dt.minute !== time.minute || dt.day !== date.day) {
     const wall = spokenClock(DateTime.fromObject({ ...date, ...time }, { zone: 'UTC', locale: LOCALE }));
-    const day = DateTime.fromObject(date, { zone, locale: LOCALE }).toFormat('MMMM d');
+    const day = DateTime.fromObject(date, { zone: z, locale: LOCALE }).toFormat('MMMM d');
     throw new ToolError(
       'nonexistent_time',
       `${wall} doesn't exist on ${day} because the clocks spring forward. Could we pick another time?`,
@@ -161,7 +165,8 @@ export function resolveLocal(date: LocalDate, time: LocalTime, zone: string): Da
   // Three hours either side have the same offset on all but the two days a
   // year with a change, so the first-occurrence lookup only runs near one
   // (luxon alone picks either occurrence of a repeated time, depending on the zone).
-  if (dt.minus({ hours: 3 }).offset !== dt.plus({ hours: 3 }).offset) {
+  const ts = dt.toMillis();
+  if (z.offset(ts - 3 * HOUR_MS) !== z.offset(ts + 3 * HOUR_MS)) {
     return firstOccurrence(date, time, zone) ?? dt;
   }
   return dt;
