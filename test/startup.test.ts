@@ -2,7 +2,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { constants as fsc, accessSync, statSync } from 'node:fs';
 import { binaryPackageRoot } from '../src/db/embedded.js';
-import net from 'node:net';
+import { freePort } from '../src/net.js';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,15 +13,6 @@ const children: ChildProcess[] = [];
 afterAll(() => {
   for (const c of children) c.kill('SIGKILL');
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Starts `src/main.ts` exactly as `npm run dev` would, and waits for "listening". */
 async function startServer(env: Record<string, string>, uid?: number) {
