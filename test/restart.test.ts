@@ -4,7 +4,7 @@
  * postmaster, a busy port, a stale lock file. One DATA_DIR goes through the
  * whole story, so the cluster is created once.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
@@ -80,28 +80,41 @@ async function exitWithin(l: Launched, ms: number) {
   }
 }
 
-/** Pids of postgres processes serving this data directory, by their command line. */
-function postgresOn(dir: string): number[] {
+/** Every process's pid and command line (NUL-separated): /proc on Linux, ps elsewhere. */
+function processes(): Array<{ pid: number; cmdline: string }> {
   if (existsSync('/proc/self/cmdline')) {
     return readdirSync('/proc')
       .filter((e) => /^\d+$/.test(e))
-      .filter((e) => {
+      .flatMap((e) => {
         try {
-          const argv = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0');
-          return path.basename(argv[0] ?? '') === 'postgres' && argv.includes(dir);
+          return [{ pid: Number(e), cmdline: readFileSync(`/proc/${e}/cmdline`, 'utf8') }];
         } catch {
-          return false;
+          return [];
         }
-      })
-      .map(Number);
+      });
   }
-  throw new Error('no /proc on this system');
+  return execFileSync('ps', ['-axo', 'pid=,args='], { encoding: 'utf8' })
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => /^\s*(\d+)\s+(.*)$/.exec(l)!)
+    .map((m) => ({ pid: Number(m[1]), cmdline: m[2]!.split(/\s+/).join('\0') }));
+}
+
+/** Pids of postgres processes serving this data directory, by their command line. */
+function postgresOn(dir: string): number[] {
+  return processes()
+    .filter(({ cmdline }) => {
+      const argv = cmdline.split('\0');
+      return path.basename(argv[0] ?? '') === 'postgres' && argv.includes(dir);
+    })
+    .map((p) => p.pid);
 }
 
 const alive = (pid: number) => {
   try {
     process.kill(pid, 0);
-    return !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
+    // A zombie (exited, not yet reaped) is not alive.
+    return !(existsSync('/proc/self/stat') && readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z '));
   } catch {
     return false;
   }
@@ -295,15 +308,9 @@ describe('one DATA_DIR through first run, crashes and restarts', () => {
 
     // A postmaster whose server died with no watchdog (an older release, or the watchdog killed too): an orphan.
     const { postmasterPid } = JSON.parse(await fs.readFile(path.join(dataDir, 'instance.json'), 'utf8'));
-    const watchdog = readdirSync('/proc').find((e) => {
-      try {
-        return /^\d+$/.test(e) && readFileSync(`/proc/${e}/cmdline`, 'utf8').includes('clinic-voice-tools-pg-watchdog\0' + postmasterPid);
-      } catch {
-        return false;
-      }
-    });
+    const watchdog = processes().find((p) => p.cmdline.includes(`clinic-voice-tools-pg-watchdog\0${postmasterPid}\0`));
     expect(watchdog).toBeDefined();
-    process.kill(Number(watchdog), 'SIGKILL');
+    process.kill(watchdog!.pid, 'SIGKILL');
     again.proc.kill('SIGKILL');
     await again.exited;
     expect(alive(postmasterPid)).toBe(true);
@@ -329,7 +336,8 @@ describe('one DATA_DIR through first run, crashes and restarts', () => {
     expect(existsSync(path.join(dataDir, 'instance.json'))).toBe(false);
   });
 
-  it('a stale postmaster.pid whose pid now belongs to another process does not block the start', async () => {
+  // Linux only, as the code: elsewhere there is no /proc to prove that no backend still runs in the directory.
+  it.runIf(process.platform === 'linux')('a stale postmaster.pid whose pid now belongs to another process does not block the start', async () => {
     // As root PostgreSQL runs as the postgres user, and only a process of that user blocks it.
     const asPostgres = process.getuid?.() === 0 ? { uid: Number((await sh('id -u postgres')).stdout), gid: Number((await sh('id -g postgres')).stdout) } : {};
     const squatter = spawn('sleep', ['60'], { stdio: 'ignore', ...asPostgres });
