@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Config } from './config.js';
+import { ConfigError, type Config } from './config.js';
 
 export interface Secrets {
   jwtSecret: string;
@@ -32,7 +32,7 @@ export async function resolveSecrets(cfg: Config): Promise<Secrets> {
   const generated: string[] = [];
   const pick = (name: keyof Omit<Secrets, 'generated'>, envName: string, env: string | undefined, make: () => string) => {
     if (env) return env;
-    if (cfg.NODE_ENV === 'production') throw new Error(`${envName} must be set in production`);
+    if (cfg.NODE_ENV === 'production') throw new ConfigError(`Invalid configuration: ${envName} must be set in production`);
     const have = stored[name];
     if (have) return have;
     generated.push(envName);

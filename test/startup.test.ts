@@ -1,8 +1,8 @@
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { constants as fsc, accessSync, statSync } from 'node:fs';
 import { binaryPackageRoot } from '../src/db/embedded.js';
-import net from 'node:net';
+import { freePort } from '../src/net.js';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,15 +13,6 @@ const children: ChildProcess[] = [];
 afterAll(() => {
   for (const c of children) c.kill('SIGKILL');
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Starts `src/main.ts` exactly as `npm run dev` would, and waits for "listening". */
 async function startServer(env: Record<string, string>, uid?: number) {
@@ -152,4 +143,45 @@ describe('npm start on an empty embedded database', () => {
       await fs.rm(dataDir, { recursive: true, force: true });
     }
   }, 180_000);
+});
+
+// `npm start` compiled on every start (6-9 s, silently). prestart now compiles only when
+// src/ (or the build's configuration) changed, and says so when it does.
+describe('npm start: the prestart build', () => {
+  const prestart = (cwd: string) =>
+    new Promise<{ code: number; stderr: string }>((resolve) => {
+      execFile('npm', ['run', '--silent', 'prestart'], { cwd, env: { PATH: process.env.PATH ?? '', HOME: os.tmpdir() } }, (err, _out, stderr) =>
+        resolve({ code: err ? 1 : 0, stderr }),
+      );
+    });
+
+  it('compiles when src/ changed, saying so, and is skipped when nothing did', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-build-'));
+    try {
+      for (const f of ['package.json', 'tsconfig.json', 'tsconfig.build.json']) await fs.copyFile(path.join(ROOT, f), path.join(dir, f));
+      await fs.symlink(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'));
+      await fs.symlink(path.join(ROOT, 'scripts'), path.join(dir, 'scripts'));
+      await fs.mkdir(path.join(dir, 'src'));
+      const main = path.join(dir, 'src', 'main.ts');
+      const out = path.join(dir, 'dist', 'src', 'main.js');
+      await fs.writeFile(main, 'export const answer: number = 42;\n');
+
+      const cold = await prestart(dir);
+      expect(cold.code).toBe(0);
+      expect(cold.stderr).toMatch(/^compiling TypeScript/m);
+      const built = statSync(out).mtimeMs;
+
+      const warm = await prestart(dir);
+      expect(warm.code).toBe(0);
+      expect(warm.stderr).toBe('');
+      expect(statSync(out).mtimeMs).toBe(built);
+
+      await fs.writeFile(main, 'export const answer: number = 43;\n');
+      const changed = await prestart(dir);
+      expect(changed.stderr).toMatch(/^compiling TypeScript \(tsc -p tsconfig.build.json\): src\/ changed since the last build/m);
+      expect(await fs.readFile(out, 'utf8')).toContain('43');
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
