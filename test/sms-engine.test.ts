@@ -1,7 +1,7 @@
 import supertest from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeySpec } from '../src/sms/crypto.js';
-import { isGsm7 } from '../src/sms/text.js';
+import { isGsm7 } from '../src/sms/gsm7.js';
 import { DEFAULT_TELNYX_API_KEY, startFakeTelnyx, type FakeTelnyx } from './fakes/fake-telnyx.js';
 import { DEFAULT_TWILIO_ACCOUNT, startFakeTwilio, type FakeTwilio } from './fakes/fake-twilio.js';
 import { ADMIN_TOKEN, createOrg, startHarness, type Harness, type TestOrg } from './helpers/harness.js';

@@ -1,12 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import {
-  GSM7_BASIC_TABLE,
-  GSM7_EXTENSION_TABLE,
-  isGsm7,
-  renderConfirmation,
-  segmentInfo,
-  toGsm7,
-} from '../src/sms/text.js';
+import { GSM7_BASIC_TABLE, GSM7_EXTENSION_TABLE, isGsm7, segmentInfo, toGsm7 } from '../src/sms/gsm7.js';
+import { renderConfirmation } from '../src/sms/texts.js';
 
 const NY = 'America/New_York';
 

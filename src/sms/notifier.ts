@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import { isoLocal } from '../booking/time.js';
 import type { ConfirmationNotifier, SmsOutcome } from '../tools/types.js';
-import { renderConfirmation } from './text.js';
+import { renderConfirmation } from './texts.js';
 import type { OutboxWorker, RunOutcome } from './worker.js';
 
 interface RowState {
