@@ -174,7 +174,7 @@ export function smsAdminRouter(
         kind: l.kind,
         decrypts: true,
         senders: l.pool.length,
-        reachable: await reachable(l.kind, sms.cfg),
+        reachable: l.provider.probe ? (await l.provider.probe()).reachable : null,
       })),
       ...chain.broken.map(async (b) => ({ position: b.position, kind: b.kind, decrypts: false, senders: 0, reachable: null })),
     ]);
@@ -184,17 +184,4 @@ export function smsAdminRouter(
   });
 
   return router;
-}
-
-/** Any HTTP answer from the provider's API host within 2 s counts as reachable. */
-async function reachable(kind: string, cfg: Config): Promise<boolean | null> {
-  const base =
-    kind === 'twilio' ? cfg.TWILIO_API_BASE_URL ?? 'https://api.twilio.com' : kind === 'telnyx' ? cfg.TELNYX_API_BASE_URL ?? 'https://api.telnyx.com/v2' : null;
-  if (!base) return null;
-  try {
-    await fetch(base, { method: 'GET', signal: AbortSignal.timeout(2000) });
-    return true;
-  } catch {
-    return false;
-  }
 }

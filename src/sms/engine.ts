@@ -9,8 +9,8 @@ import {
 import pRetry from 'p-retry';
 import pTimeout, { TimeoutError } from 'p-timeout';
 import type { Logger } from 'pino';
+import { scrubPhones } from '../log.js';
 import { breakerState, smsAttemptDuration, smsAttempts, smsFailovers } from '../metrics.js';
-import { classifyUnknown } from './classify.js';
 import type { ChainLink } from './config.js';
 import { pickSender } from './sticky.js';
 import { ProviderSendError, type ErrorClass, type SendAccepted } from './types.js';
@@ -270,7 +270,7 @@ export class SmsEngine {
       await this.recorder.finish(msg, attemptId, { outcome: 'accepted', providerMessageId: accepted.providerMessageId, latencyMs });
       return { providerMessageId: accepted.providerMessageId, from };
     } catch (raw) {
-      const e = raw instanceof ProviderSendError ? raw : classifyUnknown(link.kind, raw);
+      const e = raw instanceof ProviderSendError ? raw : link.provider.classify(raw);
       const latencyMs = Math.round(performance.now() - started);
       smsAttempts.inc({ provider: link.kind, outcome: 'failed', error_class: e.errorClass });
       smsAttemptDuration.observe({ provider: link.kind }, latencyMs / 1000);
@@ -295,7 +295,7 @@ export class SmsEngine {
    * or throws the ProviderSendError that best describes the attempt.
    */
   private async lateOrThrow(raw: unknown, sending: Promise<SendAccepted>, abort: AbortController, link: ChainLink): Promise<SendAccepted> {
-    if (!(raw instanceof TimeoutError)) throw raw instanceof ProviderSendError ? raw : classifyUnknown(link.kind, raw);
+    if (!(raw instanceof TimeoutError)) throw raw instanceof ProviderSendError ? raw : link.provider.classify(raw);
     abort.abort(raw);
     const timedOut = new ProviderSendError({ message: `no answer within ${this.opts.attemptTimeoutMs} ms`, errorClass: 'ambiguous', provider: link.kind, code: 'TIMEOUT', cause: raw });
     // Adapters answer an abort at once (Telnyx cancels its fetch; Twilio hands
@@ -304,7 +304,7 @@ export class SmsEngine {
     const answer = await pTimeout(
       sending.then(
         (ok): SendAccepted | ProviderSendError => ok,
-        (err: unknown) => (err instanceof ProviderSendError ? err : classifyUnknown(link.kind, err)),
+        (err: unknown) => (err instanceof ProviderSendError ? err : link.provider.classify(err)),
       ),
       { milliseconds: 100, fallback: () => timedOut },
     );
@@ -329,7 +329,7 @@ export class SmsEngine {
         milliseconds: this.opts.reconcileTimeoutMs,
       });
     } catch (err) {
-      this.log.warn({ err: (err as Error).message, provider: link.kind }, 'sms reconcile lookup failed');
+      this.log.warn({ err: scrubPhones((err as Error).message), provider: link.kind }, 'sms reconcile lookup failed');
       return 'unknown' as const;
     }
   }
@@ -364,7 +364,7 @@ export class SmsEngine {
     }
     // The provider cannot tell us. A provider that honours idempotency keys
     // (Telnyx) can be asked again with the same key; anything else waits.
-    if (link && link.kind === 'telnyx') return { kind: 'same_provider_only', links: [link] };
+    if (link?.provider.capabilities.idempotentSend) return { kind: 'same_provider_only', links: [link] };
     return {
       kind: 'unknown',
       result: { status: 'retry', reason: 'ambiguous_unreconciled', errorClass: 'ambiguous', code: 'UNRECONCILED', provider: prior.provider, message: 'previous attempt may have been accepted; waiting to reconcile' },
