@@ -10,7 +10,8 @@ import { ChainLoader } from './config.js';
 import type { Keyring } from './crypto.js';
 import { SmsEngine } from './engine.js';
 import { createNotifier } from './notifier.js';
-import { OutboxWorker, sqlRecorder } from './worker.js';
+import { sqlAttemptLog } from './attempts.js';
+import { OutboxWorker } from './worker.js';
 
 export interface SmsModule {
   notifier: ConfirmationNotifier;
@@ -46,7 +47,7 @@ export function createSmsModule(opts: {
       lateAnswerGraceMs: cfg.SMS_SDK_TIMEOUT_MARGIN_MS + 250,
       reconcileWindowMs: cfg.SMS_RECONCILE_WINDOW_MS,
     },
-    sqlRecorder(workerSql),
+    sqlAttemptLog(workerSql),
     log,
   );
   const worker = new OutboxWorker(workerSql, engine, chains, cfg, log);
