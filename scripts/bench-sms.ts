@@ -17,6 +17,8 @@
  *   BENCH_PG_DIAG=1 npm run bench:sms   also prints PostgreSQL time per SQL function after the drain
  *   BENCH_WORKER_POOL=24 BENCH_WORKER_CONCURRENCY=64   worker pool size and messages in flight
  *   BENCH_CEILING_LOOPS=4   concurrent claimers in the ceiling drain (each claims SMS_WORKER_BATCH rows)
+ *   BENCH_DRAIN_ONLY=1   only the drain and its ceiling
+ *   BENCH_CPU=1          CPU seconds the drain cost in this process, the fakes and PostgreSQL (Linux /proc)
  */
 import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -43,7 +45,40 @@ const ATTEMPT_TIMEOUT_MS = 2000;
 const BUDGET_MS = 1500;
 const DRAIN_TARGET = 1500;
 const CEILING_LOOPS = Number(process.env.BENCH_CEILING_LOOPS ?? 4);
+const DRAIN_ONLY = process.env.BENCH_DRAIN_ONLY === '1';
 const ADMIN = `bench-admin-${randomUUID()}`;
+
+/** CPU seconds (user + system) of the given processes so far, from /proc; Linux only. */
+async function cpuSeconds(pids: number[]): Promise<number> {
+  const tick = 100; // USER_HZ on Linux
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      total += (Number(fields[11]) + Number(fields[12])) / tick;
+    } catch {
+      /* exited */
+    }
+  }
+  return total;
+}
+
+/** The PostgreSQL server processes of the cluster in dataDir. */
+async function postgresPids(dataDir: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const d of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const exe = await fs.readlink(`/proc/${d}/exe`);
+      const cwd = await fs.readlink(`/proc/${d}/cwd`);
+      if (exe.endsWith('/postgres') && cwd.startsWith(dataDir)) out.push(Number(d));
+    } catch {
+      /* not ours, or gone */
+    }
+  }
+  return out;
+}
 
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -172,14 +207,25 @@ async function main() {
     const ids = await enqueue(org, DRAIN);
     const before = await counts();
     await release(ids);
+    const cpuPids = process.env.BENCH_CPU ? await postgresPids(tmp) : [];
+    const cpu0 = process.env.BENCH_CPU ? { self: process.cpuUsage(), fakes: await cpuSeconds([fakes.pid!]), pg: await cpuSeconds(cpuPids) } : null;
     const t0 = performance.now();
     runtime.sms.worker.start();
     for (;;) {
-      const [r] = await owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_outbox WHERE id = ANY(${ids}::uuid[]) AND status = 'sent'`;
+      // The clinic has these rows only; counting by org keeps the poll from shipping 5,000 ids each time.
+      const [r] = await owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_outbox WHERE org_id = ${org.id} AND status = 'sent'`;
       if (r!.n >= ids.length) break;
       await new Promise((res) => setTimeout(res, 25));
     }
     const secs = (performance.now() - t0) / 1000;
+    if (cpu0) {
+      const self = process.cpuUsage(cpu0.self);
+      const engine = (self.user + self.system) / 1e6;
+      const fakesCpu = (await cpuSeconds([fakes.pid!])) - cpu0.fakes;
+      const pgCpu = (await cpuSeconds(cpuPids)) - cpu0.pg;
+      const per = (x: number) => ((x / DRAIN) * 1000).toFixed(2);
+      say(`drain CPU: engine process ${engine.toFixed(2)} s (${per(engine)} ms/msg), fakes ${fakesCpu.toFixed(2)} s (${per(fakesCpu)} ms/msg), PostgreSQL ${pgCpu.toFixed(2)} s (${per(pgCpu)} ms/msg), over ${secs.toFixed(2)} s on ${os.cpus().length} cpus`);
+    }
     await runtime.sms.worker.stop();
     const after = await counts();
     const delivered = after.twilio - before.twilio + (after.telnyx - before.telnyx);
@@ -243,7 +289,7 @@ async function main() {
   };
 
   // 2. Primary hard down (connection refused), breaker open.
-  {
+  if (!DRAIN_ONLY) {
     const direct = await timeRuns(await newClinic([telnyxLink]), SAMPLES);
     await fault('twilio', { kind: 'down' });
     const org = await newClinic([twilioLink, telnyxLink]);
@@ -258,7 +304,7 @@ async function main() {
   }
 
   // 3. Primary hangs on send (lookups still answer): one timeout, reconcile, fail over.
-  {
+  if (!DRAIN_ONLY) {
     await fault('twilio', { kind: 'hang', records: false, scope: 'create' });
     const org = await newClinic([twilioLink, telnyxLink]);
     const hang = await timeRuns(org, Math.min(SAMPLES, 50));
@@ -276,7 +322,7 @@ async function main() {
   }
 
   // 4. Booking tool calls with SMS on while the primary hangs.
-  {
+  if (!DRAIN_ONLY) {
     await fault('twilio', { kind: 'hang', records: false, scope: 'create' });
     const org = await newClinic([twilioLink, telnyxLink]);
     const client = await api('POST', `/api/admin/orgs/${org.id}/clients`, {});

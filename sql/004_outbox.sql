@@ -13,7 +13,9 @@ CREATE FUNCTION sms_outbox_guard_move() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-  IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'MEMBER') THEN
+  -- The service roles are checked without a catalogue lookup.
+  IF current_user NOT IN ('clinic_app', 'clinic_worker')
+     AND pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'MEMBER') THEN
     RETURN NEW;
   END IF;
   IF TG_OP = 'INSERT' THEN
@@ -33,6 +35,12 @@ CREATE TRIGGER sms_outbox_insert_move BEFORE INSERT ON sms_outbox
 CREATE TRIGGER sms_outbox_update_move BEFORE UPDATE OF status ON sms_outbox
   FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION sms_outbox_guard_move();
 
+-- The batch functions look rows up by key only, and are declared with
+-- enable_seqscan off: the attempt and outbox tables of a fresh or quiet system
+-- grow from nearly empty to thousands of rows within seconds, long before
+-- autovacuum analyses them again, and a sequential scan planned on the old
+-- statistics would then be repeated once per row of every batch.
+
 -- The gate of a whole claimed batch, under each row's org: is the message
 -- still wanted (appointment live and unmoved, not started, recipient not opted
 -- out), and may it pass the per-recipient rate limit? The limit is counted
@@ -46,10 +54,12 @@ CREATE FUNCTION sms_gate_batch(p_ids uuid[], p_default_limit integer)
 RETURNS TABLE (outbox_id uuid, decision text, provider text, provider_message_id text, from_number text,
                in_flight jsonb)
 LANGUAGE plpgsql
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
   v_org   uuid;
+  v_ids   uuid[];
   v_limit integer;
   v_keys  bigint[];
 BEGIN
@@ -60,11 +70,13 @@ BEGIN
 
   FOR v_org IN SELECT DISTINCT o.org_id FROM sms_outbox o WHERE o.id = ANY (p_ids) ORDER BY 1 LOOP
     PERFORM set_config('app.org_id', v_org::text, true);
+    -- Every statement below finds its rows by primary key.
+    v_ids := ARRAY(SELECT o.id FROM sms_outbox o WHERE o.id = ANY (p_ids) AND o.org_id = v_org);
 
     SELECT array_agg(k ORDER BY k) INTO v_keys
       FROM (SELECT DISTINCT hashtextextended('sms-rate|' || o.org_id::text || '|' || o.to_phone, 0) AS k
               FROM sms_outbox o
-             WHERE o.id = ANY (p_ids) AND o.org_id = v_org AND NOT o.bypass_rate_limit) s;
+             WHERE o.id = ANY (v_ids) AND NOT o.bypass_rate_limit) s;
     IF v_keys IS NOT NULL THEN
       PERFORM pg_advisory_xact_lock(k) FROM unnest(v_keys) AS k;
     END IF;
@@ -74,7 +86,7 @@ BEGIN
     -- A new statement, so its snapshot sees every row counted by whoever held
     -- these locks before us.
     RETURN QUERY
-    WITH r AS (
+    WITH r AS MATERIALIZED (
       SELECT o.id, o.to_phone, o.created_at, acc.provider AS acc_provider, acc.provider_message_id AS acc_pmid,
              acc.from_number AS acc_from,
              o.bypass_rate_limit OR EXISTS (SELECT 1 FROM sms_rate_log l WHERE l.org_id = v_org AND l.outbox_id = o.id)
@@ -93,38 +105,32 @@ BEGIN
         LEFT JOIN appointments a ON a.id = o.appointment_id
         LEFT JOIN LATERAL (SELECT t.id, t.provider, t.provider_message_id, t.from_number FROM sms_attempts t
                             WHERE t.outbox_id = o.id AND t.outcome IN ('accepted', 'reconciled') LIMIT 1) acc ON true
-       WHERE o.id = ANY (p_ids) AND o.org_id = v_org
-    ), ranked AS (
-      SELECT r.id, r.to_phone, row_number() OVER (PARTITION BY r.to_phone ORDER BY r.created_at, r.id) AS nth
+       WHERE o.id = ANY (v_ids)
+    ), ranked AS MATERIALIZED (
+      SELECT r.id, r.to_phone, row_number() OVER (PARTITION BY r.to_phone ORDER BY r.created_at, r.id) AS nth,
+             (SELECT count(*) FROM sms_rate_log l
+               WHERE l.org_id = v_org AND l.recipient = r.to_phone AND l.at > now() - interval '1 hour') AS used
         FROM r WHERE r.pre = 'send' AND NOT r.exempt
-    ), used AS (
-      SELECT l.recipient, count(*) AS n FROM sms_rate_log l
-       WHERE l.org_id = v_org AND l.recipient IN (SELECT ranked.to_phone FROM ranked)
-         AND l.at > now() - interval '1 hour'
-       GROUP BY l.recipient
-    ), allowed AS (
-      SELECT ranked.id, ranked.to_phone FROM ranked LEFT JOIN used u ON u.recipient = ranked.to_phone
-       WHERE COALESCE(u.n, 0) + ranked.nth <= v_limit
+    ), allowed AS MATERIALIZED (
+      SELECT ranked.id, ranked.to_phone FROM ranked WHERE ranked.used + ranked.nth <= v_limit
     ), logged AS (
       INSERT INTO sms_rate_log (org_id, recipient, outbox_id)
       SELECT v_org, allowed.to_phone, allowed.id FROM allowed
       ON CONFLICT DO NOTHING
       RETURNING 1
-    ), flight AS (
-      SELECT DISTINCT ON (t.outbox_id) t.outbox_id,
-             jsonb_build_object('attemptId', t.id, 'provider', t.provider, 'accountKey', t.account_key,
-                                'from', t.from_number, 'startedAt', t.started_at) AS j
-        FROM sms_attempts t
-       WHERE t.outbox_id IN (SELECT r.id FROM r WHERE r.pre = 'send') AND t.outcome = 'in_flight'
-       ORDER BY t.outbox_id, t.id DESC
     )
     SELECT r.id,
            CASE WHEN r.pre <> 'send' THEN r.pre
                 WHEN r.exempt OR r.id IN (SELECT allowed.id FROM allowed) THEN 'send'
                 ELSE 'rate_limited' END,
-           r.acc_provider, r.acc_pmid, r.acc_from,
-           CASE WHEN r.pre = 'send' THEN f.j END
-      FROM r LEFT JOIN flight f ON f.outbox_id = r.id;
+           r.acc_provider, r.acc_pmid, r.acc_from, f.j
+      FROM r
+      LEFT JOIN LATERAL (
+        SELECT jsonb_build_object('attemptId', t.id, 'provider', t.provider, 'accountKey', t.account_key,
+                                  'from', t.from_number, 'startedAt', t.started_at) AS j
+          FROM sms_attempts t
+         WHERE t.outbox_id = r.id AND t.outcome = 'in_flight'
+         ORDER BY t.id DESC LIMIT 1) f ON r.pre = 'send';
   END LOOP;
 END
 $$;
@@ -141,24 +147,27 @@ $$;
 CREATE FUNCTION sms_open_attempts(p_worker text, p_items jsonb)
 RETURNS TABLE (outbox_id uuid, attempt_id bigint, from_number text)
 LANGUAGE plpgsql
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
   v_org uuid;
+  v_ids uuid[];
 BEGIN
   FOR v_org IN SELECT DISTINCT (e ->> 'org')::uuid FROM jsonb_array_elements(p_items) e ORDER BY 1 LOOP
     PERFORM set_config('app.org_id', v_org::text, true);
+    v_ids := ARRAY(SELECT (e ->> 'outbox')::uuid FROM jsonb_array_elements(p_items) e WHERE (e ->> 'org')::uuid = v_org);
     RETURN QUERY
-    WITH i AS (
+    WITH i AS MATERIALIZED (
       SELECT x.* FROM jsonb_to_recordset(p_items)
                AS x(outbox uuid, org uuid, recipient text, provider text, account text, pool text[], preferred text,
                     "failedOver" boolean)
        WHERE x.org = v_org
     ), held AS (
       SELECT o.id FROM sms_outbox o
-       WHERE o.id IN (SELECT i.outbox FROM i) AND o.org_id = v_org AND o.status = 'sending' AND o.locked_by = p_worker
+       WHERE o.id = ANY (v_ids) AND o.org_id = v_org AND o.status = 'sending' AND o.locked_by = p_worker
          FOR SHARE
-    ), chosen AS (
+    ), chosen AS MATERIALIZED (
       SELECT i.*, CASE WHEN i.preferred IS NULL THEN NULL
                        WHEN s.from_number = ANY (i.pool) THEN s.from_number
                        ELSE i.preferred END AS sender
@@ -244,6 +253,16 @@ BEGIN
 END
 $$;
 
+-- The wait before a message's next run: base * 2^(runs - 1), capped at max,
+-- with "equal" jitter (half of it fixed, half random).
+CREATE FUNCTION sms_retry_delay(p_runs integer, p_base_ms integer, p_max_ms integer) RETURNS interval
+  LANGUAGE sql VOLATILE
+  AS $$
+    SELECT round(c / 2 + random() * c / 2) * interval '1 millisecond'
+      FROM (SELECT least(p_max_ms::double precision,
+                         p_base_ms * power(2::double precision, least(greatest(p_runs - 1, 0), 40))) AS c) cap
+  $$;
+
 -- Settles a batch of delivery runs: each item moves its row to its next state,
 -- guarded by the lease (locked_by = p_worker AND status = 'sending'), in one
 -- statement. An item whose run ends in "try again" goes back to pending with
@@ -262,17 +281,19 @@ CREATE FUNCTION sms_settle(p_worker text, p_items jsonb, p_retry_base_ms integer
                            p_max_attempts integer)
 RETURNS TABLE (outbox_id uuid, status text)
 LANGUAGE plpgsql
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
   v_org uuid;
+  v_ids uuid[] := ARRAY(SELECT (e ->> 'id')::uuid FROM jsonb_array_elements(p_items) e);
 BEGIN
   -- An attempt the provider accepted is a fact, recorded whether or not this
   -- worker still holds the row.
   FOR v_org IN SELECT DISTINCT (e ->> 'org')::uuid FROM jsonb_array_elements(p_items) e
                 WHERE e ? 'attempt' ORDER BY 1 LOOP
     PERFORM set_config('app.org_id', v_org::text, true);
-    WITH f AS (
+    WITH f AS MATERIALIZED (
       SELECT (e -> 'attempt' ->> 'id')::bigint AS id, e -> 'attempt' ->> 'outcome' AS outcome,
              e -> 'attempt' ->> 'errorClass' AS cls, e -> 'attempt' ->> 'code' AS code,
              e -> 'attempt' ->> 'message' AS msg, e -> 'attempt' ->> 'providerMessageId' AS pmid,
@@ -291,7 +312,7 @@ BEGIN
              latency_ms = COALESCE(f.latency, a.latency_ms),
              finished_at = now()
         FROM f
-       WHERE a.id = f.id AND f.outcome IN ('accepted', 'reconciled')
+       WHERE a.id = ANY (ARRAY(SELECT f.id FROM f)) AND a.id = f.id AND f.outcome IN ('accepted', 'reconciled')
       RETURNING a.id, a.outbox_id, a.account_key
     )
     UPDATE sms_attempts s
@@ -302,32 +323,31 @@ BEGIN
        AND s.id < closed.id;
   END LOOP;
 
+  -- `pending AND attempts >= p_max_attempts`: that run was the last one allowed.
   RETURN QUERY
-  WITH i AS (
-    SELECT x.*, x.status = 'pending' AND o.attempts >= p_max_attempts AS exhausted,
-           -- Backoff between runs: base * 2^(runs - 1), capped.
-           least(p_retry_max_ms::double precision,
-                 p_retry_base_ms * power(2::double precision, least(greatest(o.attempts - 1, 0), 40))) AS cap
-      FROM jsonb_to_recordset(p_items)
+  WITH i AS MATERIALIZED (
+    SELECT x.* FROM jsonb_to_recordset(p_items)
              AS x(id uuid, status text, reason text, "errorClass" text, code text, message text, provider text,
                   "providerMessageId" text, "from" text)
-      JOIN sms_outbox o ON o.id = x.id
   ), moved AS (
     UPDATE sms_outbox o
-       SET status = CASE WHEN i.exhausted THEN 'failed' ELSE i.status END,
-           next_attempt_at = CASE WHEN i.status = 'pending' AND NOT i.exhausted
-                                  THEN now() + round(i.cap / 2 + random() * i.cap / 2) * interval '1 millisecond'
+       SET status = CASE WHEN i.status = 'pending' AND o.attempts >= p_max_attempts THEN 'failed' ELSE i.status END,
+           next_attempt_at = CASE WHEN i.status = 'pending' AND o.attempts < p_max_attempts
+                                  THEN now() + sms_retry_delay(o.attempts, p_retry_base_ms, p_retry_max_ms)
                                   ELSE o.next_attempt_at END,
            sent_at = CASE WHEN i.status = 'sent' THEN now() ELSE o.sent_at END,
-           failed_at = CASE WHEN i.status = 'failed' OR i.exhausted THEN now() ELSE o.failed_at END,
-           failure_reason = CASE WHEN i.exhausted THEN 'retries_exhausted'
+           failed_at = CASE WHEN i.status = 'failed' OR (i.status = 'pending' AND o.attempts >= p_max_attempts)
+                            THEN now() ELSE o.failed_at END,
+           failure_reason = CASE WHEN i.status = 'pending' AND o.attempts >= p_max_attempts THEN 'retries_exhausted'
                                  WHEN i.status IN ('failed', 'cancelled') THEN i.reason
                                  ELSE o.failure_reason END,
-           last_error = CASE WHEN i.exhausted THEN left('retries_exhausted: ' || i.reason || ': ' || i.message, 500)
+           last_error = CASE WHEN i.status = 'pending' AND o.attempts >= p_max_attempts
+                             THEN left('retries_exhausted: ' || i.reason || ': ' || i.message, 500)
                              WHEN i.status IN ('pending', 'failed') THEN left(i.reason || ': ' || i.message, 500)
                              WHEN i.status = 'cancelled' THEN i.reason
                              ELSE o.last_error END,
-           last_error_class = CASE WHEN i.exhausted THEN COALESCE(i."errorClass", 'retries_exhausted')
+           last_error_class = CASE WHEN i.status = 'pending' AND o.attempts >= p_max_attempts
+                                   THEN COALESCE(i."errorClass", 'retries_exhausted')
                                    WHEN i.status IN ('pending', 'failed') THEN COALESCE(i."errorClass", i.reason)
                                    ELSE o.last_error_class END,
            last_error_code = CASE WHEN i.status IN ('pending', 'failed') THEN i.code ELSE o.last_error_code END,
@@ -337,11 +357,10 @@ BEGIN
            from_number = CASE WHEN i.status = 'sent' THEN COALESCE(i."from", o.from_number) ELSE o.from_number END,
            locked_until = NULL, locked_by = NULL, updated_at = now()
       FROM i
-     WHERE o.id = i.id AND o.locked_by = p_worker AND o.status = 'sending'
+     WHERE o.id = ANY (v_ids) AND o.id = i.id AND o.locked_by = p_worker AND o.status = 'sending'
     RETURNING o.id, o.status
   )
-  SELECT x.id, COALESCE(m.status, 'not_held')
-    FROM jsonb_to_recordset(p_items) AS x(id uuid) LEFT JOIN moved m ON m.id = x.id;
+  SELECT i.id, COALESCE(m.status, 'not_held') FROM i LEFT JOIN moved m ON m.id = i.id;
 END
 $$;
 
@@ -383,5 +402,5 @@ $$;
 
 DROP FUNCTION sms_gate(uuid, integer);
 
-REVOKE ALL ON FUNCTION sms_gate_batch, sms_open_attempts, sms_settle, sms_requeue FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sms_gate_batch, sms_open_attempts, sms_settle, sms_requeue TO clinic_worker;
+REVOKE ALL ON FUNCTION sms_gate_batch, sms_open_attempts, sms_retry_delay, sms_settle, sms_requeue FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_gate_batch, sms_open_attempts, sms_retry_delay, sms_settle, sms_requeue TO clinic_worker;

@@ -102,12 +102,18 @@ export class OutboxWorker {
   }
 
   private async run(): Promise<void> {
+    const concurrency = this.cfg.SMS_WORKER_CONCURRENCY;
+    // Slots are refilled a batch at a time: claiming each slot as it frees up
+    // would cost, per message, the statements that batching saves.
+    const refill = Math.max(1, Math.min(this.cfg.SMS_WORKER_BATCH, Math.ceil(concurrency / 2)));
     while (this.running) {
+      let asked = 0;
       let claimed = 0;
       try {
-        const free = this.cfg.SMS_WORKER_CONCURRENCY - this.inFlight.size;
-        if (free > 0) {
-          const rows = await this.outbox.claimDue(Math.min(free, this.cfg.SMS_WORKER_BATCH));
+        const free = concurrency - this.inFlight.size;
+        if (free >= refill || (free > 0 && this.inFlight.size === 0)) {
+          asked = Math.min(free, this.cfg.SMS_WORKER_BATCH);
+          const rows = await this.outbox.claimDue(asked);
           outboxBacklog.set(rows.length);
           claimed = rows.length;
           for (const row of rows) void this.track(this.process(row)).catch(() => {});
@@ -115,9 +121,9 @@ export class OutboxWorker {
       } catch (err) {
         this.log.error({ err }, 'outbox claim failed');
       }
-      // A full batch means more is probably due: go again at once.
-      if (claimed > 0 && claimed >= this.cfg.SMS_WORKER_BATCH) continue;
-      if (this.inFlight.size >= this.cfg.SMS_WORKER_CONCURRENCY) {
+      // Everything asked for was due: more probably is. Go again at once.
+      if (asked > 0 && claimed === asked) continue;
+      if (concurrency - this.inFlight.size < refill && this.inFlight.size > 0) {
         await Promise.race([...this.inFlight]).catch(() => {});
         continue;
       }
