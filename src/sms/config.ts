@@ -141,6 +141,8 @@ export interface LoadedChain {
  */
 export class ChainLoader {
   private readonly cache: LRUCache<string, LoadedChain>;
+  /** Loads under way, so that a burst of messages for one clinic reads its chain once. */
+  private readonly loading = new Map<string, Promise<LoadedChain | null>>();
   private built = new Map<string, { blob: string; provider: SmsProvider }>();
   private sandbox = createSandboxProvider({ name: 'dry-run' });
 
@@ -160,12 +162,34 @@ export class ChainLoader {
 
   invalidate(orgId: string): void {
     this.cache.delete(orgId);
+    this.loading.delete(orgId);
   }
 
   async load(orgId: string): Promise<LoadedChain | null> {
     const hit = this.cache.get(orgId);
     if (hit) return hit;
-    const loaded = await withOrg(this.workerSql, orgId, async (tx) => {
+    let pending = this.loading.get(orgId);
+    if (!pending) {
+      pending = this.read(orgId);
+      this.loading.set(orgId, pending);
+      const mine = pending;
+      void mine.then(
+        (loaded) => {
+          // Not cached when the clinic's chain was replaced while it was being read.
+          if (this.loading.get(orgId) !== mine) return;
+          this.loading.delete(orgId);
+          if (loaded) this.cache.set(orgId, loaded);
+        },
+        () => {
+          if (this.loading.get(orgId) === mine) this.loading.delete(orgId);
+        },
+      );
+    }
+    return pending;
+  }
+
+  private async read(orgId: string): Promise<LoadedChain | null> {
+    return withOrg(this.workerSql, orgId, async (tx) => {
       const [settings] = await tx<{ enabled: boolean }[]>`SELECT enabled FROM sms_settings`;
       if (!settings) return null;
       const rows = await tx<ProviderRow[]>`SELECT position, kind, credentials_enc, sender_numbers FROM sms_providers ORDER BY position`;
@@ -189,8 +213,6 @@ export class ChainLoader {
       }
       return chain;
     });
-    if (loaded) this.cache.set(orgId, loaded);
-    return loaded;
   }
 
   /**

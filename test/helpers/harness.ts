@@ -43,7 +43,7 @@ export interface Harness {
 
 export async function startHarness(
   env: Record<string, string> = {},
-  opts: { ownerUrl?: string; now?: () => DateTime } = {},
+  opts: { ownerUrl?: string; now?: () => DateTime; log?: pino.Logger } = {},
 ): Promise<Harness> {
   const ownerUrl = opts.ownerUrl ?? (await freshDatabase());
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-tools-data-'));
@@ -64,7 +64,7 @@ export async function startHarness(
     workerDbPassword: 'worker-password-for-tests',
     generated: [],
   };
-  const log = pino({ level: cfg.LOG_LEVEL });
+  const log = opts.log ?? pino({ level: cfg.LOG_LEVEL });
   const runtime = await createRuntime({ cfg, secrets, ownerUrl, log, embedded: false, ...(opts.now ? { now: opts.now } : {}) });
   const owner = postgres(ownerUrl, { max: 4, onnotice: () => {} });
   return {
