@@ -9,6 +9,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { MOVES } from '../src/sms/outbox.js';
 import { CODE_TABLES } from '../src/sms/providers/index.js';
 import type { ErrorClass } from '../src/sms/types.js';
 
@@ -41,8 +42,17 @@ function codesSection(): string {
   return lines.join('\n');
 }
 
+function movesSection(): string {
+  const lines = ['| move | from | to | made by | when |', '|---|---|---|---|---|'];
+  for (const m of MOVES) lines.push(`| ${m.move} | ${m.from ?? '(new row)'} | ${m.to ?? '(deleted)'} | ${m.by} | ${m.when} |`);
+  return lines.join('\n');
+}
+
 export type Section = { name: string; render: () => string };
-export const SECTIONS: Section[] = [{ name: 'error-codes', render: codesSection }];
+export const SECTIONS: Section[] = [
+  { name: 'outbox-moves', render: movesSection },
+  { name: 'error-codes', render: codesSection },
+];
 
 /** The document with every generated section replaced by what the code says now. */
 export function renderSmsDoc(doc: string, sections: Section[] = SECTIONS): string {
