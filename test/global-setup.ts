@@ -2,7 +2,9 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
+import postgres from 'postgres';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
+import { migrate } from '../src/db/migrate.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -22,6 +24,15 @@ export default async function setup(project: TestProject) {
     database: 'postgres',
     settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' },
   });
+  // The app roles are cluster-wide: created here once, by the migrations
+  // themselves, so that test files migrating their own databases in parallel
+  // do not race to create them.
+  const owner = postgres(db.ownerUrl, { max: 1, onnotice: () => {} });
+  try {
+    await migrate(owner);
+  } finally {
+    await owner.end();
+  }
   project.provide('clusterUrl', db.ownerUrl);
   return async () => {
     await db.stop();
