@@ -102,7 +102,10 @@ BEGIN
                ELSE 'send'
              END AS pre
         FROM sms_outbox o
-        LEFT JOIN appointments a ON a.id = o.appointment_id
+        -- Lateral with a LIMIT, which the planner does not flatten into a join
+        -- over the clinic's whole appointment book: one primary-key lookup per row.
+        LEFT JOIN LATERAL (SELECT ap.status, ap.starts_at FROM appointments ap
+                            WHERE ap.id = o.appointment_id LIMIT 1) a ON true
         LEFT JOIN LATERAL (SELECT t.id, t.provider, t.provider_message_id, t.from_number FROM sms_attempts t
                             WHERE t.outbox_id = o.id AND t.outcome IN ('accepted', 'reconciled') LIMIT 1) acc ON true
        WHERE o.id = ANY (v_ids)
