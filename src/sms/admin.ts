@@ -50,7 +50,7 @@ export function smsAdminRouter(
       }),
       req.query,
     );
-    const page = await listDeadLetters(sms.workerSql, q, isUuid);
+    const page = await listDeadLetters(sms.workerSql, q);
     if (page === 'bad_cursor') throw new HttpError(400, 'invalid_request', 'Bad cursor.');
     res.json(page);
   });

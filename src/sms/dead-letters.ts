@@ -5,6 +5,7 @@
  * the outbox across clinics.
  */
 import type { Sql } from 'postgres';
+import { isUuid } from '../booking/appointments.js';
 import { requeue, type OutboxStatus, type RunOutcome } from './outbox.js';
 import type { OutboxWorker } from './worker.js';
 
@@ -58,7 +59,6 @@ export type DeadLetter = ReturnType<typeof view>;
 export async function listDeadLetters(
   sql: Sql,
   q: { limit: number; before?: string | undefined; orgId?: string | undefined },
-  isUuid: (s: string) => boolean,
 ): Promise<{ items: DeadLetter[]; next: string | null } | 'bad_cursor'> {
   let cursor: { us: string; id: string } | null = null;
   if (q.before) {
