@@ -5,6 +5,8 @@ import type { TestProject } from 'vitest/node';
 import postgres from 'postgres';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
 import { migrate } from '../src/db/migrate.js';
+import { APP_ROLE, WORKER_ROLE, enableRoleLogin } from '../src/db/roles.js';
+import { APP_DB_PASSWORD, WORKER_DB_PASSWORD } from './helpers/harness.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -25,11 +27,13 @@ export default async function setup(project: TestProject) {
     settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' },
   });
   // The app roles are cluster-wide: created here once, by the migrations
-  // themselves, so that test files migrating their own databases in parallel
-  // do not race to create them.
+  // themselves, with their passwords, so that test files starting in parallel
+  // do not race to create or alter them.
   const owner = postgres(db.ownerUrl, { max: 1, onnotice: () => {} });
   try {
     await migrate(owner);
+    await enableRoleLogin(owner, APP_ROLE, APP_DB_PASSWORD);
+    await enableRoleLogin(owner, WORKER_ROLE, WORKER_DB_PASSWORD);
   } finally {
     await owner.end();
   }

@@ -8,12 +8,16 @@ import postgres, { type Sql } from 'postgres';
 import supertest from 'supertest';
 import { inject } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.js';
+import { APP_ROLE, WORKER_ROLE, urlForRole } from '../../src/db/roles.js';
 import { createRuntime, type Runtime } from '../../src/runtime.js';
 import type { Secrets } from '../../src/secrets.js';
 import { generateKeySpec } from '../../src/sms/crypto.js';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
 export const JWT_SECRET = 'test-jwt-secret-0123456789abcdefghijklmnop';
+/** Set once on the cluster-wide app roles by the global setup. */
+export const APP_DB_PASSWORD = 'app-password-for-tests';
+export const WORKER_DB_PASSWORD = 'worker-password-for-tests';
 
 /** A new, empty database on the suite's cluster, so test files never share rows or workers. */
 export async function freshDatabase(): Promise<string> {
@@ -54,14 +58,18 @@ export async function startHarness(
     SEED_DEMO: 'false',
     SMS_WORKER_ENABLED: 'false',
     DB_POOL_MAX: '20',
+    // Given, so the runtime does not set the roles' passwords itself: files
+    // starting at the same time would ALTER the same role concurrently.
+    APP_DATABASE_URL: urlForRole(ownerUrl, APP_ROLE, APP_DB_PASSWORD),
+    WORKER_DATABASE_URL: urlForRole(ownerUrl, WORKER_ROLE, WORKER_DB_PASSWORD),
     ...env,
   });
   const secrets: Secrets = {
     jwtSecret: JWT_SECRET,
     adminToken: ADMIN_TOKEN,
     credentialsKey: env.CREDENTIALS_KEY ?? generateKeySpec('k1'),
-    appDbPassword: 'app-password-for-tests',
-    workerDbPassword: 'worker-password-for-tests',
+    appDbPassword: APP_DB_PASSWORD,
+    workerDbPassword: WORKER_DB_PASSWORD,
     generated: [],
   };
   const log = opts.log ?? pino({ level: cfg.LOG_LEVEL });
