@@ -100,7 +100,15 @@ const schema = z.object({
   SMS_RETRY_MAX_MS: intFrom(300_000, 100, 86_400_000),
   SMS_BREAKER_THRESHOLD: intFrom(3, 1, 100),
   SMS_BREAKER_COOLDOWN_MS: intFrom(60_000, 100, 3_600_000),
-  SMS_LEASE_MS: intFrom(30_000, 1000, 3_600_000),
+  /**
+   * The SDKs' own request timeout is SMS_ATTEMPT_TIMEOUT_MS plus this, and a
+   * request the engine stopped waiting for is given this long (plus 250 ms) to
+   * answer late before it counts as ambiguous.
+   */
+  SMS_SDK_TIMEOUT_MARGIN_MS: intFrom(1000, 0, 60_000),
+  /** After this long an ambiguous attempt that still cannot be reconciled is given up on and the message may be resent. */
+  SMS_RECONCILE_WINDOW_MS: intFrom(600_000, 1000, 86_400_000),
+  SMS_LEASE_MS: intFrom(30_000, 200, 3_600_000),
   SMS_WORKER_POLL_MS: intFrom(500, 10, 60_000),
   SMS_WORKER_BATCH: intFrom(20, 1, 500),
   SMS_WORKER_CONCURRENCY: intFrom(16, 1, 256),

@@ -98,3 +98,25 @@ export function phoneForLog(e164: string | undefined | null): string | undefined
   const hash = createHash('sha256').update(e164).digest('hex').slice(0, 10);
   return `…${digits.slice(-4)}#${hash}`;
 }
+
+// Phone-like runs in free text: E.164 or a bare run of 7-15 digits, or a
+// formatted North American number. Not inside words, ids or UUIDs (a hex id or
+// the last group of a UUID can hold a long digit run), and not dates.
+const PHONE_IN_TEXT =
+  /(?<![\p{L}\p{N}_-])(?:\+\d(?:[ .-]?\d){6,14}|\d{7,15}|(?:\+?1[ .-]?)?\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4})(?![\p{L}\p{N}_-])/gu;
+
+/**
+ * Provider error texts can quote the patient's number ("Unable to list
+ * messages To=+14155550177"). Every phone-like run becomes what phoneForLog
+ * shows (last four digits, plus the hash when the run is a full E.164 number),
+ * so such text can go to a log line or an admin list.
+ */
+export function scrubPhones(text: string): string;
+export function scrubPhones(text: string | undefined): string | undefined;
+export function scrubPhones(text: string | undefined): string | undefined {
+  if (!text) return text;
+  return text.replace(PHONE_IN_TEXT, (run) => {
+    if (/^\+\d{7,15}$/.test(run)) return phoneForLog(run)!;
+    return `…${run.replace(/\D/g, '').slice(-4)}`;
+  });
+}

@@ -18,7 +18,7 @@ import { computeSlots, describeHours, isWithinOpeningHours } from '../src/bookin
 import type { OrgContext, Practitioner, Service } from '../src/booking/org.js';
 import * as time from '../src/booking/time.js';
 import { isoLocal, parseLocalTime, resolveLocal, spokenClock, type LocalDate } from '../src/booking/time.js';
-import { renderConfirmation } from '../src/sms/text.js';
+import { renderConfirmation } from '../src/sms/texts.js';
 import { putSms } from './helpers/sms.js';
 import { callTools, createOrg, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
 

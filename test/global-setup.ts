@@ -5,6 +5,8 @@ import type { TestProject } from 'vitest/node';
 import postgres from 'postgres';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
 import { migrate } from '../src/db/migrate.js';
+import { APP_ROLE, WORKER_ROLE, enableRoleLogin } from '../src/db/roles.js';
+import { APP_DB_PASSWORD, WORKER_DB_PASSWORD } from './helpers/harness.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -27,8 +29,10 @@ export default async function setup(project: TestProject) {
     settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' },
   });
   project.provide('clusterUrl', db.ownerUrl);
-  // Migrate once; each test file's database is a copy. No connection may stay
-  // open on a template while it is copied, so this one is closed at once.
+  // Migrate once, into a template each test file's database is copied from.
+  // The migrations also create the cluster-wide app roles, and their passwords
+  // are set here once, so files starting in parallel never race to create or
+  // alter them. No connection may stay open on a template while it is copied.
   const template = 'clinic_template';
   const admin = postgres(db.ownerUrl, { max: 1, onnotice: () => {} });
   await admin.unsafe(`CREATE DATABASE ${template}`);
@@ -36,8 +40,13 @@ export default async function setup(project: TestProject) {
   const url = new URL(db.ownerUrl);
   url.pathname = `/${template}`;
   const owner = postgres(url.toString(), { max: 1, onnotice: () => {} });
-  await migrate(owner);
-  await owner.end();
+  try {
+    await migrate(owner);
+    await enableRoleLogin(owner, APP_ROLE, APP_DB_PASSWORD);
+    await enableRoleLogin(owner, WORKER_ROLE, WORKER_DB_PASSWORD);
+  } finally {
+    await owner.end();
+  }
   project.provide('templateDatabase', template);
   return async () => {
     await db.stop();

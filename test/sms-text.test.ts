@@ -1,12 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import {
-  GSM7_BASIC_TABLE,
-  GSM7_EXTENSION_TABLE,
-  isGsm7,
-  renderConfirmation,
-  segmentInfo,
-  toGsm7,
-} from '../src/sms/text.js';
+import { GSM7_BASIC_TABLE, GSM7_EXTENSION_TABLE, isGsm7, segmentInfo, toGsm7 } from '../src/sms/gsm7.js';
+import { renderConfirmation } from '../src/sms/texts.js';
 
 const NY = 'America/New_York';
 
@@ -295,5 +289,23 @@ describe('renderConfirmation', () => {
       if (before === undefined) delete process.env.TZ;
       else process.env.TZ = before;
     }
+  });
+});
+
+describe('scrubPhones (provider text on its way to logs and admin lists)', () => {
+  it('masks E.164 numbers like phoneForLog, and bare or formatted phone numbers to their last four digits', async () => {
+    const { phoneForLog, scrubPhones } = await import('../src/log.js');
+    expect(scrubPhones('twilio HTTP 500 code 20500: Unable to list messages To=+14155550177')).toBe(
+      `twilio HTTP 500 code 20500: Unable to list messages To=${phoneForLog('+14155550177')}`,
+    );
+    expect(scrubPhones('call 4155550177, (415) 555-0177 or +1 415 555 0177')).toBe('call …0177, …0177 or …0177');
+    expect(scrubPhones('+44 20 7946 0958')).toBe('…0958');
+  });
+
+  it('leaves codes, statuses, dates, ids and UUIDs alone', async () => {
+    const { scrubPhones } = await import('../src/log.js');
+    const text = 'code 21211 HTTP 400 after 2000 ms on 2026-12-01, SM1234567890abcdef1234567890abcdef, 123e4567-e89b-12d3-a456-426614174000';
+    expect(scrubPhones(text)).toBe(text);
+    expect(scrubPhones(undefined)).toBeUndefined();
   });
 });

@@ -1,51 +1,13 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { isUuid } from '../booking/appointments.js';
-import type { Config } from '../config.js';
 import type { AppDeps } from '../deps.js';
 import { AppError, notFound } from '../errors.js';
 import { getSmsConfig, putSmsConfig, smsConfigSchema } from '../sms/config.js';
+import { deleteDeadLetter, listDeadLetters, retryDeadLetter } from '../sms/dead-letters.js';
 import { orgIdParam, pageQuery } from './admin.js';
 import { scopeOf } from './auth.js';
 import type { RouteRegistry } from './registry.js';
-
-interface FailedRow {
-  id: string;
-  org_id: string;
-  appointment_id: string;
-  kind: string;
-  to_phone: string;
-  body: string;
-  attempts: number;
-  provider: string | null;
-  last_error: string | null;
-  last_error_class: string | null;
-  last_error_code: string | null;
-  failure_reason: string | null;
-  created_at: Date;
-  failed_at: Date;
-  /** failed_at in microseconds since the epoch, as text: a Date would drop the microseconds the ORDER BY uses. */
-  failed_us: string;
-  provider_attempts: number;
-}
-
-const view = (r: FailedRow) => ({
-  id: r.id,
-  orgId: r.org_id,
-  appointmentId: r.appointment_id,
-  kind: r.kind,
-  to: r.to_phone,
-  body: r.body,
-  provider: r.provider,
-  reason: r.failure_reason,
-  error: r.last_error,
-  errorClass: r.last_error_class,
-  errorCode: r.last_error_code,
-  runs: r.attempts,
-  providerAttempts: Number(r.provider_attempts),
-  createdAt: r.created_at.toISOString(),
-  failedAt: r.failed_at.toISOString(),
-});
 
 const NO_STORE = { 'Cache-Control': 'no-store' };
 const EXAMPLE_ID = '5eed0000-0000-4000-8000-000000000001';
@@ -129,30 +91,10 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       responses: { 200: { description: '`{items:[...], next}`' }, 400: { description: 'invalid_request (e.g. a bad cursor)' } },
       example: { query: { limit: '50' } },
     },
-    async (_req, res, { query: q }) => {
-      let cursor: { us: string; id: string } | null = null;
-      if (q.before) {
-        const [us, id] = Buffer.from(q.before, 'base64url').toString('utf8').split('|');
-        if (!us || !/^\d{1,18}$/.test(us) || !id || !isUuid(id)) throw new AppError(400, 'invalid_request', 'Bad cursor.');
-        cursor = { us, id };
-      }
-      const rows = await workerSql<FailedRow[]>`
-        SELECT o.id, o.org_id, o.appointment_id, o.kind, o.to_phone, o.body, o.attempts, o.provider, o.last_error,
-               o.last_error_class, o.last_error_code, o.failure_reason, o.created_at, o.failed_at,
-               (extract(epoch FROM o.failed_at) * 1000000)::bigint::text AS failed_us,
-               (SELECT count(*) FROM sms_attempts a WHERE a.outbox_id = o.id AND a.outcome <> 'skipped') AS provider_attempts
-          FROM sms_outbox o
-         WHERE o.status = 'failed'
-           ${q.orgId ? workerSql`AND o.org_id = ${q.orgId}` : workerSql``}
-           ${cursor ? workerSql`AND (o.failed_at, o.id) < (timestamptz 'epoch' + ${cursor.us}::bigint * interval '1 microsecond', ${cursor.id}::uuid)` : workerSql``}
-         ORDER BY o.failed_at DESC, o.id DESC
-         LIMIT ${q.limit + 1}`;
-      const items = rows.slice(0, q.limit);
-      const last = items[items.length - 1];
-      res.set(NO_STORE).json({
-        items: items.map(view),
-        next: rows.length > q.limit && last ? Buffer.from(`${last.failed_us}|${last.id}`).toString('base64url') : null,
-      });
+    async (_req, res, { query }) => {
+      const page = await listDeadLetters(workerSql, query);
+      if (page === 'bad_cursor') throw new AppError(400, 'invalid_request', 'Bad cursor.');
+      res.set(NO_STORE).json(page);
     },
   );
 
@@ -170,31 +112,12 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
     async (req, res) => {
       const id = String(req.params.id);
       if (!isUuid(id)) throw notFound('message');
-      const delivered = workerSql`
-        EXISTS (SELECT 1 FROM sms_attempts a WHERE a.outbox_id = o.id AND a.outcome IN ('accepted', 'reconciled'))
-        OR EXISTS (SELECT 1 FROM sms_outbox n WHERE n.org_id = o.org_id AND n.appointment_id = o.appointment_id
-                      AND n.id <> o.id AND n.status = 'sent' AND n.created_at > o.created_at)`;
-      const [row] = await workerSql<{ id: string }[]>`
-        UPDATE sms_outbox o
-           SET status = 'pending', next_attempt_at = now(), attempts = 0, bypass_rate_limit = true,
-               failed_at = NULL, failure_reason = NULL, locked_until = NULL, locked_by = NULL, updated_at = now()
-         WHERE o.id = ${id} AND o.status = 'failed' AND NOT (${delivered})
-        RETURNING o.id`;
-      if (!row) {
-        const [cur] = await workerSql<{ status: string; delivered: boolean }[]>`
-          SELECT o.status, (${delivered}) AS delivered FROM sms_outbox o WHERE o.id = ${id}`;
-        if (!cur) throw notFound('message');
-        if (cur.delivered || cur.status === 'sent') {
-          throw new AppError(409, 'already_delivered', 'The patient already has a confirmation for this appointment.');
-        }
-        throw new AppError(409, 'not_failed', `The message is ${cur.status}, not failed.`);
-      }
+      const r = await retryDeadLetter(workerSql, worker, id, cfg.SMS_RESPONSE_BUDGET_MS);
+      if (r.result === 'not_found') throw notFound('message');
+      if (r.result === 'already_delivered') throw new AppError(409, 'already_delivered', 'The patient already has a confirmation for this appointment.');
+      if (r.result !== 'requeued') throw new AppError(409, 'not_failed', `The message is ${r.status}, not failed.`);
       req.log.info({ outboxId: id }, 'dead letter re-queued by admin');
-      const run = worker.processNow(id).catch(() => null);
-      const outcome = await Promise.race([run, new Promise<null>((r) => setTimeout(() => r(null), cfg.SMS_RESPONSE_BUDGET_MS).unref())]);
-      const [now] = await workerSql<{ status: string; provider: string | null; last_error: string | null }[]>`
-        SELECT status, provider, last_error FROM sms_outbox WHERE id = ${id}`;
-      res.status(202).json({ id, status: now?.status ?? 'pending', provider: now?.provider ?? null, run: outcome });
+      res.status(202).json({ id, status: r.status, provider: r.provider, run: r.run });
     },
   );
 
@@ -212,8 +135,7 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
     async (req, res) => {
       const id = String(req.params.id);
       if (!isUuid(id)) throw notFound('message');
-      const rows = await workerSql`DELETE FROM sms_outbox WHERE id = ${id} AND status = 'failed' RETURNING id`;
-      if (rows.length === 0) throw new AppError(404, 'not_found', 'No failed message with that id.');
+      if (!(await deleteDeadLetter(workerSql, id))) throw new AppError(404, 'not_found', 'No failed message with that id.');
       res.status(204).end();
     },
   );
@@ -244,7 +166,7 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
           kind: l.kind,
           decrypts: true,
           senders: l.pool.length,
-          reachable: await reachable(l.kind, cfg),
+          reachable: l.provider.probe ? (await l.provider.probe()).reachable : null,
         })),
         ...chain.broken.map(async (b) => ({ position: b.position, kind: b.kind, decrypts: false, senders: 0, reachable: null })),
       ]);
@@ -255,21 +177,4 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
   );
 
   return router;
-}
-
-/** Any HTTP answer from the provider's API host within 2 s counts as reachable. */
-async function reachable(kind: string, cfg: Config): Promise<boolean | null> {
-  const base =
-    kind === 'twilio'
-      ? (cfg.TWILIO_API_BASE_URL ?? 'https://api.twilio.com')
-      : kind === 'telnyx'
-        ? (cfg.TELNYX_API_BASE_URL ?? 'https://api.telnyx.com/v2')
-        : null;
-  if (!base) return null;
-  try {
-    await fetch(base, { method: 'GET', signal: AbortSignal.timeout(2000) });
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -1,90 +1,39 @@
 /**
- * Turns whatever an SDK throws into a ProviderSendError with one ErrorClass.
+ * The generic half of error classification: HTTP statuses, network errors and
+ * the safe default. Each provider's own codes live in its adapter
+ * (providers/twilio.ts, providers/telnyx.ts), which passes its table in here.
  *
  * The class decides whether a patient may get two confirmation texts (retrying an
  * attempt that was in fact accepted) or none (giving up on one that was not), so
  * every rule here errs towards "ambiguous" when we cannot prove nothing was sent.
  */
-import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'telnyx';
-import { ProviderSendError, type ErrorClass, type ProviderKind, type SendAccepted } from './types.js';
+import { scrubPhones } from '../log.js';
+import { ProviderSendError, type CodeRule, type CodeTable, type ErrorClass, type ProviderKind, type SendAccepted } from './types.js';
 
-interface Rule {
-  errorClass: ErrorClass;
-  optOut?: true;
-}
-
-const transient: Rule = { errorClass: 'transient' };
-const provider: Rule = { errorClass: 'provider' };
-const recipient: Rule = { errorClass: 'recipient' };
-const optedOut: Rule = { errorClass: 'recipient', optOut: true };
-const ambiguous: Rule = { errorClass: 'ambiguous' };
-
-/**
- * The one code table. Keys are namespaced because Twilio and Telnyx number spaces
- * are unrelated; `net:` holds socket-level error codes shared by both SDKs.
- */
-export const CODE_TABLE: Readonly<Record<string, Rule>> = {
-  // Rate limits: the provider refused before processing, so the same provider may take it later.
-  'twilio:20429': transient,
-  'telnyx:10011': transient,
-
-  // Credentials: this account cannot send at all; another provider can.
-  'twilio:20003': provider,
-  'telnyx:10009': provider,
-
-  // Sender configuration (bad/unregistered/unhealthy numbers, disabled profiles).
-  'twilio:21212': provider,
-  'twilio:21606': provider,
-  'twilio:21611': provider,
-  'twilio:30032': provider,
-  'twilio:30034': provider,
-  'telnyx:40305': provider,
-  'telnyx:40010': provider,
-  'telnyx:40013': provider,
-  'telnyx:40306': provider,
-  'telnyx:40312': provider,
-  'telnyx:40314': provider,
-  'telnyx:40315': provider,
-  'telnyx:40321': provider,
-  'telnyx:40329': provider,
-
-  // Geo permissions are per account; another provider may be allowed to reach the region.
-  'twilio:21408': provider,
-  'telnyx:40309': provider,
-  // Not reachable with this To/From pairing: a routing/sender restriction, not a dead number.
-  'twilio:21612': provider,
-
-  // The number itself cannot receive SMS: no provider will do better.
-  'twilio:21211': recipient,
-  'twilio:21614': recipient,
-  'telnyx:40310': recipient,
-  'telnyx:40012': recipient,
-  'telnyx:40001': recipient,
-
-  // STOP is a compliance block: failing over to another carrier would violate the opt-out.
-  'twilio:21610': optedOut,
-  'telnyx:40300': optedOut,
-
+/** Socket-level error codes, shared by every SDK (undici, axios, node:http). */
+export const NETWORK_CODES: CodeTable = {
   // The connection never got as far as sending the request.
-  'net:ECONNREFUSED': transient,
-  'net:ENOTFOUND': transient,
-  'net:EAI_AGAIN': transient,
-  'net:EHOSTUNREACH': transient,
-  'net:ENETUNREACH': transient,
-  'net:UND_ERR_CONNECT_TIMEOUT': transient,
+  ECONNREFUSED: { errorClass: 'transient', meaning: 'connection refused' },
+  ENOTFOUND: { errorClass: 'transient', meaning: 'DNS name not found' },
+  EAI_AGAIN: { errorClass: 'transient', meaning: 'DNS lookup failed for now' },
+  EHOSTUNREACH: { errorClass: 'transient', meaning: 'host unreachable' },
+  ENETUNREACH: { errorClass: 'transient', meaning: 'network unreachable' },
+  UND_ERR_CONNECT_TIMEOUT: { errorClass: 'transient', meaning: 'connect timed out' },
 
   // The request may have reached the provider before the connection died or we stopped waiting.
-  'net:TIMEOUT': ambiguous,
-  'net:ECONNRESET': ambiguous,
-  'net:EPIPE': ambiguous,
-  'net:UND_ERR_SOCKET': ambiguous,
+  TIMEOUT: { errorClass: 'ambiguous', meaning: 'no answer in time after the request was sent' },
+  ECONNRESET: { errorClass: 'ambiguous', meaning: 'connection reset mid-request' },
+  EPIPE: { errorClass: 'ambiguous', meaning: 'connection closed while sending' },
+  UND_ERR_SOCKET: { errorClass: 'ambiguous', meaning: 'socket closed mid-request' },
 };
 
 /** Codes that mean "we gave up waiting"; reported uniformly as TIMEOUT. */
 const TIMEOUT_CODES = new Set(['ECONNABORTED', 'ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
-export function ruleFor(kind: ProviderKind | 'net', code: string | number | undefined): Rule | undefined {
-  return code === undefined ? undefined : CODE_TABLE[`${kind}:${String(code)}`];
+export function ruleFor(table: CodeTable, code: string | number | undefined): CodeRule | undefined {
+  if (code === undefined) return undefined;
+  const key = String(code);
+  return Object.hasOwn(table, key) ? table[key] : undefined;
 }
 
 /**
@@ -97,22 +46,24 @@ export function ruleFor(kind: ProviderKind | 'net', code: string | number | unde
  *   sent, and a different provider may well accept it.
  * - anything else (e.g. an unexpected 3xx) → ambiguous: we cannot prove it was not sent.
  */
-function fromHttp(
+export function classifyHttp(
   kind: ProviderKind,
+  codes: CodeTable,
   status: number,
   code: string | undefined,
   detail: string,
   cause: unknown,
   optOut = false,
 ): ProviderSendError {
-  const rule = ruleFor(kind, code);
+  const rule = ruleFor(codes, code);
   let errorClass: ErrorClass;
   if (rule) errorClass = rule.errorClass;
   else if (status === 429 || status >= 500) errorClass = 'transient';
   else if (status >= 400) errorClass = 'provider';
   else errorClass = 'ambiguous';
   return new ProviderSendError({
-    message: `${kind} HTTP ${status}${code ? ` code ${code}` : ''}: ${detail}`,
+    // The provider's own words can quote the patient's number.
+    message: `${kind} HTTP ${status}${code ? ` code ${code}` : ''}: ${scrubPhones(detail)}`,
     errorClass,
     provider: kind,
     code,
@@ -122,7 +73,7 @@ function fromHttp(
   });
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
+export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null;
 }
 
@@ -159,18 +110,18 @@ function safeCause(err: unknown): unknown {
 }
 
 /** Failures with no HTTP answer. Unknown ones are ambiguous: we cannot prove they were not sent. */
-function fromNetwork(kind: ProviderKind, err: unknown): ProviderSendError {
+export function classifyNetwork(kind: ProviderKind, err: unknown): ProviderSendError {
   const cause = safeCause(err);
   const detail = isObject(err) && typeof err.message === 'string' && err.message ? err.message : String(err);
   if (isAbortOrTimeout(err)) {
     return new ProviderSendError({ message: `${kind}: request timed out or was aborted after sending`, errorClass: 'ambiguous', provider: kind, code: 'TIMEOUT', cause });
   }
   const codes = networkCodes(err).map((c) => (TIMEOUT_CODES.has(c) ? 'TIMEOUT' : c));
-  const known = codes.find((c) => ruleFor('net', c));
+  const known = codes.find((c) => ruleFor(NETWORK_CODES, c));
   const code = known ?? codes[0];
-  const rule = ruleFor('net', code);
+  const rule = ruleFor(NETWORK_CODES, code);
   return new ProviderSendError({
-    message: `${kind}: ${code ?? 'network error'}: ${detail}`,
+    message: `${kind}: ${code ?? 'network error'}: ${scrubPhones(detail)}`,
     errorClass: rule?.errorClass ?? 'ambiguous',
     provider: kind,
     code,
@@ -178,53 +129,14 @@ function fromNetwork(kind: ProviderKind, err: unknown): ProviderSendError {
   });
 }
 
-export function classifyTwilioError(err: unknown): ProviderSendError {
-  if (err instanceof ProviderSendError) return err;
-  // Axios (network) errors never carry a Twilio code: validateStatus accepts every HTTP status.
-  if (isObject(err) && err.isAxiosError !== true && typeof err.status === 'number') {
-    // RestException (legacy body) or TwilioServiceException (RFC 9457); both expose status + code.
-    const code = typeof err.code === 'number' || typeof err.code === 'string' ? String(err.code) : undefined;
-    const detail = typeof err.message === 'string' && err.message ? err.message : 'request failed';
-    return fromHttp('twilio', err.status, code, detail, err);
-  }
-  return fromNetwork('twilio', err);
-}
-
-interface TelnyxErrorItem {
-  code?: unknown;
-  title?: unknown;
-  detail?: unknown;
-}
-
-export function classifyTelnyxError(err: unknown): ProviderSendError {
-  if (err instanceof ProviderSendError) return err;
-  // The SDK raises this when our AbortSignal fired mid-request (the per-attempt timeout).
-  if (err instanceof APIUserAbortError || err instanceof APIConnectionTimeoutError) {
-    return new ProviderSendError({ message: 'telnyx: request timed out or was aborted after sending', errorClass: 'ambiguous', provider: 'telnyx', code: 'TIMEOUT', cause: err });
-  }
-  if (err instanceof APIConnectionError) return fromNetwork('telnyx', err);
-  if (err instanceof APIError && typeof err.status === 'number') {
-    const body: unknown = err.error;
-    const items: TelnyxErrorItem[] = isObject(body) && Array.isArray(body.errors) ? (body.errors as TelnyxErrorItem[]) : [];
-    const codes = items.map((e) => (e.code === undefined || e.code === null ? undefined : String(e.code)));
-    // Several errors can come back; the one we have a rule for tells us the most.
-    const code = codes.find((c) => ruleFor('telnyx', c)) ?? codes.find((c) => c !== undefined);
-    const first = items.find((e) => (e.code === undefined ? undefined : String(e.code)) === code) ?? items[0];
-    const detail = [first?.title, first?.detail].filter((s): s is string => typeof s === 'string').join(' - ') || 'request failed';
-    const optOut = codes.some((c) => ruleFor('telnyx', c)?.optOut === true);
-    return fromHttp('telnyx', err.status, code, detail, err, optOut);
-  }
-  return classifyUnknown('telnyx', err);
-}
-
 /** For errors from anywhere else (sandbox, our own code, a foreign SDK version). */
-export function classifyUnknown(kind: ProviderKind, err: unknown): ProviderSendError {
+export function classifyUnknown(kind: ProviderKind, err: unknown, codes: CodeTable = {}): ProviderSendError {
   if (err instanceof ProviderSendError) return err;
   if (isObject(err) && typeof err.status === 'number' && err.isAxiosError !== true) {
     const code = typeof err.code === 'number' || typeof err.code === 'string' ? String(err.code) : undefined;
-    return fromHttp(kind, err.status, code, typeof err.message === 'string' ? err.message : 'request failed', err);
+    return classifyHttp(kind, codes, err.status, code, typeof err.message === 'string' ? err.message : 'request failed', err);
   }
-  return fromNetwork(kind, err);
+  return classifyNetwork(kind, err);
 }
 
 /** The signal was already aborted, so the SDK was never called: provably nothing sent. */
@@ -245,4 +157,14 @@ export function abortedInFlight(kind: ProviderKind, reason: unknown, lateAnswer?
     cause: reason,
     ...(lateAnswer ? { lateAnswer } : {}),
   });
+}
+
+/** Any HTTP answer from the provider's API host within 2 s counts as reachable. */
+export async function probeHost(url: string): Promise<{ reachable: boolean }> {
+  try {
+    await fetch(url, { method: 'GET', signal: AbortSignal.timeout(2000) });
+    return { reachable: true };
+  } catch {
+    return { reachable: false };
+  }
 }

@@ -4,9 +4,9 @@ import { parsePhoneNumberFromString } from 'libphonenumber-js/max';
 import { withOrg } from '../db/pool.js';
 import type { Config } from '../config.js';
 import { decryptSecret, encryptSecret, needsReencrypt, type Keyring } from '../crypto.js';
+import { LRUCache } from 'lru-cache';
+import { createProvider, type Credentials } from './providers/index.js';
 import { createSandboxProvider } from './providers/sandbox.js';
-import { createTelnyxProvider } from './providers/telnyx.js';
-import { createTwilioProvider } from './providers/twilio.js';
 import type { ProviderKind, SmsProvider } from './types.js';
 
 /**
@@ -47,11 +47,6 @@ export const smsConfigSchema = z.object({
   providers: z.array(z.discriminatedUnion('kind', [twilioLink, telnyxLink, sandboxLink])).min(1).max(5),
 });
 export type SmsConfigInput = z.infer<typeof smsConfigSchema>;
-
-type Credentials =
-  | { kind: 'twilio'; accountSid: string; authToken: string }
-  | { kind: 'telnyx'; apiKey: string; messagingProfileId?: string | undefined }
-  | { kind: 'sandbox' };
 
 const aad = (orgId: string, position: number, kind: string) => `org:${orgId}:sms:${position}:${kind}`;
 
@@ -145,7 +140,9 @@ export interface LoadedChain {
  * SDK clients per message; blobs under a retired key are re-encrypted on the way.
  */
 export class ChainLoader {
-  private cache = new Map<string, { at: number; chain: LoadedChain }>();
+  private readonly cache: LRUCache<string, LoadedChain>;
+  /** Loads under way, so that a burst of messages for one clinic reads its chain once. */
+  private readonly loading = new Map<string, Promise<LoadedChain | null>>();
   private built = new Map<string, { blob: string; provider: SmsProvider }>();
   private sandbox = createSandboxProvider({ name: 'dry-run' });
 
@@ -153,8 +150,10 @@ export class ChainLoader {
     private readonly workerSql: Sql,
     private readonly keyring: Keyring,
     private readonly cfg: Config,
-    private readonly ttlMs = 5_000,
-  ) {}
+    ttlMs = 5_000,
+  ) {
+    this.cache = new LRUCache({ max: 10_000, ttl: ttlMs });
+  }
 
   /** The provider used for dry runs and for clinics configured with `sandbox`. */
   get sandboxProvider() {
@@ -163,12 +162,34 @@ export class ChainLoader {
 
   invalidate(orgId: string): void {
     this.cache.delete(orgId);
+    this.loading.delete(orgId);
   }
 
   async load(orgId: string): Promise<LoadedChain | null> {
     const hit = this.cache.get(orgId);
-    if (hit && Date.now() - hit.at < this.ttlMs) return hit.chain;
-    const loaded = await withOrg(this.workerSql, orgId, async (tx) => {
+    if (hit) return hit;
+    let pending = this.loading.get(orgId);
+    if (!pending) {
+      pending = this.read(orgId);
+      this.loading.set(orgId, pending);
+      const mine = pending;
+      void mine.then(
+        (loaded) => {
+          // Not cached when the clinic's chain was replaced while it was being read.
+          if (this.loading.get(orgId) !== mine) return;
+          this.loading.delete(orgId);
+          if (loaded) this.cache.set(orgId, loaded);
+        },
+        () => {
+          if (this.loading.get(orgId) === mine) this.loading.delete(orgId);
+        },
+      );
+    }
+    return pending;
+  }
+
+  private async read(orgId: string): Promise<LoadedChain | null> {
+    return withOrg(this.workerSql, orgId, async (tx) => {
       const [settings] = await tx<{ enabled: boolean }[]>`SELECT enabled FROM sms_settings`;
       if (!settings) return null;
       const rows = await tx<ProviderRow[]>`SELECT position, kind, credentials_enc, sender_numbers FROM sms_providers ORDER BY position`;
@@ -192,8 +213,6 @@ export class ChainLoader {
       }
       return chain;
     });
-    if (loaded) this.cache.set(orgId, { at: Date.now(), chain: loaded });
-    return loaded;
   }
 
   /**
@@ -215,24 +234,12 @@ export class ChainLoader {
     if (r.kind === 'sandbox') return this.sandbox;
     if (!r.credentials_enc) throw new Error('missing credentials');
     const creds = JSON.parse(decryptSecret(this.keyring, r.credentials_enc, aad(orgId, r.position, r.kind))) as Credentials;
-    // The SDK's own timeout only backstops the engine's per-attempt timeout.
-    const timeoutMs = this.cfg.SMS_ATTEMPT_TIMEOUT_MS;
-    if (creds.kind === 'twilio') {
-      return createTwilioProvider({
-        accountSid: creds.accountSid,
-        authToken: creds.authToken,
-        timeoutMs,
-        ...(this.cfg.TWILIO_API_BASE_URL ? { baseUrl: this.cfg.TWILIO_API_BASE_URL } : {}),
-      });
-    }
-    if (creds.kind === 'telnyx') {
-      return createTelnyxProvider({
-        apiKey: creds.apiKey,
-        timeoutMs,
-        ...(creds.messagingProfileId ? { messagingProfileId: creds.messagingProfileId } : {}),
-        ...(this.cfg.TELNYX_API_BASE_URL ? { baseUrl: this.cfg.TELNYX_API_BASE_URL } : {}),
-      });
-    }
-    throw new Error(`credentials do not match provider kind ${r.kind}`);
+    if (creds.kind === 'sandbox' || creds.kind !== r.kind) throw new Error(`credentials do not match provider kind ${String(r.kind)}`);
+    return createProvider(creds, {
+      // The SDK's own timeout only backstops the engine's per-attempt timeout.
+      timeoutMs: this.cfg.SMS_ATTEMPT_TIMEOUT_MS,
+      sdkTimeoutMarginMs: this.cfg.SMS_SDK_TIMEOUT_MARGIN_MS,
+      baseUrls: { twilio: this.cfg.TWILIO_API_BASE_URL, telnyx: this.cfg.TELNYX_API_BASE_URL },
+    });
   }
 }

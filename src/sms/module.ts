@@ -7,8 +7,8 @@ import { ChainLoader } from './config.js';
 import type { Keyring } from '../crypto.js';
 import { SmsEngine } from './engine.js';
 import { createNotifier } from './notifier.js';
-import { SDK_TIMEOUT_MARGIN_MS } from './types.js';
-import { OutboxWorker, sqlRecorder } from './worker.js';
+import { sqlAttemptLog } from './attempts.js';
+import { OutboxWorker } from './worker.js';
 
 export interface SmsModule {
   notifier: ConfirmationNotifier;
@@ -40,10 +40,10 @@ export function createSmsModule(opts: {
       breakerThreshold: cfg.SMS_BREAKER_THRESHOLD,
       breakerCooldownMs: cfg.SMS_BREAKER_COOLDOWN_MS,
       reconcileTimeoutMs: Math.min(1_000, cfg.SMS_ATTEMPT_TIMEOUT_MS),
-      lateAnswerGraceMs: SDK_TIMEOUT_MARGIN_MS + 250,
-      reconcileWindowMs: 10 * 60_000,
+      lateAnswerGraceMs: cfg.SMS_SDK_TIMEOUT_MARGIN_MS + 250,
+      reconcileWindowMs: cfg.SMS_RECONCILE_WINDOW_MS,
     },
-    sqlRecorder(workerSql),
+    sqlAttemptLog(workerSql),
     log,
   );
   const worker = new OutboxWorker(workerSql, engine, chains, cfg, log);

@@ -2,8 +2,9 @@ import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import { isoLocal } from '../booking/time.js';
 import type { ConfirmationNotifier, SmsOutcome } from '../tools/types.js';
-import { renderConfirmation } from './text.js';
-import type { OutboxWorker, RunOutcome } from './worker.js';
+import type { RunResult } from './outbox.js';
+import { renderConfirmation } from './texts.js';
+import type { OutboxWorker } from './worker.js';
 
 interface RowState {
   status: string;
@@ -20,6 +21,34 @@ interface RowState {
  */
 const REPLY_MARGIN_MS = 50;
 
+/**
+ * smsStatus, from the outbox's own words: a run's result, or a row read back
+ * (a replayed booking reports what the first answer said).
+ */
+export function smsOutcomeOf(r: { status: RunResult['status']; reason?: string | undefined; provider?: string | null | undefined }): SmsOutcome {
+  switch (r.status) {
+    case 'sent':
+      return { smsStatus: 'sent', ...(r.provider ? { smsProvider: r.provider } : {}) };
+    case 'failed':
+    case 'cancelled':
+      return { smsStatus: 'failed_but_booked', smsReason: r.reason ?? r.status };
+    case 'gone':
+      return { smsStatus: 'failed_but_booked', smsReason: 'gone' };
+    case 'pending':
+    case 'sending':
+      if (r.reason === 'internal_error') return { smsStatus: 'error_but_booked', smsReason: 'internal_error' };
+      return { smsStatus: 'queued', ...(r.reason ? { smsReason: r.reason } : {}) };
+  }
+}
+
+/** A row that is settled, or (pending again) ended a run in "try again later"; null while a run holds it. */
+function fromRow(row: RowState | undefined): SmsOutcome | null {
+  if (!row || row.status === 'sending') return null;
+  const status = row.status as RunResult['status'];
+  if (status === 'pending') return smsOutcomeOf({ status, reason: row.last_error_class === 'internal_error' ? 'internal_error' : undefined });
+  return smsOutcomeOf({ status, reason: row.failure_reason ?? undefined, provider: row.provider });
+}
+
 export function createNotifier(opts: {
   workerSql: Sql;
   worker: OutboxWorker;
@@ -27,27 +56,6 @@ export function createNotifier(opts: {
   log: Logger;
 }): ConfirmationNotifier {
   const { workerSql, worker, budgetMs, log } = opts;
-
-  const fromRun = (r: RunOutcome): SmsOutcome | null => {
-    switch (r.status) {
-      case 'sent':
-        return { smsStatus: 'sent', smsProvider: r.provider };
-      case 'failed':
-        return { smsStatus: 'failed_but_booked', smsReason: r.reason };
-      case 'retry':
-        return r.reason === 'internal_error' ? { smsStatus: 'error_but_booked', smsReason: 'internal_error' } : { smsStatus: 'queued', smsReason: r.reason };
-      case 'skipped':
-        return { smsStatus: 'failed_but_booked', smsReason: r.reason };
-    }
-  };
-
-  // The same words as fromRun, so a replayed booking reports what the first answer said.
-  const fromRow = (row: RowState | undefined): SmsOutcome | null => {
-    if (!row) return null;
-    if (row.status === 'sent') return { smsStatus: 'sent', ...(row.provider ? { smsProvider: row.provider } : {}) };
-    if (row.status === 'failed' || row.status === 'cancelled') return { smsStatus: 'failed_but_booked', smsReason: row.failure_reason ?? row.status };
-    return null;
-  };
 
   return {
     prepare(org, appt) {
@@ -80,12 +88,12 @@ export function createNotifier(opts: {
         // carries on in the background if the budget runs out first.
         const run = worker.processFor(orgId, appointmentId, kind).catch((err) => {
           log.error({ err }, 'sms fast path failed');
-          return { status: 'retry', reason: 'internal_error' } as RunOutcome;
+          return { status: 'pending', reason: 'internal_error', message: String(err) } as RunResult;
         });
         const timer = new Promise<'budget'>((resolve) => setTimeout(() => resolve('budget'), Math.max(0, deadline - Date.now())).unref());
         const first = await Promise.race([run, timer]);
         if (first === 'budget') return { smsStatus: 'queued' };
-        if (first !== null) return fromRun(first) ?? { smsStatus: 'queued' };
+        if (first !== null) return smsOutcomeOf(first);
 
         // Not claimable here: absent (SMS off), already settled (a replay), or
         // held by another process's worker.
@@ -100,13 +108,10 @@ export function createNotifier(opts: {
         while (Date.now() < deadline) {
           const [again] = await workerSql<RowState[]>`
             SELECT status, provider, failure_reason, last_error_class FROM sms_outbox WHERE id = ${row.id}`;
+          // Back to pending means a run (another worker's) already ended in "try
+          // again later"; reported the way that run would have been.
           const s = fromRow(again);
           if (s) return s;
-          // Back to pending means a run (another worker's) already ended in "try
-          // again later"; report it the way fromRun would have.
-          if (again?.status === 'pending') {
-            return again.last_error_class === 'internal_error' ? { smsStatus: 'error_but_booked', smsReason: 'internal_error' } : { smsStatus: 'queued' };
-          }
           await new Promise((r) => setTimeout(r, 25));
         }
         return { smsStatus: 'queued' };

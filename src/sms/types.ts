@@ -52,6 +52,69 @@ export interface ReconcileQuery {
   since: Date;
 }
 
+/** How one provider code is handled; `meaning` is what docs/sms.md shows for it. */
+export interface CodeRule {
+  errorClass: ErrorClass;
+  /** The code means the recipient replied STOP: record an opt-out, never fail over. */
+  optOut?: true;
+  meaning: string;
+}
+
+/** A provider's own code table, keyed by its code as a string. */
+export type CodeTable = Readonly<Record<string, CodeRule>>;
+
+/** What a provider offers beyond sending, declared so that callers need not branch on its kind. */
+export interface ProviderCapabilities {
+  /** Whether the provider can report delivery to us (signed webhooks per message), or never does. */
+  receipts: 'webhook' | 'none';
+  /**
+   * A resend under the same idempotency key is answered from the provider's
+   * record instead of sending again, so an ambiguous attempt may be retried on
+   * the same provider without a lookup.
+   */
+  idempotentSend: boolean;
+}
+
+/** An HTTP request as a provider delivered it, for signature checks and parsing. */
+export interface WebhookRequest {
+  url: string;
+  headers: Readonly<Record<string, string | undefined>>;
+  rawBody: string;
+}
+
+/** A delivery receipt for one accepted attempt, in our words; `code` is looked up in the adapter's `codes`. */
+export interface DeliveryReceipt {
+  providerMessageId: string;
+  status: 'sent' | 'delivered' | 'undelivered' | 'failed';
+  code?: string;
+  at?: Date;
+}
+
+/** A message a patient sent to one of the clinic's numbers. */
+export interface InboundMessage {
+  from: string;
+  to: string;
+  text: string;
+}
+
+/** The webhook side of an adapter: every parse runs only on a request whose signature verified. */
+export interface ProviderWebhooks {
+  verify(req: WebhookRequest): boolean;
+  parseReceipt(req: WebhookRequest): DeliveryReceipt | null;
+  parseInbound?(req: WebhookRequest): InboundMessage | null;
+}
+
+/** A cheap health check that sends nothing: can the provider's API be reached with this account? */
+export interface ProbeResult {
+  reachable: boolean;
+}
+
+/**
+ * One provider account, as the engine sees it. Each adapter owns its wire:
+ * the SDK calls, its own code table, and the classification of its own errors
+ * into the four classes (the generic rules for HTTP statuses and network
+ * errors are in classify.ts).
+ */
 export interface SmsProvider {
   readonly kind: ProviderKind;
   /**
@@ -59,13 +122,23 @@ export interface SmsProvider {
    * per clinic account and one clinic's bad key never trips another's breaker.
    */
   readonly accountKey: string;
+  readonly capabilities: ProviderCapabilities;
+  /** This provider's codes: API errors on send and, for receipts, asynchronous delivery errors. */
+  readonly codes: CodeTable;
+  /** Rejects only with a ProviderSendError. */
   send(req: SendRequest): Promise<SendAccepted>;
+  /** Turns anything this provider's SDK throws into a ProviderSendError. */
+  classify(err: unknown): ProviderSendError;
   /**
    * Looks for a message that an earlier, ambiguous attempt may have created.
    * Returns null when none is found. Providers without a lookup API leave this
    * undefined and the engine treats the outcome as unknown.
    */
   findRecent?(q: ReconcileQuery): Promise<FoundMessage | null>;
+  /** Looks one message up by the id the provider gave it (reconciling a receipt that never came). */
+  lookup?(providerMessageId: string): Promise<FoundMessage | null>;
+  probe?(): Promise<ProbeResult>;
+  webhooks?: ProviderWebhooks;
 }
 
 /** The one error type adapters throw; `cause` keeps the SDK's original error. */

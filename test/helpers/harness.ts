@@ -8,6 +8,7 @@ import postgres, { type Sql } from 'postgres';
 import supertest from 'supertest';
 import { inject } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.js';
+import { APP_ROLE, WORKER_ROLE, urlForRole } from '../../src/db/roles.js';
 import { loggerOptions } from '../../src/log.js';
 import { createRuntime, type Runtime } from '../../src/runtime.js';
 import type { Secrets } from '../../src/secrets.js';
@@ -15,6 +16,9 @@ import { generateKeySpec } from '../../src/crypto.js';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
 export const JWT_SECRET = 'test-jwt-secret-0123456789abcdefghijklmnop';
+/** Set once on the cluster-wide app roles by the global setup. */
+export const APP_DB_PASSWORD = 'app-password-for-tests';
+export const WORKER_DB_PASSWORD = 'worker-password-for-tests';
 
 /** A new, empty database on the suite's cluster, so test files never share rows or workers. */
 export async function freshDatabase(opts: { migrated?: boolean } = {}): Promise<string> {
@@ -45,7 +49,7 @@ export interface Harness {
 
 export async function startHarness(
   env: Record<string, string> = {},
-  opts: { ownerUrl?: string; now?: () => DateTime } = {},
+  opts: { ownerUrl?: string; now?: () => DateTime; log?: pino.Logger } = {},
 ): Promise<Harness> {
   const ownerUrl = opts.ownerUrl ?? (await freshDatabase({ migrated: true }));
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-tools-data-'));
@@ -59,17 +63,21 @@ export async function startHarness(
     // Suites make many failed token requests on purpose; the throttle has its own tests.
     OAUTH_FAILURES_PER_SOURCE: '100000',
     OAUTH_FAILURES_PER_CLIENT: '100000',
+    // Given, so the runtime does not set the roles' passwords itself: files
+    // starting at the same time would ALTER the same role concurrently.
+    APP_DATABASE_URL: urlForRole(ownerUrl, APP_ROLE, APP_DB_PASSWORD),
+    WORKER_DATABASE_URL: urlForRole(ownerUrl, WORKER_ROLE, WORKER_DB_PASSWORD),
     ...env,
   });
   const secrets: Secrets = {
     jwtSecret: JWT_SECRET,
     adminToken: ADMIN_TOKEN,
     credentialsKey: env.CREDENTIALS_KEY ?? generateKeySpec('k1'),
-    appDbPassword: 'app-password-for-tests',
-    workerDbPassword: 'worker-password-for-tests',
+    appDbPassword: APP_DB_PASSWORD,
+    workerDbPassword: WORKER_DB_PASSWORD,
     generated: [],
   };
-  const log = pino(loggerOptions(cfg.LOG_LEVEL));
+  const log = opts.log ?? pino(loggerOptions(cfg.LOG_LEVEL));
   const runtime = await createRuntime({ cfg, secrets, ownerUrl, log, embedded: false, ...(opts.now ? { now: opts.now } : {}) });
   const owner = postgres(ownerUrl, { max: 4, onnotice: () => {} });
   return {

@@ -3,7 +3,7 @@
  * mirrors Twilio's test-credential magic numbers so failure paths can be rehearsed.
  */
 import { randomBytes } from 'node:crypto';
-import { abortedBeforeSend } from '../classify.js';
+import { abortedBeforeSend, classifyUnknown } from '../classify.js';
 import {
   ProviderSendError,
   type ErrorClass,
@@ -37,6 +37,9 @@ export function createSandboxProvider(opts: { name?: string } = {}): SmsProvider
   return {
     kind: 'sandbox',
     accountKey: `sandbox:${opts.name ?? 'default'}`,
+    capabilities: { receipts: 'none', idempotentSend: false },
+    codes: {},
+    classify: (err: unknown) => classifyUnknown('sandbox', err),
     sent,
 
     async send(req: SendRequest): Promise<SendAccepted> {

@@ -5,8 +5,61 @@
  */
 import pTimeout from 'p-timeout';
 import twilio from 'twilio';
-import { abortedBeforeSend, abortedInFlight, classifyTwilioError } from '../classify.js';
-import { SDK_TIMEOUT_MARGIN_MS, type FoundMessage, type ReconcileQuery, type SendAccepted, type SendRequest, type SmsProvider } from '../types.js';
+import { abortedBeforeSend, abortedInFlight, classifyHttp, classifyNetwork, isObject, probeHost } from '../classify.js';
+import {
+  ProviderSendError,
+  SDK_TIMEOUT_MARGIN_MS,
+  type CodeTable,
+  type FoundMessage,
+  type ReconcileQuery,
+  type SendAccepted,
+  type SendRequest,
+  type SmsProvider,
+} from '../types.js';
+
+/**
+ * Twilio's codes (https://www.twilio.com/docs/api/errors). 30xxx codes normally
+ * arrive later, on the message or in a status callback; a few carriers' answers
+ * come back on create, so they are classified the same way in both places.
+ */
+export const TWILIO_CODES: CodeTable = {
+  // Rate limits: the provider refused before processing, so the same provider may take it later.
+  '20429': { errorClass: 'transient', meaning: 'too many concurrent requests' },
+
+  // Credentials: this account cannot send at all; another provider can.
+  '20003': { errorClass: 'provider', meaning: 'authentication failed' },
+
+  // Sender configuration (bad/unregistered/unhealthy numbers).
+  '21212': { errorClass: 'provider', meaning: "invalid 'From' number" },
+  '21606': { errorClass: 'provider', meaning: "'From' is not a message-capable number of this account" },
+  '21611': { errorClass: 'provider', meaning: "'From' number's queue is full" },
+  '30032': { errorClass: 'provider', meaning: 'toll-free number not verified' },
+  '30034': { errorClass: 'provider', meaning: 'US A2P 10DLC: number not registered to a campaign' },
+
+  // Geo permissions are per account; another provider may be allowed to reach the region.
+  '21408': { errorClass: 'provider', meaning: 'sending to this region is not enabled' },
+  // Not reachable with this To/From pairing: a routing/sender restriction, not a dead number.
+  '21612': { errorClass: 'provider', meaning: "'To' not reachable from this 'From'" },
+
+  // The number itself cannot receive SMS: no provider will do better.
+  '21211': { errorClass: 'recipient', meaning: "invalid 'To' number" },
+  '21614': { errorClass: 'recipient', meaning: "'To' is not a mobile number" },
+
+  // STOP is a compliance block: failing over to another carrier would violate the opt-out.
+  '21610': { errorClass: 'recipient', optOut: true, meaning: 'recipient replied STOP' },
+};
+
+export function classifyTwilioError(err: unknown): ProviderSendError {
+  if (err instanceof ProviderSendError) return err;
+  // Axios (network) errors never carry a Twilio code: validateStatus accepts every HTTP status.
+  if (isObject(err) && err.isAxiosError !== true && typeof err.status === 'number') {
+    // RestException (legacy body) or TwilioServiceException (RFC 9457); both expose status + code.
+    const code = typeof err.code === 'number' || typeof err.code === 'string' ? String(err.code) : undefined;
+    const detail = typeof err.message === 'string' && err.message ? err.message : 'request failed';
+    return classifyHttp('twilio', TWILIO_CODES, err.status, code, detail, err);
+  }
+  return classifyNetwork('twilio', err);
+}
 
 export interface TwilioProviderOptions {
   accountSid: string;
@@ -14,6 +67,8 @@ export interface TwilioProviderOptions {
   /** e.g. `http://127.0.0.1:PORT`; the SDK has no option for this, only a mutable field. */
   baseUrl?: string;
   timeoutMs: number;
+  /** How far the SDK's own timeout lies beyond `timeoutMs`. */
+  sdkTimeoutMarginMs?: number;
 }
 
 /** Statuses that prove the earlier attempt did not result in a text. */
@@ -21,7 +76,7 @@ const DEAD_STATUSES = new Set(['failed', 'undelivered', 'canceled']);
 
 /**
  * The SDK has no per-call AbortSignal, so we stop waiting ourselves and let the
- * request run out (at most SDK_TIMEOUT_MARGIN_MS later); the error carries how
+ * request run out (at most the SDK timeout margin later); the error carries how
  * it ends, so the engine can still learn that it was accepted.
  */
 async function untilAborted(work: Promise<SendAccepted>, signal: AbortSignal | undefined): Promise<SendAccepted> {
@@ -39,12 +94,19 @@ async function untilAborted(work: Promise<SendAccepted>, signal: AbortSignal | u
 export function createTwilioProvider(opts: TwilioProviderOptions): SmsProvider {
   // autoRetry would re-POST on 429 behind the engine's back; the engine owns retries.
   // The SDK timeout is a backstop a little beyond the engine's own per-attempt timeout.
-  const client = twilio(opts.accountSid, opts.authToken, { autoRetry: false, timeout: opts.timeoutMs + SDK_TIMEOUT_MARGIN_MS });
-  if (opts.baseUrl) client.api.baseUrl = opts.baseUrl.replace(/\/+$/, '');
+  const client = twilio(opts.accountSid, opts.authToken, {
+    autoRetry: false,
+    timeout: opts.timeoutMs + (opts.sdkTimeoutMarginMs ?? SDK_TIMEOUT_MARGIN_MS),
+  });
+  const apiRoot = opts.baseUrl?.replace(/\/+$/, '');
+  if (apiRoot) client.api.baseUrl = apiRoot;
 
   return {
     kind: 'twilio',
     accountKey: `twilio:${opts.accountSid}`,
+    capabilities: { receipts: 'webhook', idempotentSend: false },
+    codes: TWILIO_CODES,
+    classify: classifyTwilioError,
 
     async send(req: SendRequest): Promise<SendAccepted> {
       if (req.signal?.aborted) throw abortedBeforeSend('twilio', req.signal);
@@ -73,5 +135,7 @@ export function createTwilioProvider(opts: TwilioProviderOptions): SmsProvider {
       );
       return hit ? { providerMessageId: hit.sid, status: hit.status } : null;
     },
+
+    probe: () => probeHost(apiRoot ?? 'https://api.twilio.com'),
   };
 }

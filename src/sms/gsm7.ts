@@ -1,5 +1,7 @@
 /**
- * Confirmation SMS text.
+ * The GSM-7 codec: which characters GSM 03.38 can carry, how to make any text
+ * fit it, and how a carrier counts its segments. Message wording lives in
+ * texts.ts.
  *
  * Everything sent to a patient is forced into the GSM-7 alphabet: a single
  * curly apostrophe in a clinic name would otherwise switch the whole message to
@@ -12,8 +14,6 @@
  * Callers that need to know whether anything was lost can compare against
  * `isGsm7(original)`.
  */
-import { DateTime, IANAZone } from 'luxon';
-
 /**
  * GSM 03.38 default alphabet, indexed by septet value (0x00-0x7F). Position 0x1B
  * is the escape into the extension table, not a printable character, so it is
@@ -49,6 +49,11 @@ const BASIC_CHARS: ReadonlySet<string> = new Set(
   [...GSM7_BASIC_TABLE].filter((_, septet) => septet !== GSM7_ESCAPE),
 );
 const EXTENSION_CHARS: ReadonlySet<string> = new Set(Object.values(GSM7_EXTENSION_TABLE));
+
+/** Septets a GSM-7 character costs: extension-table characters are sent as ESC + septet. */
+export function septetCost(ch: string): number {
+  return EXTENSION_CHARS.has(ch) ? 2 : 1;
+}
 
 function isGsmChar(ch: string): boolean {
   return BASIC_CHARS.has(ch) || EXTENSION_CHARS.has(ch);
@@ -152,7 +157,8 @@ export interface SegmentInfo {
 }
 
 const GSM7_SINGLE = 160;
-const GSM7_PART = 153;
+/** Septets per part of a concatenated GSM-7 message. */
+export const GSM7_PART = 153;
 const UCS2_SINGLE = 70;
 const UCS2_PART = 67;
 
@@ -164,7 +170,7 @@ const UCS2_PART = 67;
  */
 export function segmentInfo(text: string): SegmentInfo {
   if (isGsm7(text)) {
-    const costs = [...text].map((ch) => (EXTENSION_CHARS.has(ch) ? 2 : 1));
+    const costs = [...text].map(septetCost);
     return { encoding: 'GSM-7', ...pack(costs, GSM7_SINGLE, GSM7_PART) };
   }
   const costs = [...text].map((ch) => ch.length);
@@ -185,151 +191,4 @@ function pack(costs: readonly number[], single: number, part: number): { units: 
     used += cost;
   }
   return { units, segments };
-}
-
-export interface ConfirmationInput {
-  clinicName: string;
-  patientName: string;
-  /** ISO 8601 instant with an explicit offset or Z. */
-  startsAt: string;
-  /** IANA zone of the clinic; the time is always shown in this zone. */
-  timeZone: string;
-  kind?: 'booked' | 'rescheduled';
-  /** Append "Reply STOP to opt out." (default true). */
-  optOutHint?: boolean;
-}
-
-const MAX_SEGMENTS = 2;
-// A first "name" longer than this is almost certainly a transcription error; the
-// cap also guarantees the fixed parts of the message leave room for the clinic.
-const MAX_FIRST_NAME_SEPTETS = 32;
-// Below this a truncated clinic name stops being recognisable, so the opt-out
-// hint is sacrificed first.
-const MIN_CLINIC_SEPTETS = 20;
-const OPT_OUT_HINT = ' Reply STOP to opt out.';
-
-/**
- * Renders the confirmation SMS in the clinic's time zone, e.g.
- * "Hi Ana, your appointment at Maple Street Clinic is confirmed for Thu, Aug 20
- * at 3:00 PM EDT. Reply STOP to opt out."
- *
- * The result is GSM-7 and at most two segments: an over-long clinic name is
- * truncated first (down to MIN_CLINIC_SEPTETS), and only then is the opt-out
- * hint dropped. Throws on an invalid instant, missing offset or unknown zone
- * rather than ever sending "Invalid DateTime" to a patient.
- */
-export function renderConfirmation(input: ConfirmationInput): string {
-  const kind = input.kind ?? 'booked';
-  if (kind !== 'booked' && kind !== 'rescheduled') {
-    throw new Error(`kind must be "booked" or "rescheduled", got ${JSON.stringify(kind)}`);
-  }
-  const when = formatWhen(input.startsAt, input.timeZone);
-  const first = firstName(input.patientName);
-  const clinic = cleanField(input.clinicName);
-  const verb = kind === 'rescheduled' ? 'has been moved to' : 'is confirmed for';
-
-  const build = (clinicPart: string, hint: boolean): string =>
-    toGsm7(
-      `Hi ${first}, your appointment${clinicPart ? ` at ${clinicPart}` : ''} ${verb} ${when}.` +
-        (hint ? OPT_OUT_HINT : ''),
-    );
-  const fits = (message: string): boolean => segmentInfo(message).segments <= MAX_SEGMENTS;
-
-  const wantHint = input.optOutHint ?? true;
-  for (const hint of wantHint ? [true, false] : [false]) {
-    const full = build(clinic, hint);
-    if (fits(full)) return full;
-    const overhead = septets(build('X', hint)) - 1;
-    const minClinic = hint ? MIN_CLINIC_SEPTETS : 1;
-    // Escape sequences cannot straddle segments, so the septet budget can be off
-    // by one; walking down settles it in at most a couple of steps.
-    for (let budget = MAX_SEGMENTS * GSM7_PART - overhead; budget >= minClinic; budget--) {
-      const message = build(truncateClinic(clinic, budget), hint);
-      if (fits(message)) return message;
-    }
-  }
-  const bare = build('', false);
-  if (!fits(bare)) throw new Error('confirmation text cannot fit in two SMS segments');
-  return bare;
-}
-
-const HAS_OFFSET = /(?:Z|[+-]\d{2}(?::?\d{2})?)$/i;
-const ABBREVIATION_LOCALES = ['en-US', 'en-CA', 'en-GB', 'en-IE', 'en-AU', 'en-NZ', 'en-IN', 'en-ZA'] as const;
-const OFFSET_STYLE_NAME = /^(?:GMT|UTC)[+\-\u2212]/;
-
-function formatWhen(startsAt: string, timeZone: string): string {
-  if (typeof startsAt !== 'string' || !HAS_OFFSET.test(startsAt.trim())) {
-    // A naive local time would be read in the server's zone: refuse to guess.
-    throw new Error(
-      `startsAt must be an ISO 8601 timestamp with an offset or Z (e.g. 2026-08-20T15:00:00-04:00), got ${JSON.stringify(startsAt)}`,
-    );
-  }
-  const instant = DateTime.fromISO(startsAt.trim(), { setZone: true });
-  if (!instant.isValid) {
-    throw new Error(
-      `startsAt is not a valid ISO 8601 timestamp: ${JSON.stringify(startsAt)} (${instant.invalidExplanation ?? instant.invalidReason ?? 'unparseable'})`,
-    );
-  }
-  // isValidZone rejects luxon's "local"/"system" aliases, which would silently
-  // use the server's zone instead of the clinic's.
-  if (typeof timeZone !== 'string' || !IANAZone.isValidZone(timeZone)) {
-    throw new Error(`timeZone must be an IANA time zone name (e.g. America/New_York), got ${JSON.stringify(timeZone)}`);
-  }
-  // Pin locale, numbering system and calendar so global luxon Settings or the
-  // machine locale can never change the wording.
-  const local = instant
-    .setZone(timeZone)
-    .reconfigure({ locale: 'en-US', numberingSystem: 'latn', outputCalendar: 'gregory' });
-  if (!local.isValid) throw new Error(`cannot express startsAt in time zone ${JSON.stringify(timeZone)}`);
-  return `${local.toFormat("ccc, LLL d 'at' h:mm a")} ${zoneAbbreviation(local)}`;
-}
-
-/**
- * en-US only has abbreviations for North American zones (London summer time is
- * "GMT+1", Sydney is "GMT+11"), so other English locales are consulted for the
- * name patients there actually use (BST, AEDT). Each locale only names zones of
- * its own region, so the first named result is the right one; if none names the
- * zone, the offset form is still unambiguous.
- */
-function zoneAbbreviation(local: DateTime): string {
-  let fallback: string | null = null;
-  for (const locale of ABBREVIATION_LOCALES) {
-    const name = local.reconfigure({ locale }).offsetNameShort;
-    if (!name) continue;
-    if (!OFFSET_STYLE_NAME.test(name)) return name;
-    fallback ??= name;
-  }
-  return fallback ?? `UTC${local.toFormat('ZZ')}`;
-}
-
-function cleanField(raw: string | undefined): string {
-  return toGsm7(raw ?? '')
-    .replace(/\s+/g, ' ')
-    .trim();
-}
-
-function firstName(patientName: string | undefined): string {
-  const token = (cleanField(patientName).split(' ')[0] ?? '').replace(/[,;:]+$/, '');
-  return token ? truncateSeptets(token, MAX_FIRST_NAME_SEPTETS) : 'there';
-}
-
-function truncateClinic(clinic: string, budget: number): string {
-  // Trailing separators left by the cut ("Smith &", "Dental -") read as broken.
-  return truncateSeptets(clinic, budget).replace(/[\s,;:&/\\|-]+$/, '');
-}
-
-function truncateSeptets(text: string, max: number): string {
-  let used = 0;
-  let out = '';
-  for (const ch of text) {
-    const cost = EXTENSION_CHARS.has(ch) ? 2 : 1;
-    if (used + cost > max) break;
-    used += cost;
-    out += ch;
-  }
-  return out;
-}
-
-function septets(gsmText: string): number {
-  return segmentInfo(gsmText).units;
 }

@@ -1,0 +1,101 @@
+/**
+ * The attempt audit trail (sms_attempts), as the engine writes it: an attempt
+ * is opened (in flight) before any byte goes to a provider, and closed when it
+ * did not deliver. An attempt that delivered is closed by the outbox's settle,
+ * together with its row (outbox.ts).
+ */
+import type { Sql } from 'postgres';
+import { scrubPhones } from '../log.js';
+import { Batcher } from './batch.js';
+import type { ChainLink } from './config.js';
+import { LEASE_LOST } from './outbox.js';
+import type { ErrorClass } from './types.js';
+
+export interface EngineMessage {
+  id: string;
+  orgId: string;
+  to: string;
+  body: string;
+  /** Worker id holding the outbox row's lease; an attempt is only opened while it still does. */
+  leaseHolder: string;
+}
+
+export interface AttemptLog {
+  /** Opens an in-flight attempt; rejects with SQLSTATE SM001 when the worker no longer holds the row. */
+  open(msg: EngineMessage, link: ChainLink, preferredFrom: string | null, failedOver: boolean): Promise<{ attemptId: number; from: string | null }>;
+  /** Closes an attempt that did not deliver; `in_flight` keeps an ambiguous one open for a later reconcile. */
+  close(
+    msg: EngineMessage,
+    attemptId: number,
+    r: {
+      outcome: 'failed' | 'in_flight';
+      errorClass?: ErrorClass | undefined;
+      code?: string | undefined;
+      message?: string | undefined;
+      latencyMs?: number | undefined;
+      optOut?: boolean | undefined;
+    },
+  ): Promise<void>;
+  /** A provider passed over without a call (breaker open, no sender numbers). */
+  skip(msg: EngineMessage, link: ChainLink, reason: { errorClass: string; code: string; message: string }): Promise<void>;
+}
+
+interface OpenItem {
+  outbox: string;
+  org: string;
+  recipient: string;
+  provider: string;
+  account: string;
+  pool: string[];
+  preferred: string | null;
+  failedOver: boolean;
+  worker: string;
+}
+
+function leaseLost(outboxId: string): Error {
+  return Object.assign(new Error(`sms outbox row ${outboxId} is no longer leased by this worker`), { code: LEASE_LOST });
+}
+
+/** The audit trail in PostgreSQL; the opens of many messages go out as one statement (sms_open_attempts). */
+export function sqlAttemptLog(sql: Sql, batch = { maxBatch: 500, maxInFlight: 2 }): AttemptLog {
+  const opens = new Batcher<OpenItem, { attemptId: number; from: string | null } | null>(async (items) => {
+    // One worker per process, so one lease holder per batch; grouped anyway so the fencing stays exact.
+    const out = new Map<string, { attemptId: number; from: string | null } | null>();
+    for (const worker of new Set(items.map((i) => i.worker))) {
+      const mine = items.filter((i) => i.worker === worker).map(({ worker: _w, ...rest }) => rest);
+      const rows = await sql<{ outbox_id: string; attempt_id: string | null; from_number: string | null }[]>`
+        SELECT * FROM sms_open_attempts(${worker}, ${sql.json(mine)}::jsonb)`;
+      for (const r of rows) out.set(`${worker}|${r.outbox_id}`, r.attempt_id === null ? null : { attemptId: Number(r.attempt_id), from: r.from_number });
+    }
+    return items.map((i) => out.get(`${i.worker}|${i.outbox}`) ?? null);
+  }, batch);
+
+  return {
+    async open(msg, link, preferred, failedOver) {
+      const opened = await opens.call({
+        outbox: msg.id,
+        org: msg.orgId,
+        recipient: msg.to,
+        provider: link.kind,
+        account: link.provider.accountKey,
+        pool: link.pool,
+        preferred,
+        failedOver,
+        worker: msg.leaseHolder,
+      });
+      if (!opened) throw leaseLost(msg.id);
+      return opened;
+    },
+    async close(msg, attemptId, r) {
+      await sql`
+        SELECT sms_finish_attempt(${msg.orgId}::uuid, ${attemptId}, ${r.outcome}, ${r.errorClass ?? null},
+                                  ${r.code ?? null}, ${scrubPhones(r.message) ?? null}, ${null},
+                                  ${r.latencyMs ?? null}, ${r.optOut ?? false}, ${msg.leaseHolder})`;
+    },
+    async skip(msg, link, reason) {
+      await sql`
+        SELECT sms_record_skip(${msg.orgId}::uuid, ${msg.id}::uuid, ${link.kind}, ${link.provider.accountKey},
+                               ${reason.errorClass}, ${reason.code}, ${reason.message})`;
+    },
+  };
+}
