@@ -7,8 +7,18 @@
  * attempt that was in fact accepted) or none (giving up on one that was not), so
  * every rule here errs towards "ambiguous" when we cannot prove nothing was sent.
  */
+import pTimeout, { TimeoutError } from 'p-timeout';
 import { scrubPhones } from '../log.js';
-import { ProviderSendError, type CodeRule, type CodeTable, type ErrorClass, type ProviderKind, type SendAccepted } from './types.js';
+import {
+  ProviderSendError,
+  type CodeRule,
+  type CodeTable,
+  type ErrorClass,
+  type ProbeOptions,
+  type ProbeResult,
+  type ProviderKind,
+  type SendAccepted,
+} from './types.js';
 
 /** Socket-level error codes, shared by every SDK (undici, axios, node:http). */
 export const NETWORK_CODES: CodeTable = {
@@ -166,5 +176,38 @@ export async function probeHost(url: string): Promise<{ reachable: boolean }> {
     return { reachable: true };
   } catch {
     return { reachable: false };
+  }
+}
+
+export const PROBE_TIMEOUT_MS = 2000;
+
+/**
+ * Runs an adapter's authenticated probe call under a timeout. `call` resolves
+ * to null when the account can send, or to why it cannot (a suspended account,
+ * a disabled profile); whatever it throws goes through the adapter's own
+ * `classify`, so a refused key is `provider` and a 5xx or refused connection
+ * `transient`. A probe sends nothing, so its timeout is only "no answer in
+ * time", reported like a send's: ambiguous, TIMEOUT.
+ */
+export async function runProbe(
+  kind: ProviderKind,
+  classify: (err: unknown) => ProviderSendError,
+  opts: ProbeOptions | undefined,
+  call: (signal: AbortSignal) => Promise<ProviderSendError | null>,
+): Promise<ProbeResult> {
+  const timeoutMs = opts?.timeoutMs ?? PROBE_TIMEOUT_MS;
+  const abort = new AbortController();
+  const started = performance.now();
+  const latencyMs = () => Math.round(performance.now() - started);
+  try {
+    const refused = await pTimeout(call(abort.signal), { milliseconds: timeoutMs });
+    return refused ? { reachable: true, ok: false, latencyMs: latencyMs(), error: refused } : { reachable: true, ok: true, latencyMs: latencyMs() };
+  } catch (err) {
+    abort.abort();
+    const error =
+      err instanceof TimeoutError
+        ? new ProviderSendError({ message: `${kind}: probe got no answer within ${timeoutMs} ms`, errorClass: 'ambiguous', provider: kind, code: 'TIMEOUT' })
+        : classify(err);
+    return { reachable: error.httpStatus !== undefined, ok: false, latencyMs: latencyMs(), error };
   }
 }

@@ -106,7 +106,22 @@ export interface ProviderWebhooks {
 
 /** A cheap health check that sends nothing: can the provider's API be reached with this account? */
 export interface ProbeResult {
+  /** An HTTP answer came back from the provider's API, whatever it said (GET /api/sms/diagnostics). */
   reachable: boolean;
+  /**
+   * The account answered as able to send (an authenticated read succeeded and the
+   * account or profile is enabled). Absent from a reachability-only probe, which
+   * the health monitor then judges by `reachable`.
+   */
+  ok?: boolean;
+  latencyMs?: number;
+  /** Why not ok, classified by the adapter's own `classify` (a timeout is ambiguous). */
+  error?: ProviderSendError;
+}
+
+export interface ProbeOptions {
+  /** Default 2000 ms. */
+  timeoutMs?: number;
 }
 
 /**
@@ -137,7 +152,8 @@ export interface SmsProvider {
   findRecent?(q: ReconcileQuery): Promise<FoundMessage | null>;
   /** Looks one message up by the id the provider gave it (reconciling a receipt that never came). */
   lookup?(providerMessageId: string): Promise<FoundMessage | null>;
-  probe?(): Promise<ProbeResult>;
+  /** Never rejects: every failure is in the result. */
+  probe?(opts?: ProbeOptions): Promise<ProbeResult>;
   webhooks?: ProviderWebhooks;
 }
 

@@ -34,6 +34,8 @@ export interface FakeTelnyx {
   readonly log: FakeTelnyxRequest[];
   setFault(f: Fault | null): Promise<void>;
   addApiKey(key: string): void;
+  /** A messaging profile of one API key (the default key unless given); adding it again updates it. */
+  addMessagingProfile(id: string, opts?: { apiKey?: string; enabled?: boolean }): void;
   stop(): Promise<void>;
   restart(): Promise<void>;
   close(): Promise<void>;
@@ -94,6 +96,7 @@ function toWire(m: FakeTelnyxMessage) {
 export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] } = {}): Promise<FakeTelnyx> {
   const keys = new Set(opts.apiKeys ?? [DEFAULT_TELNYX_API_KEY]);
   const faults = new FaultSwitch();
+  const profiles = new Map<string, { apiKey: string; enabled: boolean }>();
   const messages: FakeTelnyxMessage[] = [];
   const log: FakeTelnyxRequest[] = [];
   // Scope is org + method + path; one org per API key is close enough here.
@@ -144,6 +147,7 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
     log.push({ method: req.method ?? '', path: url.pathname, authorization: req.headers.authorization, idempotencyKey: key });
     const isSend = req.method === 'POST' && url.pathname === '/v2/messages';
     if (isSend) requests += 1;
+    const isProbe = req.method === 'GET' && /^\/v2\/messaging_profiles(\/|$)/.test(url.pathname);
 
     const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
     const authed = bearer !== undefined && keys.has(bearer);
@@ -156,7 +160,7 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
     }
     const p: Parsed = { apiKey: bearer ?? '', key, body, raw };
 
-    const fault = faults.take(isSend);
+    const fault = faults.take(isSend, isProbe);
     if (fault) {
       switch (fault.kind) {
         case 'hang':
@@ -223,6 +227,23 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
       sendJson(res, 200, accept(p, m));
       return;
     }
+    if (req.method === 'GET' && url.pathname === '/v2/messaging_profiles') {
+      const size = Math.min(Number(url.searchParams.get('page[size]') ?? 20) || 20, 250);
+      const mine = [...profiles].filter(([, prof]) => prof.apiKey === p.apiKey);
+      sendJson(res, 200, {
+        data: mine.slice(0, size).map(([id, prof]) => profileWire(id, prof.enabled)),
+        meta: { page_number: 1, page_size: size, total_pages: Math.max(1, Math.ceil(mine.length / size)), total_results: mine.length },
+      });
+      return;
+    }
+    const profileId = /^\/v2\/messaging_profiles\/([^/]+)$/.exec(url.pathname)?.[1];
+    if (req.method === 'GET' && profileId) {
+      const id = decodeURIComponent(profileId);
+      const prof = profiles.get(id);
+      if (prof && prof.apiKey === p.apiKey) sendJson(res, 200, { data: profileWire(id, prof.enabled) });
+      else sendJson(res, 404, errorBody({ status: 404, code: '10005', title: 'Resource not found', detail: 'The requested resource or URL could not be found.' }));
+      return;
+    }
     const one = /^\/v2\/messages\/([0-9a-f-]{36})$/.exec(url.pathname);
     if (req.method === 'GET' && one) {
       const m = messages.find((x) => x.id === one[1] && x.apiKey === p.apiKey);
@@ -251,6 +272,9 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
     addApiKey(k) {
       keys.add(k);
     },
+    addMessagingProfile(id, o = {}) {
+      profiles.set(id, { apiKey: o.apiKey ?? DEFAULT_TELNYX_API_KEY, enabled: o.enabled ?? true });
+    },
     stop: () => server.stop(),
     async restart() {
       if (faults.active?.kind === 'down') faults.set(null);
@@ -258,6 +282,11 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
     },
     close: () => server.close(),
   };
+}
+
+function profileWire(id: string, enabled: boolean) {
+  const at = new Date(Date.UTC(2024, 0, 2, 3, 4, 5)).toISOString();
+  return { record_type: 'messaging_profile', id, name: `Fake profile ${id.slice(0, 8)}`, enabled, webhook_url: null, created_at: at, updated_at: at };
 }
 
 function sha(s: string): string {

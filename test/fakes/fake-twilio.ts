@@ -38,6 +38,8 @@ export interface FakeTwilio {
   readonly log: FakeTwilioRequest[];
   setFault(f: Fault | null): Promise<void>;
   addAccount(sid: string, token: string): void;
+  /** What a fetch of the account (the health probe) reports; `active` unless set. */
+  setAccountStatus(sid: string, status: 'active' | 'suspended' | 'closed'): void;
   stop(): Promise<void>;
   restart(): Promise<void>;
   close(): Promise<void>;
@@ -66,6 +68,7 @@ const MAGIC_FROM: Record<string, TwilioError> = {
 
 const E164 = /^\+[1-9]\d{6,14}$/;
 const API_PREFIX = '/2010-04-01/Accounts/';
+const ACCOUNT_ROUTE = /^\/2010-04-01\/Accounts\/([^/]+)\.json$/;
 
 function rfc2822(d: Date): string {
   return d.toUTCString().replace('GMT', '+0000');
@@ -102,6 +105,22 @@ function toWire(m: FakeTwilioMessage) {
   };
 }
 
+/** GET /Accounts/{Sid}.json as Twilio answers it, minus the auth token it also echoes. */
+function accountWire(sid: string, status: string) {
+  const created = rfc2822(new Date(Date.UTC(2024, 0, 2, 3, 4, 5)));
+  return {
+    date_created: created,
+    date_updated: created,
+    friendly_name: `Fake account ${sid.slice(-4)}`,
+    owner_account_sid: sid,
+    sid,
+    status,
+    subresource_uris: { messages: `${API_PREFIX}${sid}/Messages.json` },
+    type: 'Full',
+    uri: `${API_PREFIX}${sid}.json`,
+  };
+}
+
 function parseBasic(header: string | undefined): TwilioAccount | null {
   const m = /^Basic\s+(\S+)$/i.exec(header ?? '');
   if (!m?.[1]) return null;
@@ -124,6 +143,7 @@ function dayStart(value: string): number {
 export async function startFakeTwilio(opts: { port?: number; accounts?: TwilioAccount[] } = {}): Promise<FakeTwilio> {
   const accounts = new Map<string, string>();
   for (const a of opts.accounts ?? [DEFAULT_TWILIO_ACCOUNT]) accounts.set(a.sid, a.token);
+  const statuses = new Map<string, string>();
   const faults = new FaultSwitch();
   const messages: FakeTwilioMessage[] = [];
   const log: FakeTwilioRequest[] = [];
@@ -149,8 +169,9 @@ export async function startFakeTwilio(opts: { port?: number; accounts?: TwilioAc
     const route = /^\/2010-04-01\/Accounts\/([^/]+)\/Messages\.json$/.exec(url.pathname);
     const isCreate = req.method === 'POST' && route !== null;
     if (isCreate) requests += 1;
+    const isProbe = req.method === 'GET' && ACCOUNT_ROUTE.test(url.pathname);
 
-    const fault = faults.take(isCreate);
+    const fault = faults.take(isCreate, isProbe);
     const creds = parseBasic(req.headers.authorization);
     const authed = creds !== null && accounts.get(creds.sid) === creds.token;
 
@@ -202,6 +223,11 @@ export async function startFakeTwilio(opts: { port?: number; accounts?: TwilioAc
   ): void {
     if (!authed) {
       sendJson(res, 401, errorBody({ status: 401, code: 20003, message: 'Authenticate' }));
+      return;
+    }
+    const fetched = ACCOUNT_ROUTE.exec(url.pathname)?.[1];
+    if (fetched && req.method === 'GET' && fetched === creds?.sid) {
+      sendJson(res, 200, accountWire(fetched, statuses.get(fetched) ?? 'active'));
       return;
     }
     const accountSid = route?.[1];
@@ -274,6 +300,9 @@ export async function startFakeTwilio(opts: { port?: number; accounts?: TwilioAc
     },
     addAccount(sid, token) {
       accounts.set(sid, token);
+    },
+    setAccountStatus(sid, status) {
+      statuses.set(sid, status);
     },
     stop: () => server.stop(),
     async restart() {

@@ -20,11 +20,12 @@ export type Fault = (
   /** Apply to the next N requests only, then clear. Omitted = until replaced. Ignored by 'down'. */
   times?: number;
   /**
-   * Which requests the fault hits: 'all' (default) or only message-create calls, so
-   * a lookup (Twilio's list, Telnyx's GET) still answers while sends misbehave.
+   * Which requests the fault hits: 'all' (default), only message-create calls, so
+   * a lookup (Twilio's list, Telnyx's GET) still answers while sends misbehave,
+   * or only health probes (Twilio's account fetch, Telnyx's messaging profiles).
    * Requests outside the scope do not consume `times`.
    */
-  scope?: 'all' | 'create';
+  scope?: 'all' | 'create' | 'probe';
 };
 
 /** Holds the active fault and counts down `times`. */
@@ -42,10 +43,11 @@ export class FaultSwitch {
   }
 
   /** The fault that applies to the request being handled now, consuming one use. */
-  take(isCreate = true): Fault | null {
+  take(isCreate = true, isProbe = false): Fault | null {
     const f = this.current;
     if (!f || f.kind === 'down') return null;
     if (f.scope === 'create' && !isCreate) return null;
+    if (f.scope === 'probe' && !isProbe) return null;
     this.remaining -= 1;
     if (this.remaining <= 0) this.current = null;
     return f;

@@ -3,7 +3,7 @@
  */
 import { createHash } from 'node:crypto';
 import Telnyx, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'telnyx';
-import { abortedBeforeSend, classifyHttp, classifyNetwork, classifyUnknown, isObject, probeHost, ruleFor } from '../classify.js';
+import { PROBE_TIMEOUT_MS, abortedBeforeSend, classifyHttp, classifyNetwork, classifyUnknown, isObject, ruleFor, runProbe } from '../classify.js';
 import { ProviderSendError, SDK_TIMEOUT_MARGIN_MS, type CodeTable, type SendAccepted, type SendRequest, type SmsProvider } from '../types.js';
 
 /**
@@ -125,6 +125,20 @@ export function createTelnyxProvider(opts: TelnyxProviderOptions): SmsProvider {
       return { providerMessageId: id, status: res.data?.to?.[0]?.status ?? 'queued' };
     },
 
-    probe: () => probeHost(root ?? 'https://api.telnyx.com/v2'),
+    // The messaging profile the sends name: authenticated, sends nothing, and
+    // says whether the profile is disabled (40312 on every send). Without a
+    // profile, the cheapest authenticated read: one page of one profile.
+    probe: (probeOpts) =>
+      runProbe('telnyx', classifyTelnyxError, probeOpts, async (signal) => {
+        const request = { signal, timeout: probeOpts?.timeoutMs ?? PROBE_TIMEOUT_MS };
+        if (!opts.messagingProfileId) {
+          await client.messagingProfiles.list({ 'page[size]': 1 }, request);
+          return null;
+        }
+        const profile = await client.messagingProfiles.retrieve(opts.messagingProfileId, request);
+        if (profile.data?.enabled !== false) return null;
+        const rule = TELNYX_CODES['40312']!;
+        return new ProviderSendError({ message: `telnyx: ${rule.meaning}`, errorClass: rule.errorClass, provider: 'telnyx', code: '40312' });
+      }),
   };
 }

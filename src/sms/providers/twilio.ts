@@ -5,7 +5,7 @@
  */
 import pTimeout from 'p-timeout';
 import twilio from 'twilio';
-import { abortedBeforeSend, abortedInFlight, classifyHttp, classifyNetwork, isObject, probeHost } from '../classify.js';
+import { abortedBeforeSend, abortedInFlight, classifyHttp, classifyNetwork, isObject, runProbe } from '../classify.js';
 import {
   ProviderSendError,
   SDK_TIMEOUT_MARGIN_MS,
@@ -136,6 +136,18 @@ export function createTwilioProvider(opts: TwilioProviderOptions): SmsProvider {
       return hit ? { providerMessageId: hit.sid, status: hit.status } : null;
     },
 
-    probe: () => probeHost(apiRoot ?? 'https://api.twilio.com'),
+    // Fetching the account itself: authenticated, sends nothing, and says whether
+    // Twilio has suspended or closed it (then every send would be refused).
+    probe: (probeOpts) =>
+      runProbe('twilio', classifyTwilioError, probeOpts, async () => {
+        const account = await client.api.v2010.accounts(opts.accountSid).fetch();
+        if (account.status === 'active') return null;
+        return new ProviderSendError({
+          message: `twilio: the account is ${account.status}`,
+          errorClass: 'provider',
+          provider: 'twilio',
+          code: `ACCOUNT_${String(account.status).toUpperCase()}`,
+        });
+      }),
   };
 }
