@@ -113,6 +113,20 @@ const schema = z.object({
   SMS_WORKER_BATCH: intFrom(20, 1, 500),
   SMS_WORKER_CONCURRENCY: intFrom(16, 1, 256),
   SMS_WORKER_ENABLED: bool(true),
+  /**
+   * Probe provider accounts from this process (default: wherever the outbox
+   * worker runs). Every process reads the shared results either way.
+   */
+  SMS_HEALTH_ENABLED: z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'])
+    .optional()
+    .transform((v) => (v === undefined ? undefined : ['true', '1', 'yes'].includes(v))),
+  /** How often each provider account is probed, across all processes (jittered). */
+  SMS_HEALTH_INTERVAL_MS: intFrom(30_000, 50, 3_600_000),
+  /** Unset: 2000, or half the interval when that is shorter. */
+  SMS_HEALTH_PROBE_TIMEOUT_MS: z.coerce.number().int().min(10).max(60_000).optional(),
+  /** A probe result older than this is ignored (probing stopped); unset: three intervals. */
+  SMS_HEALTH_STALE_MS: z.coerce.number().int().min(100).max(86_400_000).optional(),
   /** Rate limit when a clinic has not set its own. */
   SMS_RATE_LIMIT_PER_HOUR: intFrom(5, 1, 1000),
   /** Test/local overrides for the provider SDKs' API base URLs. */
@@ -136,6 +150,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (cfg.ADMIN_TOKEN !== undefined && cfg.ADMIN_TOKEN.length < 24) {
     throw new ConfigError('Invalid configuration:\n  ADMIN_TOKEN: must be at least 24 characters');
+  }
+  if (cfg.SMS_HEALTH_PROBE_TIMEOUT_MS !== undefined && cfg.SMS_HEALTH_PROBE_TIMEOUT_MS >= cfg.SMS_HEALTH_INTERVAL_MS) {
+    throw new ConfigError('Invalid configuration:\n  SMS_HEALTH_PROBE_TIMEOUT_MS: must be shorter than SMS_HEALTH_INTERVAL_MS');
+  }
+  if (cfg.SMS_HEALTH_STALE_MS !== undefined && cfg.SMS_HEALTH_STALE_MS <= cfg.SMS_HEALTH_INTERVAL_MS * 1.5) {
+    // Ticks are jittered: a record must survive a late probe without going stale.
+    throw new ConfigError('Invalid configuration:\n  SMS_HEALTH_STALE_MS: must be more than 1.5 × SMS_HEALTH_INTERVAL_MS');
   }
   return cfg;
 }

@@ -70,6 +70,28 @@ export const breakerState = new client.Gauge({
   registers: [registry],
 });
 
+export const healthProbeDuration = new client.Histogram({
+  name: 'sms_health_probe_duration_seconds',
+  help: 'Provider account health probe latency, by provider kind (probes this process made)',
+  labelNames: ['provider'] as const,
+  buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
+  registers: [registry],
+});
+
+export const healthProbes = new client.Counter({
+  name: 'sms_health_probes_total',
+  help: 'Provider account health probes this process made, by provider kind, result (ok, failed) and error class',
+  labelNames: ['provider', 'result', 'error_class'] as const,
+  registers: [registry],
+});
+
+export const healthAccountsDown = new client.Gauge({
+  name: 'sms_health_accounts_down',
+  help: 'Provider accounts a fresh shared probe found down (every process reports the same), by provider kind',
+  labelNames: ['provider'] as const,
+  registers: [registry],
+});
+
 export const outboxBacklog = new client.Gauge({
   name: 'sms_outbox_due',
   help: 'Outbox rows due for sending at the last poll',

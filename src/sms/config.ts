@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Sql } from 'postgres';
 import { z } from 'zod';
 import { parsePhoneNumberFromString } from 'libphonenumber-js/max';
@@ -82,6 +83,13 @@ export async function putSmsConfig(sql: Sql, keyring: Keyring, orgId: string, in
   });
 }
 
+/** A stored chain link as the loader needs it to build the link's client. */
+export interface StoredLink {
+  position: number;
+  kind: ProviderKind;
+  credentials_enc: string | null;
+}
+
 interface ProviderRow {
   position: number;
   kind: ProviderKind;
@@ -125,6 +133,8 @@ export interface ChainLink {
   kind: ProviderKind;
   provider: SmsProvider;
   pool: string[];
+  /** The key of this link's shared health record (health.ts); absent on dry runs. */
+  healthKey?: string;
 }
 
 export interface LoadedChain {
@@ -143,7 +153,7 @@ export class ChainLoader {
   private readonly cache: LRUCache<string, LoadedChain>;
   /** Loads under way, so that a burst of messages for one clinic reads its chain once. */
   private readonly loading = new Map<string, Promise<LoadedChain | null>>();
-  private built = new Map<string, { blob: string; provider: SmsProvider }>();
+  private built = new Map<string, { blob: string; provider: SmsProvider; healthKey: string }>();
   private sandbox = createSandboxProvider({ name: 'dry-run' });
 
   constructor(
@@ -196,8 +206,8 @@ export class ChainLoader {
       const chain: LoadedChain = { enabled: settings.enabled, links: [], broken: [] };
       for (const r of rows) {
         try {
-          const provider = this.providerFor(orgId, r);
-          chain.links.push({ position: r.position, kind: r.kind, provider, pool: r.sender_numbers });
+          const { provider, healthKey } = this.client(orgId, r);
+          chain.links.push({ position: r.position, kind: r.kind, provider, pool: r.sender_numbers, healthKey });
           if (r.credentials_enc && needsReencrypt(this.keyring, r.credentials_enc)) {
             const plain = decryptSecret(this.keyring, r.credentials_enc, aad(orgId, r.position, r.kind));
             const fresh = encryptSecret(this.keyring, plain, aad(orgId, r.position, r.kind));
@@ -216,30 +226,48 @@ export class ChainLoader {
   }
 
   /**
+   * The client of one stored link, and the key of its shared health record:
+   * the adapter's account key plus a hash prefix of the decrypted credentials,
+   * so that clinics share a probe verdict only when they hold the same
+   * credentials. Throws when the credentials do not decrypt.
+   *
    * Provider clients are kept for as long as their credentials blob is
    * unchanged: rebuilding them on every settings reload would decrypt again and
    * throw away the SDK's keep-alive connections.
    */
-  private providerFor(orgId: string, r: ProviderRow): SmsProvider {
+  client(orgId: string, r: StoredLink): { provider: SmsProvider; healthKey: string } {
     const slot = `${orgId}|${r.position}`;
     const blob = `${r.kind}|${r.credentials_enc ?? ''}`;
     const kept = this.built.get(slot);
-    if (kept && kept.blob === blob) return kept.provider;
-    const provider = this.build(orgId, r);
-    this.built.set(slot, { blob, provider });
-    return provider;
+    if (kept && kept.blob === blob) return kept;
+    const built = { blob, ...this.build(orgId, r) };
+    this.built.set(slot, built);
+    return built;
   }
 
-  private build(orgId: string, r: ProviderRow): SmsProvider {
-    if (r.kind === 'sandbox') return this.sandbox;
+  private build(orgId: string, r: StoredLink): { provider: SmsProvider; healthKey: string } {
+    if (r.kind === 'sandbox') return { provider: this.sandbox, healthKey: healthKeyOf(this.sandbox.accountKey, '-') };
     if (!r.credentials_enc) throw new Error('missing credentials');
-    const creds = JSON.parse(decryptSecret(this.keyring, r.credentials_enc, aad(orgId, r.position, r.kind))) as Credentials;
+    const plain = decryptSecret(this.keyring, r.credentials_enc, aad(orgId, r.position, r.kind));
+    const creds = JSON.parse(plain) as Credentials;
     if (creds.kind === 'sandbox' || creds.kind !== r.kind) throw new Error(`credentials do not match provider kind ${String(r.kind)}`);
-    return createProvider(creds, {
+    const provider = createProvider(creds, {
       // The SDK's own timeout only backstops the engine's per-attempt timeout.
       timeoutMs: this.cfg.SMS_ATTEMPT_TIMEOUT_MS,
       sdkTimeoutMarginMs: this.cfg.SMS_SDK_TIMEOUT_MARGIN_MS,
       baseUrls: { twilio: this.cfg.TWILIO_API_BASE_URL, telnyx: this.cfg.TELNYX_API_BASE_URL },
     });
+    const fp = createHash('sha256').update(`sms-health:${plain}`).digest('hex').slice(0, 16);
+    return { provider, healthKey: healthKeyOf(provider.accountKey, fp) };
   }
+}
+
+/** `account key#credentials fingerprint`; the fingerprint is 16 hex digits, or `-` for a link without credentials. */
+export function healthKeyOf(accountKey: string, credentialsFp: string): string {
+  return `${accountKey}#${credentialsFp}`;
+}
+
+export function splitHealthKey(key: string): { accountKey: string; credentialsFp: string } {
+  const i = key.lastIndexOf('#');
+  return { accountKey: key.slice(0, i), credentialsFp: key.slice(i + 1) };
 }

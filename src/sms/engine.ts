@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { scrubPhones } from '../log.js';
 import { smsAttemptDuration, smsAttempts, smsFailovers } from '../metrics.js';
 import type { AttemptLog, EngineMessage } from './attempts.js';
-import { Breakers } from './breakers.js';
+import { Breakers, type SharedHealth } from './breakers.js';
 import type { ChainLink } from './config.js';
 import type { FailureDetail, InFlightAttempt, Settlement } from './outbox.js';
 import { pickSender } from './sticky.js';
@@ -76,8 +76,9 @@ export class SmsEngine {
     private readonly opts: EngineOptions,
     private readonly attempts: AttemptLog,
     private readonly log: Logger,
+    health?: SharedHealth,
   ) {
-    this.breakers = new Breakers({ threshold: opts.breakerThreshold, cooldownMs: opts.breakerCooldownMs }, log);
+    this.breakers = new Breakers({ threshold: opts.breakerThreshold, cooldownMs: opts.breakerCooldownMs, health }, log);
   }
 
   /** Exposed for tests and diagnostics: the breaker of one org's provider account. */
@@ -86,6 +87,7 @@ export class SmsEngine {
   }
 
   async deliver(msg: EngineMessage, chain: ChainLink[], inFlight: InFlightAttempt | null): Promise<DeliveryResult> {
+    await this.breakers.ready();
     let links = chain;
     if (inFlight) {
       const settled = await this.reconcile(msg, chain, inFlight);
@@ -103,7 +105,7 @@ export class SmsEngine {
     let last: ProviderSendError | undefined;
     for (const [i, link] of links.entries()) {
       const next = links[i + 1];
-      if (this.breakers.admit(msg.orgId, link.provider.accountKey) === 'skip') {
+      if (this.breakers.admit(msg.orgId, link.provider.accountKey, link.healthKey) === 'skip') {
         await this.skipOpen(msg, link, next);
         failedOver = true;
         continue;

@@ -6,6 +6,7 @@ import type { ConfirmationNotifier } from '../tools/types.js';
 import { ChainLoader } from './config.js';
 import type { Keyring } from '../crypto.js';
 import { SmsEngine } from './engine.js';
+import { HealthMonitor, healthSettings } from './health.js';
 import { createNotifier } from './notifier.js';
 import { sqlAttemptLog } from './attempts.js';
 import { OutboxWorker } from './worker.js';
@@ -15,6 +16,7 @@ export interface SmsModule {
   engine: SmsEngine;
   worker: OutboxWorker;
   chains: ChainLoader;
+  health: HealthMonitor;
   stop(): Promise<void>;
 }
 
@@ -29,6 +31,7 @@ export function createSmsModule(opts: {
 }): SmsModule {
   const { cfg, workerSql, keyring, log } = opts;
   const chains = new ChainLoader(workerSql, keyring, cfg);
+  const health = new HealthMonitor(workerSql, chains, healthSettings(cfg), log);
   const engine = new SmsEngine(
     {
       attemptTimeoutMs: cfg.SMS_ATTEMPT_TIMEOUT_MS,
@@ -45,8 +48,11 @@ export function createSmsModule(opts: {
     },
     sqlAttemptLog(workerSql),
     log,
+    health,
   );
   const worker = new OutboxWorker(workerSql, engine, chains, cfg, log);
+  // Every process reads the shared health; healthSettings() says whether this one also probes.
+  health.start();
   if (cfg.SMS_WORKER_ENABLED) worker.start();
   const notifier = createNotifier({ workerSql, worker, budgetMs: cfg.SMS_RESPONSE_BUDGET_MS, log });
   return {
@@ -54,6 +60,9 @@ export function createSmsModule(opts: {
     engine,
     worker,
     chains,
-    stop: () => worker.stop(),
+    health,
+    stop: async () => {
+      await Promise.all([worker.stop(), health.stop()]);
+    },
   };
 }

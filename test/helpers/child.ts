@@ -42,6 +42,8 @@ export async function startChild(h: Harness, env: Record<string, string>): Promi
       // The roles are cluster-wide: the same passwords as every in-process harness.
       APP_DB_PASSWORD: h.secrets.appDbPassword,
       WORKER_DB_PASSWORD: h.secrets.workerDbPassword,
+      // As in the in-process harness: no background probes unless a test asks for them.
+      SMS_HEALTH_ENABLED: 'false',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

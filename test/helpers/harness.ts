@@ -59,6 +59,9 @@ export async function startHarness(
     DATA_DIR: dataDir,
     SEED_DEMO: 'false',
     SMS_WORKER_ENABLED: 'false',
+    // The health monitor probes the fakes in the background, where it would
+    // consume faults other suites inject for sends; test/sms-health.test.ts turns it on.
+    SMS_HEALTH_ENABLED: 'false',
     DB_POOL_MAX: '20',
     // Suites make many failed token requests on purpose; the throttle has its own tests.
     OAUTH_FAILURES_PER_SOURCE: '100000',
