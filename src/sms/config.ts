@@ -36,9 +36,11 @@ const telnyxLink = z.object({
   messagingProfileId: z.string().max(100).optional(),
   senderNumbers: pool,
 });
+/** The sandbox sends nothing, so its sender is only a label: Twilio's test number unless one is given. */
+const SANDBOX_SENDER = '+15005550006';
 const sandboxLink = z.object({
   kind: z.literal('sandbox'),
-  senderNumbers: pool,
+  senderNumbers: pool.default([SANDBOX_SENDER]),
 });
 
 export const smsConfigSchema = z.object({
