@@ -4,6 +4,7 @@ import { createClient, listClients, revokeClient } from '../auth/clients.js';
 import { isUuid } from '../booking/appointments.js';
 import type { AppDeps } from '../deps.js';
 import { notFound } from '../errors.js';
+import { listCalls } from '../calls/calls.js';
 import { listInbox } from '../inbox/inbox.js';
 import { createOrg, createOrgSchema, getOrg, listOrgs, updateOrg, updateOrgSchema } from '../orgs/orgs.js';
 import { listMessages } from '../sms/history.js';
@@ -245,6 +246,32 @@ export function adminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       const orgId = orgIdParam(req);
       if (!(await getOrg(deps.sql, orgId))) throw notFound('org');
       res.set(NO_STORE).json(await listInbox(deps.sql, orgId, query));
+    },
+  );
+
+  registry.mount(
+    router,
+    {
+      method: 'get',
+      path: '/api/admin/orgs/:id/calls',
+      access: 'admin',
+      tags: ['clinics'],
+      summary: "The clinic's call log, from end-of-call reports",
+      query: listQuery,
+      responses: {
+        200: {
+          description:
+            '`{items:[{id, platform, callId, from, startedAt, endedAt, durationSeconds, endedReason, toolsUsed, transcript, createdAt}], next}`; ' +
+            'phones masked unless `unmask=true`; `transcript` is null unless the clinic keeps transcripts.',
+        },
+        404: { description: 'not_found' },
+      },
+      example: { params: { id: EXAMPLE_ID }, query: { limit: '20' } },
+    },
+    async (req, res, { query }) => {
+      const orgId = orgIdParam(req);
+      if (!(await getOrg(deps.sql, orgId))) throw notFound('org');
+      res.set(NO_STORE).json(await listCalls(deps.sql, orgId, query));
     },
   );
 
