@@ -84,6 +84,8 @@ describe('dead tokens on every clinic route', () => {
     const args = { patientName: 'Dead Token', patientPhone: '+14155550123', appointmentDate: localDate(30), appointmentTime: at, serviceType: 'short' };
     const req = (h.http as unknown as Record<string, (p: string) => import('supertest').Test>)[r.method]!(path).set('Authorization', `Bearer ${token}`);
     if (r.method === 'get') return req;
+    // ElevenLabs: the flat arguments plus the mapped system variables.
+    if (r.path.startsWith('/api/elevenlabs/')) return req.send({ ...args, conversationId: `conv_${randomUUID()}` });
     return r.path.includes(':toolName')
       ? req.send({ toolCallId: `t_${randomUUID()}`, tool: { arguments: args } })
       : req.send(vapiMessage([{ name: 'bookClinicAppointment', args }]));
