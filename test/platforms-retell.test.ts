@@ -4,10 +4,13 @@
  * idempotency on call id + name + arguments; caller id from signalling; the
  * org checks; tool errors as sentences.
  */
+import fs from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import Retell from 'retell-sdk';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { checkRetellSignature, signRetell } from '../src/auth/retell-signature.js';
+import { TOOLS } from '../src/tools/index.js';
 import { createOrg, localDate } from './helpers/harness.js';
 import type { TestOrg } from './helpers/harness.js';
 import { useClinics, useHarness } from './helpers/fixture.js';
@@ -267,3 +270,28 @@ describe('Retell credentials', () => {
   });
 });
 
+
+describe('the Retell function JSON in docs/platforms.md', () => {
+  const doc = fs.readFileSync(new URL('../docs/platforms.md', import.meta.url), 'utf8');
+  const start = doc.indexOf('## Retell');
+  const section = doc.slice(start, doc.indexOf('\n## ', start + 5));
+  const fns = [...section.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => JSON.parse(m[1]!) as Record<string, any>).filter((b) => b.type === 'custom');
+
+  it('has one custom function per tool the server offers', () => {
+    expect(fns.map((f) => f.name).sort()).toEqual([...TOOLS.keys()].sort());
+  });
+
+  for (const name of TOOLS.keys()) {
+    it(`${name}: our URL, and exactly the parameters the tool takes, required as the tool requires`, () => {
+      const f = fns.find((x) => x.name === name)!;
+      expect(f.url).toBe('https://YOUR-SERVER/api/retell/YOUR_ORG_ID/tools');
+      expect(f.method).toBe('POST');
+      const shape = (TOOLS.get(name)!.schema as z.ZodObject).shape as Record<string, z.ZodType>;
+      const props = Object.keys(f.parameters.properties);
+      expect(props.filter((k) => !(k in shape))).toEqual([]);
+      expect(props).not.toContain('organizationId');
+      const required = Object.keys(shape).filter((k) => !shape[k]!.safeParse(undefined).success);
+      expect([...f.parameters.required].sort()).toEqual(required.sort());
+    });
+  }
+});
