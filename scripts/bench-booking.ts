@@ -6,11 +6,19 @@
  *   npm run bench:booking                 # embedded PostgreSQL in a temp dir
  *   DATABASE_URL=postgres://... npm run bench:booking
  *   BENCH_SECONDS=10 BENCH_CONCURRENCY=1,16,64 npm run bench:booking
+ *   npm run bench:booking -- --platform retell            # vapi (default) | retell | elevenlabs
+ *   npm run bench:booking -- --platform vapi,retell,elevenlabs
+ *
+ * --platform picks the door the HTTP phases book through: Vapi's tool-calls
+ * envelope with a Bearer token, Retell's {name, call, args} signed with the
+ * clinic's Retell key (X-Retell-Signature, computed per request), or
+ * ElevenLabs' flat body with a Bearer token. Several platforms run one after
+ * another at each level, against the same server, each with its ratio to Vapi.
  *
  * Bookings/s counts rows that actually appeared in the table, not HTTP 200s.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, createHmac, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -28,6 +36,19 @@ const PRACTITIONERS = 20;
 const ADMIN = `bench-admin-${randomUUID()}`;
 const APP_PW = `bench-app-${randomUUID()}`;
 const ZONE = 'America/New_York';
+
+type Platform = 'vapi' | 'retell' | 'elevenlabs';
+const PLATFORMS: Platform[] = (() => {
+  const i = process.argv.findIndex((a) => a === '--platform' || a.startsWith('--platform='));
+  const raw = i < 0 ? 'vapi' : process.argv[i]!.includes('=') ? process.argv[i]!.split('=')[1]! : (process.argv[i + 1] ?? '');
+  const list = raw.split(',').map((p) => p.trim()).filter(Boolean);
+  const bad = list.filter((p) => !['vapi', 'retell', 'elevenlabs'].includes(p));
+  if (list.length === 0 || bad.length) {
+    process.stderr.write(`--platform takes vapi, retell or elevenlabs (comma-separated for several), not "${raw}"\n`);
+    process.exit(2);
+  }
+  return list as Platform[];
+})();
 
 interface Result {
   label: string;
@@ -100,6 +121,9 @@ async function main() {
       practitioners: Array.from({ length: PRACTITIONERS }, (_, i) => ({ name: `Dr. Bench ${String(i).padStart(2, '0')}` })),
     });
     const client = await post(`${base}/api/admin/orgs/${org.id}/clients`, admin, {});
+    const retellKey = `key_bench_${randomUUID().replace(/-/g, '')}`;
+    const patched = await fetch(`${base}/api/admin/orgs/${org.id}`, { method: 'PATCH', headers: admin, body: JSON.stringify({ retellApiKey: retellKey }) });
+    if (!patched.ok) throw new Error(`setting the Retell key: ${patched.status}`);
     const tokenRes = await fetch(`${base}/oauth/token`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
@@ -113,47 +137,57 @@ async function main() {
     const start0 = DateTime.now().setZone(ZONE).startOf('day').plus({ days: 2 });
     const results: Result[] = [];
 
-    // HTTP: the full path a Vapi tool call takes (JWT, envelope, org check, zod, booking).
+    // HTTP: the full path a tool call takes through the chosen door (credential, envelope, org check, zod, booking).
     let day = 0;
-    const httpPhase = async (concurrency: number, seconds: number, measure: boolean) => {
+    const bookingArgs = (s: ReturnType<ReturnType<typeof slotSource>>) => ({
+      patientName: `Patient ${s.n}`,
+      patientPhone: `+1415555${String(1000 + (s.n % 9000)).padStart(4, '0')}`,
+      appointmentDate: s.start.toISODate(),
+      appointmentTime: s.start.toFormat('HH:mm'),
+      serviceType: 'visit',
+      practitioner: practitioners[s.practitioner]!.name,
+    });
+    /** One request as the platform sends it: path, headers, raw body. */
+    const requestFor = (platform: Platform, s: ReturnType<ReturnType<typeof slotSource>>) => {
+      if (platform === 'retell') {
+        const body = JSON.stringify({
+          name: 'bookClinicAppointment',
+          call: { call_id: `bench-call-${s.n}`, call_type: 'phone_call', direction: 'inbound', from_number: '+14155550100', metadata: {} },
+          args: bookingArgs(s),
+        });
+        const ts = String(Date.now());
+        const sig = `v=${ts},d=${createHmac('sha256', retellKey).update(body).update(ts).digest('hex')}`;
+        return { path: `/api/retell/${org.id}/tools`, headers: { 'X-Retell-Signature': sig, 'Content-Type': 'application/json' }, body };
+      }
+      const bearer = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
+      if (platform === 'elevenlabs') {
+        return { path: '/api/elevenlabs/tools/bookClinicAppointment', headers: bearer, body: JSON.stringify({ ...bookingArgs(s), conversationId: `bench-call-${s.n}`, callerNumber: '+14155550100' }) };
+      }
+      const body = {
+        message: {
+          type: 'tool-calls',
+          call: { id: `bench-call-${s.n}` },
+          toolCallList: [{ id: `call_${randomUUID()}`, type: 'function', function: { name: 'bookClinicAppointment', arguments: JSON.stringify(bookingArgs(s)) } }],
+        },
+      };
+      return { path: '/api/vapi/tools', headers: bearer, body: JSON.stringify(body) };
+    };
+    const httpPhase = async (platform: Platform, concurrency: number, seconds: number, measure: boolean) => {
       const next = slotSource(start0.plus({ days: day }));
       day += 40;
       const before = await count();
       const t0 = performance.now();
+      const first = requestFor(platform, next());
       const r = await autocannon({
-        url: `${base}/api/vapi/tools`,
+        url: `${base}${first.path}`,
         connections: concurrency,
         duration: seconds,
         requests: [
           {
             method: 'POST',
-            headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
             setupRequest: (req: autocannon.Request) => {
-              const s = next();
-              const body = {
-                message: {
-                  type: 'tool-calls',
-                  call: { id: `bench-call-${s.n}` },
-                  toolCallList: [
-                    {
-                      id: `call_${randomUUID()}`,
-                      type: 'function',
-                      function: {
-                        name: 'bookClinicAppointment',
-                        arguments: JSON.stringify({
-                          patientName: `Patient ${s.n}`,
-                          patientPhone: `+1415555${String(1000 + (s.n % 9000)).padStart(4, '0')}`,
-                          appointmentDate: s.start.toISODate(),
-                          appointmentTime: s.start.toFormat('HH:mm'),
-                          serviceType: 'visit',
-                          practitioner: practitioners[s.practitioner]!.name,
-                        }),
-                      },
-                    },
-                  ],
-                },
-              };
-              return { ...req, body: JSON.stringify(body) };
+              const one = requestFor(platform, next());
+              return { ...req, path: one.path, headers: one.headers, body: one.body };
             },
           },
         ],
@@ -162,7 +196,7 @@ async function main() {
       const booked = (await count()) - before;
       if (measure) {
         results.push({
-          label: 'HTTP',
+          label: `HTTP ${platform}`,
           concurrency,
           bookingsPerSec: booked / elapsed,
           p50: r.latency.p50,
@@ -213,10 +247,12 @@ async function main() {
     };
 
     process.stderr.write(`warming up (${Math.min(3, SECONDS)} s)...\n`);
-    await httpPhase(16, Math.min(3, SECONDS), false);
+    for (const p of PLATFORMS) await httpPhase(p, 16, Math.min(3, SECONDS), false);
     for (const c of LEVELS) {
-      process.stderr.write(`HTTP c=${c} for ${SECONDS} s...\n`);
-      await httpPhase(c, SECONDS, true);
+      for (const p of PLATFORMS) {
+        process.stderr.write(`HTTP ${p} c=${c} for ${SECONDS} s...\n`);
+        await httpPhase(p, c, SECONDS, true);
+      }
       process.stderr.write(`SQL  c=${c} for ${SECONDS} s...\n`);
       await sqlPhase(c, SECONDS);
     }
@@ -239,20 +275,24 @@ async function main() {
 function report(results: Result[], overlaps: number) {
   const rows = results.map(
     (r) =>
-      `| ${r.label.padEnd(11)} | ${String(r.concurrency).padStart(3)} | ${r.bookingsPerSec.toFixed(0).padStart(6)} | ${r.p50.toFixed(1).padStart(6)} | ${r.p99.toFixed(1).padStart(6)} | ${String(r.errors).padStart(5)} |`,
+      `| ${r.label.padEnd(15)} | ${String(r.concurrency).padStart(3)} | ${r.bookingsPerSec.toFixed(0).padStart(6)} | ${r.p50.toFixed(1).padStart(6)} | ${r.p99.toFixed(1).padStart(6)} | ${String(r.errors).padStart(5)} |`,
   );
   const lines = [
-    `bench:booking  ${new Date().toISOString()}  node ${process.version}  ${os.cpus().length} cpu  ${SECONDS}s per phase`,
-    '| path        |   c | book/s |  p50ms |  p99ms |  errs |',
-    '|-------------|-----|--------|--------|--------|-------|',
+    `bench:booking  ${new Date().toISOString()}  node ${process.version}  ${os.cpus().length} cpu  ${SECONDS}s per phase  platforms ${PLATFORMS.join(',')}`,
+    '| path            |   c | book/s |  p50ms |  p99ms |  errs |',
+    '|-----------------|-----|--------|--------|--------|-------|',
     ...rows,
   ];
   for (const c of LEVELS) {
-    const h = results.find((r) => r.label === 'HTTP' && r.concurrency === c);
     const s = results.find((r) => r.label === 'SQL ceiling' && r.concurrency === c);
-    if (h && s) lines.push(`ratio HTTP/ceiling at c=${c}: ${(h.bookingsPerSec / s.bookingsPerSec).toFixed(2)}`);
+    const vapi = results.find((r) => r.label === 'HTTP vapi' && r.concurrency === c);
+    for (const p of PLATFORMS) {
+      const h = results.find((r) => r.label === `HTTP ${p}` && r.concurrency === c);
+      if (h && s) lines.push(`ratio HTTP ${p}/ceiling at c=${c}: ${(h.bookingsPerSec / s.bookingsPerSec).toFixed(2)}`);
+      if (h && vapi && p !== 'vapi') lines.push(`ratio ${p}/vapi at c=${c}: ${(h.bookingsPerSec / vapi.bookingsPerSec).toFixed(2)} (target >= 0.90)`);
+    }
   }
-  const t = results.find((r) => r.label === 'HTTP' && r.concurrency === 16);
+  const t = results.find((r) => r.label === 'HTTP vapi' && r.concurrency === 16);
   const s16 = results.find((r) => r.label === 'SQL ceiling' && r.concurrency === 16);
   if (t && s16) {
     const ok = t.bookingsPerSec >= 1000 && t.p99 <= 25 && t.bookingsPerSec / s16.bookingsPerSec >= 0.6;
