@@ -14,6 +14,10 @@
  * clinic's Retell key (X-Retell-Signature, computed per request), or
  * ElevenLabs' flat body with a Bearer token. Several platforms run one after
  * another at each level, against the same server, each with its ratio to Vapi.
+ * BENCH_ROUNDS=3 repeats them in rotated order (vapi, retell, elevenlabs; then
+ * retell, elevenlabs, vapi; ...) so that drift during the run (a growing
+ * table, other load on the cores) falls on every platform alike; each
+ * platform's figure is then its bookings over its time across the rounds.
  *
  * Bookings/s counts rows that actually appeared in the table, not HTTP 200s.
  */
@@ -32,6 +36,7 @@ import { startEmbeddedPostgres } from '../src/db/embedded.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const LEVELS = (process.env.BENCH_CONCURRENCY ?? '1,16,64').split(',').map(Number);
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 1));
 const PRACTITIONERS = 20;
 const ADMIN = `bench-admin-${randomUUID()}`;
 const APP_PW = `bench-app-${randomUUID()}`;
@@ -53,6 +58,10 @@ const PLATFORMS: Platform[] = (() => {
 interface Result {
   label: string;
   concurrency: number;
+  /** Set on one round of several; the combined row has none. */
+  round?: number;
+  booked?: number;
+  seconds?: number;
   bookingsPerSec: number;
   p50: number;
   p99: number;
@@ -172,7 +181,7 @@ async function main() {
       };
       return { path: '/api/vapi/tools', headers: bearer, body: JSON.stringify(body) };
     };
-    const httpPhase = async (platform: Platform, concurrency: number, seconds: number, measure: boolean) => {
+    const httpPhase = async (platform: Platform, concurrency: number, seconds: number, measure: boolean, round = 0) => {
       const next = slotSource(start0.plus({ days: day }));
       day += 40;
       const before = await count();
@@ -198,6 +207,9 @@ async function main() {
         results.push({
           label: `HTTP ${platform}`,
           concurrency,
+          round,
+          booked,
+          seconds: elapsed,
           bookingsPerSec: booked / elapsed,
           p50: r.latency.p50,
           p99: r.latency.p99,
@@ -249,9 +261,25 @@ async function main() {
     process.stderr.write(`warming up (${Math.min(3, SECONDS)} s)...\n`);
     for (const p of PLATFORMS) await httpPhase(p, 16, Math.min(3, SECONDS), false);
     for (const c of LEVELS) {
-      for (const p of PLATFORMS) {
-        process.stderr.write(`HTTP ${p} c=${c} for ${SECONDS} s...\n`);
-        await httpPhase(p, c, SECONDS, true);
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const p of PLATFORMS.map((_, i) => PLATFORMS[(i + round) % PLATFORMS.length]!)) {
+          process.stderr.write(`HTTP ${p} c=${c} round ${round + 1}/${ROUNDS} for ${SECONDS} s...\n`);
+          await httpPhase(p, c, SECONDS, true, round);
+        }
+      }
+      if (ROUNDS > 1) {
+        for (const p of PLATFORMS) {
+          const rounds = results.filter((r) => r.label === `HTTP ${p}` && r.concurrency === c);
+          const sum = (f: (r: Result) => number) => rounds.reduce((t, r) => t + f(r), 0);
+          results.push({
+            label: `HTTP ${p}`,
+            concurrency: c,
+            bookingsPerSec: sum((r) => r.booked ?? 0) / sum((r) => r.seconds ?? 0),
+            p50: sum((r) => r.p50) / rounds.length,
+            p99: Math.max(...rounds.map((r) => r.p99)),
+            errors: sum((r) => r.errors),
+          });
+        }
       }
       process.stderr.write(`SQL  c=${c} for ${SECONDS} s...\n`);
       await sqlPhase(c, SECONDS);
@@ -273,26 +301,29 @@ async function main() {
 }
 
 function report(results: Result[], overlaps: number) {
+  // With several rounds, the row without a round number is the platform's figure over all of them.
+  const combined = (label: string, c: number) =>
+    results.find((r) => r.label === label && r.concurrency === c && (ROUNDS === 1 || r.round === undefined));
   const rows = results.map(
     (r) =>
-      `| ${r.label.padEnd(15)} | ${String(r.concurrency).padStart(3)} | ${r.bookingsPerSec.toFixed(0).padStart(6)} | ${r.p50.toFixed(1).padStart(6)} | ${r.p99.toFixed(1).padStart(6)} | ${String(r.errors).padStart(5)} |`,
+      `| ${(r.round === undefined || ROUNDS === 1 ? r.label : `${r.label} #${r.round + 1}`).padEnd(18)} | ${String(r.concurrency).padStart(3)} | ${r.bookingsPerSec.toFixed(0).padStart(6)} | ${r.p50.toFixed(1).padStart(6)} | ${r.p99.toFixed(1).padStart(6)} | ${String(r.errors).padStart(5)} |`,
   );
   const lines = [
-    `bench:booking  ${new Date().toISOString()}  node ${process.version}  ${os.cpus().length} cpu  ${SECONDS}s per phase  platforms ${PLATFORMS.join(',')}`,
-    '| path            |   c | book/s |  p50ms |  p99ms |  errs |',
-    '|-----------------|-----|--------|--------|--------|-------|',
+    `bench:booking  ${new Date().toISOString()}  node ${process.version}  ${os.cpus().length} cpu  ${SECONDS}s per phase  platforms ${PLATFORMS.join(',')}  rounds ${ROUNDS}`,
+    '| path               |   c | book/s |  p50ms |  p99ms |  errs |',
+    '|--------------------|-----|--------|--------|--------|-------|',
     ...rows,
   ];
   for (const c of LEVELS) {
     const s = results.find((r) => r.label === 'SQL ceiling' && r.concurrency === c);
-    const vapi = results.find((r) => r.label === 'HTTP vapi' && r.concurrency === c);
+    const vapi = combined('HTTP vapi', c);
     for (const p of PLATFORMS) {
-      const h = results.find((r) => r.label === `HTTP ${p}` && r.concurrency === c);
+      const h = combined(`HTTP ${p}`, c);
       if (h && s) lines.push(`ratio HTTP ${p}/ceiling at c=${c}: ${(h.bookingsPerSec / s.bookingsPerSec).toFixed(2)}`);
       if (h && vapi && p !== 'vapi') lines.push(`ratio ${p}/vapi at c=${c}: ${(h.bookingsPerSec / vapi.bookingsPerSec).toFixed(2)} (target >= 0.90)`);
     }
   }
-  const t = results.find((r) => r.label === 'HTTP vapi' && r.concurrency === 16);
+  const t = combined('HTTP vapi', 16);
   const s16 = results.find((r) => r.label === 'SQL ceiling' && r.concurrency === 16);
   if (t && s16) {
     const ok = t.bookingsPerSec >= 1000 && t.p99 <= 25 && t.bookingsPerSec / s16.bookingsPerSec >= 0.6;
