@@ -248,3 +248,28 @@ describe('end-of-call reports and the call log', () => {
     expect(await rows(clinic.id)).toBe(0);
   });
 });
+
+describe('the calls table is a tenant table', () => {
+  it('has row-level security forced, and clinic_app sees no call without its org, nor another clinic\'s with it', async () => {
+    const [rls] = await h.owner<{ on: boolean; forced: boolean }[]>`
+      SELECT relrowsecurity AS on, relforcerowsecurity AS forced FROM pg_class WHERE relname = 'calls' AND relnamespace = 'public'::regnamespace`;
+    expect(rls).toEqual({ on: true, forced: true });
+    const [x, y] = await Promise.all([createOrg(h), createOrg(h)]);
+    await h.http.post('/api/vapi/tools').set('Authorization', `Bearer ${x.token}`).send({ message: { type: 'end-of-call-report', call: { id: 'rls-call' } } });
+    const [owner] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE org_id = ${x.id}`;
+    expect(owner!.n).toBe(1);
+    const [none] = await h.runtime.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM calls`;
+    expect(none!.n).toBe(0);
+    const asY = await h.runtime.sql.begin(async (tx) => {
+      await tx`SELECT set_config('app.org_id', ${y.id}, true)`;
+      return tx<{ n: number }[]>`SELECT count(*)::int AS n FROM calls`;
+    });
+    expect(asY[0]!.n).toBe(0);
+    await expect(
+      h.runtime.sql.begin(async (tx) => {
+        await tx`SELECT set_config('app.org_id', ${y.id}, true)`;
+        await tx`INSERT INTO calls (org_id, platform, call_id) VALUES (${x.id}, 'vapi', 'forged')`;
+      }),
+    ).rejects.toMatchObject({ code: '42501' });
+  });
+});
