@@ -23,6 +23,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, createHmac, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -65,7 +66,22 @@ interface Result {
   bookingsPerSec: number;
   p50: number;
   p99: number;
+  /** CPU time the server process used in the phase (Linux): per booking, it does not move with other load on the machine. */
+  serverCpuMs?: number;
   errors: number;
+}
+
+/** User + system CPU of a process so far, from /proc (Linux); null elsewhere. */
+function serverCpuMs(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // Fields 14 and 15 of stat(5), counted after the command name: utime and stime, in clock ticks (100 per second on Linux).
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return null;
+  }
 }
 
 function freePort(): Promise<number> {
@@ -185,6 +201,7 @@ async function main() {
       const next = slotSource(start0.plus({ days: day }));
       day += 40;
       const before = await count();
+      const cpu0 = serverCpuMs(server.pid);
       const t0 = performance.now();
       const first = requestFor(platform, next());
       const r = await autocannon({
@@ -202,6 +219,7 @@ async function main() {
         ],
       });
       const elapsed = (performance.now() - t0) / 1000;
+      const cpu1 = serverCpuMs(server.pid);
       const booked = (await count()) - before;
       if (measure) {
         results.push({
@@ -210,6 +228,7 @@ async function main() {
           round,
           booked,
           seconds: elapsed,
+          ...(cpu0 !== null && cpu1 !== null ? { serverCpuMs: cpu1 - cpu0 } : {}),
           bookingsPerSec: booked / elapsed,
           p50: r.latency.p50,
           p99: r.latency.p99,
@@ -278,6 +297,7 @@ async function main() {
             p50: sum((r) => r.p50) / rounds.length,
             p99: Math.max(...rounds.map((r) => r.p99)),
             errors: sum((r) => r.errors),
+            ...(rounds.every((r) => r.serverCpuMs !== undefined) ? { booked: sum((r) => r.booked ?? 0), serverCpuMs: sum((r) => r.serverCpuMs ?? 0) } : {}),
           });
         }
       }
@@ -306,12 +326,12 @@ function report(results: Result[], overlaps: number) {
     results.find((r) => r.label === label && r.concurrency === c && (ROUNDS === 1 || r.round === undefined));
   const rows = results.map(
     (r) =>
-      `| ${(r.round === undefined || ROUNDS === 1 ? r.label : `${r.label} #${r.round + 1}`).padEnd(18)} | ${String(r.concurrency).padStart(3)} | ${r.bookingsPerSec.toFixed(0).padStart(6)} | ${r.p50.toFixed(1).padStart(6)} | ${r.p99.toFixed(1).padStart(6)} | ${String(r.errors).padStart(5)} |`,
+      `| ${(r.round === undefined || ROUNDS === 1 ? r.label : `${r.label} #${r.round + 1}`).padEnd(18)} | ${String(r.concurrency).padStart(3)} | ${r.bookingsPerSec.toFixed(0).padStart(6)} | ${r.p50.toFixed(1).padStart(6)} | ${r.p99.toFixed(1).padStart(6)} | ${String(r.errors).padStart(5)} | ${r.serverCpuMs !== undefined && r.booked ? (r.serverCpuMs / r.booked).toFixed(2).padStart(9) : '        -'} |`,
   );
   const lines = [
     `bench:booking  ${new Date().toISOString()}  node ${process.version}  ${os.cpus().length} cpu  ${SECONDS}s per phase  platforms ${PLATFORMS.join(',')}  rounds ${ROUNDS}`,
-    '| path               |   c | book/s |  p50ms |  p99ms |  errs |',
-    '|--------------------|-----|--------|--------|--------|-------|',
+    '| path               |   c | book/s |  p50ms |  p99ms |  errs | cpu ms/bk |',
+    '|--------------------|-----|--------|--------|--------|-------|-----------|',
     ...rows,
   ];
   for (const c of LEVELS) {
@@ -320,7 +340,12 @@ function report(results: Result[], overlaps: number) {
     for (const p of PLATFORMS) {
       const h = combined(`HTTP ${p}`, c);
       if (h && s) lines.push(`ratio HTTP ${p}/ceiling at c=${c}: ${(h.bookingsPerSec / s.bookingsPerSec).toFixed(2)}`);
-      if (h && vapi && p !== 'vapi') lines.push(`ratio ${p}/vapi at c=${c}: ${(h.bookingsPerSec / vapi.bookingsPerSec).toFixed(2)} (target >= 0.90)`);
+      if (h && vapi && p !== 'vapi') {
+        lines.push(`ratio ${p}/vapi at c=${c}: ${(h.bookingsPerSec / vapi.bookingsPerSec).toFixed(2)} (target >= 0.90)`);
+        const per = (r: Result) => (r.serverCpuMs !== undefined && r.booked ? r.serverCpuMs / r.booked : undefined);
+        const [ph, pv] = [per(h), per(vapi)];
+        if (ph !== undefined && pv !== undefined) lines.push(`server CPU per booking ${p}/vapi at c=${c}: ${(ph / pv).toFixed(2)}`);
+      }
     }
   }
   const t = combined('HTTP vapi', 16);
