@@ -161,6 +161,13 @@ export function verifyVapiHmac(req: Request, secret: string, toleranceSeconds: n
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw fail('hmac_mismatch');
 }
 
+/**
+ * Decrypted Retell keys, one per cached settings object: decrypting on every
+ * call was a measurable share of a Retell booking's CPU. A settings change or
+ * expiry makes a new settings object, so a rotated key is decrypted afresh.
+ */
+const retellKeys = new WeakMap<OrgContext, string>();
+
 const badRetellSignature = () =>
   new AppError(401, 'invalid_signature', 'The X-Retell-Signature header is missing, stale or wrong for this clinic.');
 
@@ -186,13 +193,16 @@ function retellSignatureIdentity(deps: AppDeps): Guard {
         authFailures.inc({ layer: 'signature', reason: org ? 'retell_no_key' : 'retell_unknown_org' });
         throw badRetellSignature();
       }
-      let key: string;
-      try {
-        key = decryptSecret(deps.keyring, org.retellApiKeyEnc, retellKeyAad(org.id));
-      } catch (err) {
-        req.log.error({ err, orgId }, 'retell api key could not be decrypted');
-        authFailures.inc({ layer: 'signature', reason: 'retell_key_unreadable' });
-        throw badRetellSignature();
+      let key = retellKeys.get(org);
+      if (key === undefined) {
+        try {
+          key = decryptSecret(deps.keyring, org.retellApiKeyEnc, retellKeyAad(org.id));
+        } catch (err) {
+          req.log.error({ err, orgId }, 'retell api key could not be decrypted');
+          authFailures.inc({ layer: 'signature', reason: 'retell_key_unreadable' });
+          throw badRetellSignature();
+        }
+        retellKeys.set(org, key);
       }
       const verdict = checkRetellSignature(req.rawBody, key, req.get('x-retell-signature'), deps.now().toMillis());
       if (!verdict.ok) {
