@@ -13,7 +13,18 @@ import { FAKE_RELAY_SECRET } from './fakes/fake-relay.js';
 import { DEFAULT_TELNYX_API_KEY, startFakeTelnyx, type FakeTelnyx } from './fakes/fake-telnyx.js';
 import { DEFAULT_TWILIO_ACCOUNT, startFakeTwilio, type FakeTwilio } from './fakes/fake-twilio.js';
 import { ADMIN_TOKEN, createOrg, freshDatabase, startHarness, type Harness } from './helpers/harness.js';
-import { attemptsFor, book, freshPhone, providerEnv, relayLink, snsLink, telnyxLink, twilioLink, waitFor, type Link } from './helpers/sms.js';
+import {
+  attemptsFor,
+  book,
+  freshPhone,
+  providerEnv,
+  relayLink,
+  snsLink,
+  telnyxLink,
+  twilioLink,
+  waitFor,
+  type Link,
+} from './helpers/sms.js';
 
 let twilio: FakeTwilio;
 let telnyx: FakeTelnyx;
@@ -56,7 +67,11 @@ afterAll(async () => {
 
 /** PUT straight through the API, without the suites' helper that switches failover on. */
 const put = (orgId: string, body: Record<string, unknown>) => h.http.put(`/api/admin/orgs/${orgId}/sms`).set(admin).send(body);
-const patch = (orgId: string, body: unknown) => h.http.patch(`/api/admin/orgs/${orgId}/sms`).set(admin).send(body as object);
+const patch = (orgId: string, body: unknown) =>
+  h.http
+    .patch(`/api/admin/orgs/${orgId}/sms`)
+    .set(admin)
+    .send(body as object);
 const changes = (orgId: string) =>
   h.owner<{ actor: string; from_enabled: boolean | null; to_enabled: boolean; at: Date }[]>`
     SELECT actor, from_enabled, to_enabled, at FROM sms_failover_changes WHERE org_id = ${orgId} ORDER BY id`;
@@ -152,14 +167,22 @@ describe('failoverEnabled', () => {
   });
 
   it('another process sees a flip within ORG_CACHE_TTL_MS', async () => {
-    const other = await startHarness({ ...env(), SMS_WORKER_ENABLED: 'false', ORG_CACHE_TTL_MS: '300', CREDENTIALS_KEY: h.secrets.credentialsKey }, { ownerUrl: h.ownerUrl });
+    const other = await startHarness(
+      { ...env(), SMS_WORKER_ENABLED: 'false', ORG_CACHE_TTL_MS: '300', CREDENTIALS_KEY: h.secrets.credentialsKey },
+      { ownerUrl: h.ownerUrl },
+    );
     try {
       const org = await createOrg(h);
       await put(org.id, { providers: chain, failoverEnabled: true });
       expect((await other.runtime.sms.chains.load(org.id))!.failoverEnabled).toBe(true);
       const flipped = Date.now();
       await patch(org.id, { failoverEnabled: false });
-      await waitFor('the other process to read the switch', async () => (await other.runtime.sms.chains.load(org.id))!.failoverEnabled === false, 2000, 20);
+      await waitFor(
+        'the other process to read the switch',
+        async () => (await other.runtime.sms.chains.load(org.id))!.failoverEnabled === false,
+        2000,
+        20,
+      );
       expect(Date.now() - flipped).toBeLessThan(300 + 250);
     } finally {
       await other.close();
@@ -179,15 +202,21 @@ describe('migration 010', () => {
       const [org] = await sql<{ id: string }[]>`
         INSERT INTO orgs (id, name, time_zone, opening_hours) VALUES (gen_random_uuid(), 'Before 010', 'America/New_York', '{}') RETURNING id`;
       await sql`INSERT INTO sms_settings (org_id) VALUES (${org!.id})`;
-      await expect(sql`INSERT INTO sms_providers (org_id, position, kind) VALUES (${org!.id}, 0, 'sns')`).rejects.toMatchObject({ code: '23514' });
+      await expect(sql`INSERT INTO sms_providers (org_id, position, kind) VALUES (${org!.id}, 0, 'sns')`).rejects.toMatchObject({
+        code: '23514',
+      });
 
       await fs.writeFile(path.join(dir, '010_providers.sql'), all.find((m) => m.version === 10)!.sql);
       expect((await migrate(sql, dir)).applied).toEqual(['010_providers.sql']);
       const [s] = await sql<{ failover_enabled: boolean }[]>`SELECT failover_enabled FROM sms_settings WHERE org_id = ${org!.id}`;
       expect(s!.failover_enabled).toBe(true);
       await sql`INSERT INTO sms_providers (org_id, position, kind, attempt_timeout_ms) VALUES (${org!.id}, 0, 'sns', 5000), (${org!.id}, 1, 'relay', NULL)`;
-      await expect(sql`INSERT INTO sms_providers (org_id, position, kind) VALUES (${org!.id}, 2, 'carrier-pigeon')`).rejects.toMatchObject({ code: '23514' });
-      await expect(sql`UPDATE sms_providers SET attempt_timeout_ms = 50 WHERE org_id = ${org!.id} AND position = 0`).rejects.toMatchObject({ code: '23514' });
+      await expect(sql`INSERT INTO sms_providers (org_id, position, kind) VALUES (${org!.id}, 2, 'carrier-pigeon')`).rejects.toMatchObject({
+        code: '23514',
+      });
+      await expect(sql`UPDATE sms_providers SET attempt_timeout_ms = 50 WHERE org_id = ${org!.id} AND position = 0`).rejects.toMatchObject({
+        code: '23514',
+      });
     } finally {
       await sql.end();
       await fs.rm(dir, { recursive: true, force: true });
@@ -197,7 +226,16 @@ describe('migration 010', () => {
 
 describe('secrets of the new links never reach a log line', () => {
   it('deep redaction blanks secretAccessKey and signingSecret at any depth', () => {
-    const out = JSON.stringify(redactDeep({ body: { providers: [{ kind: 'sns', secretAccessKey: 'S3CRET-aws' }, { kind: 'relay', nested: { signingSecret: 'S3CRET-relay' } }] } }));
+    const out = JSON.stringify(
+      redactDeep({
+        body: {
+          providers: [
+            { kind: 'sns', secretAccessKey: 'S3CRET-aws' },
+            { kind: 'relay', nested: { signingSecret: 'S3CRET-relay' } },
+          ],
+        },
+      }),
+    );
     expect(out).not.toContain('S3CRET');
     expect(out.match(/\[redacted\]/g)).toHaveLength(2);
   });

@@ -138,7 +138,11 @@ describe('per-link attempt timeout', () => {
     // Never sent elsewhere, and the receiver has it once, however many requests it took.
     expect(attempts.some((a) => a.provider === 'twilio')).toBe(false);
     expect(relayed(phone)).toHaveLength(1);
-    const keys = new Set(relay.log.filter((l) => (l.body as { to?: string } | null)?.to === phone).map((l) => (l.body as { idempotencyKey: string }).idempotencyKey));
+    const keys = new Set(
+      relay.log
+        .filter((l) => (l.body as { to?: string } | null)?.to === phone)
+        .map((l) => (l.body as { idempotencyKey: string }).idempotencyKey),
+    );
     expect([...keys]).toEqual([`sms-${row.id}`]);
   });
 
@@ -167,7 +171,14 @@ describe('relay links in the admin API', () => {
     const url = `${relay.url}?tenant=private-path-token`;
     const org = await clinic([relayLink(url, { receipts: true })]);
     const got = await h.http.get(`/api/admin/orgs/${org.id}/sms`).set('Authorization', `Bearer ${ADMIN_TOKEN}`);
-    expect(got.body.providers[0]).toEqual({ position: 0, kind: 'relay', senderNumbers: [], credentials: 'configured', account: new URL(relay.url).host, receipts: true });
+    expect(got.body.providers[0]).toEqual({
+      position: 0,
+      kind: 'relay',
+      senderNumbers: [],
+      credentials: 'configured',
+      account: new URL(relay.url).host,
+      receipts: true,
+    });
     const text = JSON.stringify(got.body);
     expect(text).not.toContain(FAKE_RELAY_SECRET);
     expect(text).not.toContain('private-path-token');
@@ -182,17 +193,27 @@ describe('relay links in the admin API', () => {
       relayLink('ftp://edge.example.org/sms'),
       relayLink('https://edge.example.org/sms', { signingSecret: 'short' }),
     ]) {
-      const res = await h.http.put(`/api/admin/orgs/${org.id}/sms`).set('Authorization', `Bearer ${ADMIN_TOKEN}`).send({ providers: [link] });
+      const res = await h.http
+        .put(`/api/admin/orgs/${org.id}/sms`)
+        .set('Authorization', `Bearer ${ADMIN_TOKEN}`)
+        .send({ providers: [link] });
       expect(res.status, JSON.stringify(link)).toBe(400);
       expect(JSON.stringify(res.body)).not.toContain('pw@');
     }
   });
 
   it('in production a relay must be https', async () => {
-    const prod = await startHarness({ ...env(), NODE_ENV: 'production', SMS_WORKER_ENABLED: 'false', CREDENTIALS_KEY: h.secrets.credentialsKey }, { ownerUrl: h.ownerUrl });
+    const prod = await startHarness(
+      { ...env(), NODE_ENV: 'production', SMS_WORKER_ENABLED: 'false', CREDENTIALS_KEY: h.secrets.credentialsKey },
+      { ownerUrl: h.ownerUrl },
+    );
     try {
       const org = await createOrg(prod);
-      const put = (url: string) => prod.http.put(`/api/admin/orgs/${org.id}/sms`).set('Authorization', `Bearer ${ADMIN_TOKEN}`).send({ providers: [relayLink(url)] });
+      const put = (url: string) =>
+        prod.http
+          .put(`/api/admin/orgs/${org.id}/sms`)
+          .set('Authorization', `Bearer ${ADMIN_TOKEN}`)
+          .send({ providers: [relayLink(url)] });
       const refused = await put('http://edge.example.org/sms');
       expect(refused.status).toBe(400);
       expect(refused.body.message).toMatch(/https in production/);

@@ -3,7 +3,14 @@ import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRelayReceiver, logForwarder, sendReceipt, twilioForwarder, type ForwardResult, type RelayMessage } from '../examples/relay/receiver.mjs';
+import {
+  createRelayReceiver,
+  logForwarder,
+  sendReceipt,
+  twilioForwarder,
+  type ForwardResult,
+  type RelayMessage,
+} from '../examples/relay/receiver.mjs';
 import { createRelayProvider, relayWebhooks } from '../src/sms/providers/relay.js';
 import { ProviderSendError, type SendRequest } from '../src/sms/types.js';
 import { DEFAULT_TWILIO_ACCOUNT, startFakeTwilio, type FakeTwilio } from './fakes/fake-twilio.js';
@@ -75,7 +82,15 @@ describe('reference receiver, logging', () => {
     const req = request();
     const res = await sender().send(req);
     expect(res.providerMessageId).toMatch(/^log_/);
-    expect(forwarded.at(-1)).toEqual({ id: req.messageId, to: req.to, from: req.from, text: req.body, orgId: ORG, attempt: 1, idempotencyKey: req.idempotencyKey });
+    expect(forwarded.at(-1)).toEqual({
+      id: req.messageId,
+      to: req.to,
+      from: req.from,
+      text: req.body,
+      orgId: ORG,
+      attempt: 1,
+      idempotencyKey: req.idempotencyKey,
+    });
     const line = JSON.parse(lines.at(-1)!);
     expect(line).toMatchObject({ messageId: res.providerMessageId, id: req.messageId, to: `…${req.to.slice(-4)}` });
     expect(lines.at(-1)).not.toContain(req.to);
@@ -108,7 +123,11 @@ describe('reference receiver, logging', () => {
     const raw = JSON.stringify({ id: 'x', to: '+14155550100', text: 'hi', orgId: ORG, attempt: 1, idempotencyKey: 'k-tamper' });
     const sig = createHmac('sha256', SECRET).update(`${ts}.${raw}`).digest('hex');
     const post = (body: string, signature = sig) =>
-      fetch(receiver.url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-relay-timestamp': String(ts), 'x-relay-signature': signature }, body });
+      fetch(receiver.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-relay-timestamp': String(ts), 'x-relay-signature': signature },
+        body,
+      });
     expect((await post(raw.replace('hi', 'ho'))).status).toBe(401);
     const notJson = 'not json';
     const res = await post(notJson, createHmac('sha256', SECRET).update(`${ts}.${notJson}`).digest('hex'));
@@ -125,7 +144,12 @@ describe('reference receiver, forwarding to Twilio', () => {
 
   beforeAll(async () => {
     twilio = await startFakeTwilio();
-    const toTwilio = twilioForwarder({ accountSid: DEFAULT_TWILIO_ACCOUNT.sid, authToken: DEFAULT_TWILIO_ACCOUNT.token, from: '+15005550006', baseUrl: twilio.url });
+    const toTwilio = twilioForwarder({
+      accountSid: DEFAULT_TWILIO_ACCOUNT.sid,
+      authToken: DEFAULT_TWILIO_ACCOUNT.token,
+      from: '+15005550006',
+      baseUrl: twilio.url,
+    });
     receiver = await listen(
       createRelayReceiver({
         signingSecret: SECRET,
@@ -152,9 +176,21 @@ describe('reference receiver, forwarding to Twilio', () => {
   });
 
   it("passes the upstream's refusals on in the contract's words", async () => {
-    expect(await refusal(sender().send(request({ to: '+15005550004' })))).toMatchObject({ httpStatus: 400, code: 'opted_out', errorClass: 'recipient', optOut: true });
-    expect(await refusal(sender().send(request({ to: '+15005550001' })))).toMatchObject({ code: 'invalid_recipient', errorClass: 'recipient', optOut: false });
-    expect(await refusal(sender().send(request({ from: '+15005550007' })))).toMatchObject({ code: 'sender_unavailable', errorClass: 'provider' });
+    expect(await refusal(sender().send(request({ to: '+15005550004' })))).toMatchObject({
+      httpStatus: 400,
+      code: 'opted_out',
+      errorClass: 'recipient',
+      optOut: true,
+    });
+    expect(await refusal(sender().send(request({ to: '+15005550001' })))).toMatchObject({
+      code: 'invalid_recipient',
+      errorClass: 'recipient',
+      optOut: false,
+    });
+    expect(await refusal(sender().send(request({ from: '+15005550007' })))).toMatchObject({
+      code: 'sender_unavailable',
+      errorClass: 'provider',
+    });
     await twilio.setFault({ kind: 'http5xx', times: 1 });
     expect(await refusal(sender().send(request()))).toMatchObject({ httpStatus: 502, errorClass: 'transient' });
   });
@@ -181,7 +217,13 @@ describe("reference receiver's receipts", () => {
       });
     });
     try {
-      const res = await sendReceipt({ url: sink.url, signingSecret: SECRET, messageId: 'SM123', status: 'undelivered', code: 'invalid_recipient' });
+      const res = await sendReceipt({
+        url: sink.url,
+        signingSecret: SECRET,
+        messageId: 'SM123',
+        status: 'undelivered',
+        code: 'invalid_recipient',
+      });
       expect(res.status).toBe(204);
       const hooks = relayWebhooks(SECRET);
       const req = { url: sink.url, headers: got[0]!.headers as Record<string, string>, rawBody: got[0]!.raw };

@@ -54,7 +54,15 @@ describe('relay adapter: the request', () => {
     const res = await provider.send(req);
     const wire = relay.log.at(-1)!;
     expect(wire.verified).toBe(true);
-    expect(JSON.parse(wire.raw)).toEqual({ id: req.messageId, to: req.to, from: req.from, text: req.body, orgId: ORG, attempt: 3, idempotencyKey: req.idempotencyKey });
+    expect(JSON.parse(wire.raw)).toEqual({
+      id: req.messageId,
+      to: req.to,
+      from: req.from,
+      text: req.body,
+      orgId: ORG,
+      attempt: 3,
+      idempotencyKey: req.idempotencyKey,
+    });
     expect(wire.headers['content-type']).toBe('application/json');
     const ts = String(wire.headers['x-relay-timestamp']);
     expect(Math.abs(Number(ts) - Date.now() / 1000)).toBeLessThan(5);
@@ -83,17 +91,49 @@ describe('relay adapter: the request', () => {
 
 describe('relay adapter: the answers', () => {
   it.each([
-    { name: '4xx with a known code', answer: { status: 400, json: { code: 'opted_out', message: 'STOP' } }, want: { errorClass: 'recipient', code: 'opted_out', optOut: true } },
-    { name: '4xx known code wins over a contrary hint', answer: { status: 422, json: { code: 'invalid_recipient', message: 'landline', class: 'provider' } }, want: { errorClass: 'recipient', code: 'invalid_recipient', optOut: false } },
-    { name: '4xx unknown code with a recipient hint', answer: { status: 422, json: { code: 'landline', message: 'not mobile', class: 'recipient' } }, want: { errorClass: 'recipient', code: 'landline', optOut: false } },
-    { name: '4xx unknown code with a transient hint', answer: { status: 409, json: { code: 'busy', message: 'later', class: 'transient' } }, want: { errorClass: 'transient', code: 'busy' } },
-    { name: '4xx unknown code, no hint: the generic rule (provider)', answer: { status: 400, json: { code: 'nope', message: 'no' } }, want: { errorClass: 'provider', code: 'nope' } },
-    { name: '4xx with a hint we do not take from a refusal (ambiguous)', answer: { status: 400, json: { code: 'odd', message: 'x', class: 'ambiguous' } }, want: { errorClass: 'provider', code: 'odd' } },
+    {
+      name: '4xx with a known code',
+      answer: { status: 400, json: { code: 'opted_out', message: 'STOP' } },
+      want: { errorClass: 'recipient', code: 'opted_out', optOut: true },
+    },
+    {
+      name: '4xx known code wins over a contrary hint',
+      answer: { status: 422, json: { code: 'invalid_recipient', message: 'landline', class: 'provider' } },
+      want: { errorClass: 'recipient', code: 'invalid_recipient', optOut: false },
+    },
+    {
+      name: '4xx unknown code with a recipient hint',
+      answer: { status: 422, json: { code: 'landline', message: 'not mobile', class: 'recipient' } },
+      want: { errorClass: 'recipient', code: 'landline', optOut: false },
+    },
+    {
+      name: '4xx unknown code with a transient hint',
+      answer: { status: 409, json: { code: 'busy', message: 'later', class: 'transient' } },
+      want: { errorClass: 'transient', code: 'busy' },
+    },
+    {
+      name: '4xx unknown code, no hint: the generic rule (provider)',
+      answer: { status: 400, json: { code: 'nope', message: 'no' } },
+      want: { errorClass: 'provider', code: 'nope' },
+    },
+    {
+      name: '4xx with a hint we do not take from a refusal (ambiguous)',
+      answer: { status: 400, json: { code: 'odd', message: 'x', class: 'ambiguous' } },
+      want: { errorClass: 'provider', code: 'odd' },
+    },
     { name: '4xx that is not JSON', answer: { status: 403, raw: 'Forbidden' }, want: { errorClass: 'provider', code: undefined } },
-    { name: '429, whatever its body says', answer: { status: 429, json: { code: 'opted_out', class: 'recipient' } }, want: { errorClass: 'transient', optOut: false } },
+    {
+      name: '429, whatever its body says',
+      answer: { status: 429, json: { code: 'opted_out', class: 'recipient' } },
+      want: { errorClass: 'transient', optOut: false },
+    },
     { name: '5xx', answer: { status: 503, json: { code: 'upstream_failed' } }, want: { errorClass: 'transient', code: 'upstream_failed' } },
     { name: '5xx that is not JSON', answer: { status: 502, raw: '<html>bad gateway</html>' }, want: { errorClass: 'transient' } },
-    { name: '2xx without a messageId', answer: { status: 200, json: { ok: true } }, want: { errorClass: 'ambiguous', code: 'NO_MESSAGE_ID' } },
+    {
+      name: '2xx without a messageId',
+      answer: { status: 200, json: { ok: true } },
+      want: { errorClass: 'ambiguous', code: 'NO_MESSAGE_ID' },
+    },
     { name: '2xx that is not JSON', answer: { status: 200, raw: 'OK' }, want: { errorClass: 'ambiguous', code: 'NO_MESSAGE_ID' } },
     { name: 'a redirect, not followed', answer: { status: 307, raw: '' }, want: { errorClass: 'ambiguous', code: undefined } },
   ])('$name', async ({ answer, want }) => {
@@ -161,17 +201,32 @@ describe('relay receipts: webhooks.verify and parseReceipt', () => {
 
   it('reads headers whatever their case', () => {
     const r = signed(receipt);
-    expect(hooks.verify({ ...r, headers: { 'X-Relay-Timestamp': r.headers['x-relay-timestamp'], 'X-Relay-Signature': r.headers['x-relay-signature'] } })).toBe(true);
+    expect(
+      hooks.verify({
+        ...r,
+        headers: { 'X-Relay-Timestamp': r.headers['x-relay-timestamp'], 'X-Relay-Signature': r.headers['x-relay-signature'] },
+      }),
+    ).toBe(true);
   });
 
   it('parses {messageId, status, code?, at?} and refuses anything else', () => {
-    expect(hooks.parseReceipt(signed(receipt))).toEqual({ providerMessageId: 'rly_1', status: 'delivered', at: new Date('2026-12-01T10:00:00.000Z') });
+    expect(hooks.parseReceipt(signed(receipt))).toEqual({
+      providerMessageId: 'rly_1',
+      status: 'delivered',
+      at: new Date('2026-12-01T10:00:00.000Z'),
+    });
     expect(hooks.parseReceipt(signed(JSON.stringify({ messageId: 'rly_2', status: 'undelivered', code: 'invalid_recipient' })))).toEqual({
       providerMessageId: 'rly_2',
       status: 'undelivered',
       code: 'invalid_recipient',
     });
-    for (const bad of ['not json', '{}', JSON.stringify({ messageId: 'x', status: 'read' }), JSON.stringify({ messageId: 7, status: 'sent' }), '[]']) {
+    for (const bad of [
+      'not json',
+      '{}',
+      JSON.stringify({ messageId: 'x', status: 'read' }),
+      JSON.stringify({ messageId: 7, status: 'sent' }),
+      '[]',
+    ]) {
       expect(hooks.parseReceipt(signed(bad)), bad).toBeNull();
     }
   });

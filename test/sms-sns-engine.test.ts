@@ -56,7 +56,11 @@ describe('Twilio -> SNS', () => {
     expect(result).toMatchObject({ smsStatus: 'sent', smsProvider: 'sns' });
     const [msg] = snsTo(phone);
     expect(msg).toBeDefined();
-    expect(msg!.attributes).toEqual({ 'AWS.SNS.SMS.SMSType': 'Transactional', 'AWS.SNS.SMS.SenderID': 'Maple', 'AWS.MM.SMS.OriginationNumber': '+13125550199' });
+    expect(msg!.attributes).toEqual({
+      'AWS.SNS.SMS.SMSType': 'Transactional',
+      'AWS.SNS.SMS.SenderID': 'Maple',
+      'AWS.MM.SMS.OriginationNumber': '+13125550199',
+    });
     const row = await outboxFor(h, result.appointmentId);
     expect(row).toMatchObject({ status: 'sent', provider: 'sns', from_number: '+13125550199' });
     const attempts = await attemptsFor(h, result.appointmentId);
@@ -206,15 +210,25 @@ describe('SNS links in the admin API', () => {
     });
     expect(JSON.stringify(got.body)).not.toContain(DEFAULT_SNS_ACCOUNT.secretAccessKey);
     expect(JSON.stringify(got.body)).not.toContain(DEFAULT_SNS_ACCOUNT.accessKeyId);
-    const [row] = await h.owner<{ credentials_enc: string }[]>`SELECT credentials_enc FROM sms_providers WHERE org_id = ${org.id} AND kind = 'sns'`;
+    const [row] = await h.owner<
+      { credentials_enc: string }[]
+    >`SELECT credentials_enc FROM sms_providers WHERE org_id = ${org.id} AND kind = 'sns'`;
     expect(row!.credentials_enc).toMatch(/^v1\./);
     expect(row!.credentials_enc).not.toContain(DEFAULT_SNS_ACCOUNT.secretAccessKey);
   });
 
   it('refuses a malformed SNS link', async () => {
     const org = await createOrg(h);
-    for (const bad of [snsLink({ region: 'mars' }), snsLink({ accessKeyId: 'short' }), snsLink({ senderId: '123456' }), snsLink({ originationNumber: '555' })]) {
-      const res = await h.http.put(`/api/admin/orgs/${org.id}/sms`).set('Authorization', `Bearer ${ADMIN_TOKEN}`).send({ providers: [bad] });
+    for (const bad of [
+      snsLink({ region: 'mars' }),
+      snsLink({ accessKeyId: 'short' }),
+      snsLink({ senderId: '123456' }),
+      snsLink({ originationNumber: '555' }),
+    ]) {
+      const res = await h.http
+        .put(`/api/admin/orgs/${org.id}/sms`)
+        .set('Authorization', `Bearer ${ADMIN_TOKEN}`)
+        .send({ providers: [bad] });
       expect(res.status, JSON.stringify(bad)).toBe(400);
       expect(JSON.stringify(res.body)).not.toContain(DEFAULT_SNS_ACCOUNT.secretAccessKey);
     }

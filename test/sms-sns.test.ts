@@ -62,7 +62,9 @@ describe('SNS adapter: Publish over awsQuery with SigV4', () => {
     });
     const wire = fake.log.filter((l) => l.action === 'Publish').at(-1)!;
     expect(wire.contentType).toMatch(/^application\/x-www-form-urlencoded/);
-    expect(wire.authorization).toMatch(new RegExp(`^AWS4-HMAC-SHA256 Credential=${DEFAULT_SNS_ACCOUNT.accessKeyId}/\\d{8}/us-east-1/sns/aws4_request, `));
+    expect(wire.authorization).toMatch(
+      new RegExp(`^AWS4-HMAC-SHA256 Credential=${DEFAULT_SNS_ACCOUNT.accessKeyId}/\\d{8}/us-east-1/sns/aws4_request, `),
+    );
     expect(wire.authorization).not.toContain(DEFAULT_SNS_ACCOUNT.secretAccessKey);
     expect(p.capabilities).toEqual({ receipts: 'none', idempotentSend: false, ownSender: true });
     expect(p.accountKey).toMatch(/^sns:us-east-1:[0-9a-f]{8}$/);
@@ -102,12 +104,42 @@ describe('SNS adapter: Publish over awsQuery with SigV4', () => {
 describe('SNS adapter: every error class', () => {
   it.each([
     { fault: { kind: 'http429' as const }, code: 'Throttled', errorClass: 'transient', status: 429 },
-    { fault: { kind: 'status' as const, status: 400, code: 'Throttling', message: 'Rate exceeded' }, code: 'Throttling', errorClass: 'transient', status: 400 },
+    {
+      fault: { kind: 'status' as const, status: 400, code: 'Throttling', message: 'Rate exceeded' },
+      code: 'Throttling',
+      errorClass: 'transient',
+      status: 400,
+    },
     { fault: { kind: 'http5xx' as const }, code: 'InternalError', errorClass: 'transient', status: 500 },
-    { fault: { kind: 'status' as const, status: 503, code: 'Unavailable', message: 'try later' }, code: 'Unavailable', errorClass: 'transient', status: 503 },
-    { fault: { kind: 'status' as const, status: 403, code: 'AuthorizationError', message: 'User is not authorized to perform: SNS:Publish' }, code: 'AuthorizationError', errorClass: 'provider', status: 403 },
-    { fault: { kind: 'status' as const, status: 400, code: 'InvalidParameter', message: 'Invalid parameter: SenderID Reason: too long' }, code: 'InvalidParameter', errorClass: 'provider', status: 400 },
-    { fault: { kind: 'status' as const, status: 400, code: 'ParameterValueInvalid', message: 'bad origination number' }, code: 'ParameterValueInvalid', errorClass: 'provider', status: 400 },
+    {
+      fault: { kind: 'status' as const, status: 503, code: 'Unavailable', message: 'try later' },
+      code: 'Unavailable',
+      errorClass: 'transient',
+      status: 503,
+    },
+    {
+      fault: {
+        kind: 'status' as const,
+        status: 403,
+        code: 'AuthorizationError',
+        message: 'User is not authorized to perform: SNS:Publish',
+      },
+      code: 'AuthorizationError',
+      errorClass: 'provider',
+      status: 403,
+    },
+    {
+      fault: { kind: 'status' as const, status: 400, code: 'InvalidParameter', message: 'Invalid parameter: SenderID Reason: too long' },
+      code: 'InvalidParameter',
+      errorClass: 'provider',
+      status: 400,
+    },
+    {
+      fault: { kind: 'status' as const, status: 400, code: 'ParameterValueInvalid', message: 'bad origination number' },
+      code: 'ParameterValueInvalid',
+      errorClass: 'provider',
+      status: 400,
+    },
   ])('$code (HTTP $status) is $errorClass, in exactly one request', async ({ fault, code, errorClass, status }) => {
     await fake.setFault({ ...fault, scope: 'create' });
     const before = publishes();
@@ -168,7 +200,10 @@ describe('SNS adapter: every error class', () => {
   });
 
   it('anything else is left to the generic rules', () => {
-    expect(classifySnsError(Object.assign(new Error('weird'), { name: 'Weird', $metadata: { httpStatusCode: 418 } }))).toMatchObject({ errorClass: 'provider', code: 'Weird' });
+    expect(classifySnsError(Object.assign(new Error('weird'), { name: 'Weird', $metadata: { httpStatusCode: 418 } }))).toMatchObject({
+      errorClass: 'provider',
+      code: 'Weird',
+    });
     expect(classifySnsError(new Error('no idea'))).toMatchObject({ errorClass: 'ambiguous' });
   });
 });
@@ -230,6 +265,10 @@ describe('SNS SDK loading', () => {
         err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
       ),
     );
-    expect(JSON.parse(out.trim().split('\n').at(-1)!)).toEqual({ runtime: 'function', before: { flag: false, modules: 0 }, after: { flag: true, sns: true } });
+    expect(JSON.parse(out.trim().split('\n').at(-1)!)).toEqual({
+      runtime: 'function',
+      before: { flag: false, modules: 0 },
+      after: { flag: true, sns: true },
+    });
   });
 });

@@ -11,12 +11,24 @@ export interface RelayMessage {
   idempotencyKey: string;
 }
 
-export type ForwardResult = { messageId: string } | { status: number; error: { code: string; message: string; class?: 'transient' | 'provider' | 'recipient' } };
+export type ForwardResult =
+  { messageId: string } | { status: number; error: { code: string; message: string; class?: 'transient' | 'provider' | 'recipient' } };
 
 export function sign(secret: string, timestamp: number | string, rawBody: string): string;
-export function verify(secret: string, headers: http.IncomingHttpHeaders, rawBody: string, toleranceSeconds?: number, now?: number): 'ok' | 'stale' | 'bad';
+export function verify(
+  secret: string,
+  headers: http.IncomingHttpHeaders,
+  rawBody: string,
+  toleranceSeconds?: number,
+  now?: number,
+): 'ok' | 'stale' | 'bad';
 export function logForwarder(write?: (line: string) => void): (msg: RelayMessage) => Promise<ForwardResult>;
-export function twilioForwarder(opts: { accountSid: string; authToken: string; from: string; baseUrl?: string }): (msg: RelayMessage) => Promise<ForwardResult>;
+export function twilioForwarder(opts: {
+  accountSid: string;
+  authToken: string;
+  from: string;
+  baseUrl?: string;
+}): (msg: RelayMessage) => Promise<ForwardResult>;
 export function createRelayReceiver(opts: {
   signingSecret: string;
   forward: (msg: RelayMessage) => Promise<ForwardResult>;
@@ -25,4 +37,11 @@ export function createRelayReceiver(opts: {
   maxKeys?: number;
   log?: (event: Record<string, unknown>) => void;
 }): http.RequestListener;
-export function sendReceipt(opts: { url: string; signingSecret: string; messageId: string; status: 'sent' | 'delivered' | 'undelivered' | 'failed'; code?: string; at?: Date }): Promise<Response>;
+export function sendReceipt(opts: {
+  url: string;
+  signingSecret: string;
+  messageId: string;
+  status: 'sent' | 'delivered' | 'undelivered' | 'failed';
+  code?: string;
+  at?: Date;
+}): Promise<Response>;

@@ -32,7 +32,17 @@ const masked = (phone) => `…${String(phone).slice(-4)}`;
 export function logForwarder(write = (line) => process.stdout.write(`${line}\n`)) {
   return async (msg) => {
     const messageId = `log_${randomUUID()}`;
-    write(JSON.stringify({ at: new Date().toISOString(), messageId, id: msg.id, orgId: msg.orgId, to: masked(msg.to), attempt: msg.attempt, chars: msg.text.length }));
+    write(
+      JSON.stringify({
+        at: new Date().toISOString(),
+        messageId,
+        id: msg.id,
+        orgId: msg.orgId,
+        to: masked(msg.to),
+        attempt: msg.attempt,
+        chars: msg.text.length,
+      }),
+    );
     return { messageId };
   };
 }
@@ -53,10 +63,15 @@ export function twilioForwarder({ accountSid, authToken, from, baseUrl = 'https:
     });
     const body = await res.json().catch(() => ({}));
     if (res.ok && typeof body.sid === 'string') return { messageId: body.sid };
-    if (res.status === 429 || res.status >= 500) return { status: res.status === 429 ? 429 : 502, error: { code: 'upstream_unavailable', message: `twilio HTTP ${res.status}` } };
+    if (res.status === 429 || res.status >= 500)
+      return { status: res.status === 429 ? 429 : 502, error: { code: 'upstream_unavailable', message: `twilio HTTP ${res.status}` } };
     if (body.code === 21610) return { status: 400, error: { code: 'opted_out', message: 'recipient replied STOP' } };
-    if (body.code === 21211 || body.code === 21614) return { status: 400, error: { code: 'invalid_recipient', message: `twilio ${body.code}` } };
-    return { status: 400, error: { code: 'sender_unavailable', message: `twilio HTTP ${res.status} code ${body.code ?? 'none'}`, class: 'provider' } };
+    if (body.code === 21211 || body.code === 21614)
+      return { status: 400, error: { code: 'invalid_recipient', message: `twilio ${body.code}` } };
+    return {
+      status: 400,
+      error: { code: 'sender_unavailable', message: `twilio HTTP ${res.status} code ${body.code ?? 'none'}`, class: 'provider' },
+    };
   };
 }
 
@@ -67,7 +82,14 @@ export function twilioForwarder({ accountSid, authToken, from, baseUrl = 'https:
  * already accepted (or still being forwarded) is answered with the same
  * messageId without forwarding again.
  */
-export function createRelayReceiver({ signingSecret, forward, toleranceSeconds = 300, dedupeMs = 24 * 3_600_000, maxKeys = 100_000, log = () => {} }) {
+export function createRelayReceiver({
+  signingSecret,
+  forward,
+  toleranceSeconds = 300,
+  dedupeMs = 24 * 3_600_000,
+  maxKeys = 100_000,
+  log = () => {},
+}) {
   if (!signingSecret) throw new Error('signingSecret is required');
   const seen = new Map(); // idempotencyKey -> { at, result: Promise<{messageId}|{status,error}> }
 
@@ -98,7 +120,13 @@ export function createRelayReceiver({ signingSecret, forward, toleranceSeconds =
       const check = verify(signingSecret, req.headers, raw, toleranceSeconds);
       if (check !== 'ok') {
         log({ event: 'refused', reason: check });
-        return reply(res, 401, check === 'stale' ? { code: 'stale_timestamp', message: 'timestamp outside the tolerance', class: 'provider' } : { code: 'bad_signature', message: 'signature mismatch', class: 'provider' });
+        return reply(
+          res,
+          401,
+          check === 'stale'
+            ? { code: 'stale_timestamp', message: 'timestamp outside the tolerance', class: 'provider' }
+            : { code: 'bad_signature', message: 'signature mismatch', class: 'provider' },
+        );
       }
       let msg;
       try {
@@ -106,7 +134,12 @@ export function createRelayReceiver({ signingSecret, forward, toleranceSeconds =
       } catch {
         return reply(res, 400, { code: 'bad_request', message: 'body is not JSON', class: 'provider' });
       }
-      if (typeof msg?.idempotencyKey !== 'string' || typeof msg.to !== 'string' || typeof msg.text !== 'string' || typeof msg.id !== 'string') {
+      if (
+        typeof msg?.idempotencyKey !== 'string' ||
+        typeof msg.to !== 'string' ||
+        typeof msg.text !== 'string' ||
+        typeof msg.id !== 'string'
+      ) {
         return reply(res, 400, { code: 'bad_request', message: 'id, to, text and idempotencyKey are required', class: 'provider' });
       }
       const now = Date.now();
@@ -143,7 +176,11 @@ export async function sendReceipt({ url, signingSecret, messageId, status, code,
   const timestamp = Math.floor(Date.now() / 1000);
   return fetch(url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-relay-timestamp': String(timestamp), 'x-relay-signature': sign(signingSecret, timestamp, raw) },
+    headers: {
+      'content-type': 'application/json',
+      'x-relay-timestamp': String(timestamp),
+      'x-relay-signature': sign(signingSecret, timestamp, raw),
+    },
     body: raw,
   });
 }
@@ -152,11 +189,20 @@ function main() {
   const env = process.env;
   const forward =
     env.RELAY_FORWARD === 'twilio'
-      ? twilioForwarder({ accountSid: env.TWILIO_ACCOUNT_SID, authToken: env.TWILIO_AUTH_TOKEN, from: env.TWILIO_FROM, baseUrl: env.TWILIO_API_BASE_URL })
+      ? twilioForwarder({
+          accountSid: env.TWILIO_ACCOUNT_SID,
+          authToken: env.TWILIO_AUTH_TOKEN,
+          from: env.TWILIO_FROM,
+          baseUrl: env.TWILIO_API_BASE_URL,
+        })
       : logForwarder();
   const handler = createRelayReceiver({ signingSecret: env.RELAY_SIGNING_SECRET, forward, log: (e) => console.error(JSON.stringify(e)) });
   const port = Number(env.PORT ?? 8787);
-  http.createServer(handler).listen(port, env.HOST ?? '127.0.0.1', () => console.error(`relay receiver listening on ${env.HOST ?? '127.0.0.1'}:${port} (${env.RELAY_FORWARD ?? 'log'})`));
+  http
+    .createServer(handler)
+    .listen(port, env.HOST ?? '127.0.0.1', () =>
+      console.error(`relay receiver listening on ${env.HOST ?? '127.0.0.1'}:${port} (${env.RELAY_FORWARD ?? 'log'})`),
+    );
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) main();

@@ -100,7 +100,7 @@ export async function startFakeRelay(opts: { secret?: string; toleranceSeconds?:
   }
 
   function handle(req: http.IncomingMessage, res: http.ServerResponse, raw: string): void {
-    let body: Record<string, unknown> | null = null;
+    let body: Record<string, unknown> | null;
     try {
       const v: unknown = JSON.parse(raw);
       body = v && typeof v === 'object' ? (v as Record<string, unknown>) : null;
@@ -120,7 +120,10 @@ export async function startFakeRelay(opts: { secret?: string; toleranceSeconds?:
           server.later(fault.ms, () => respond(res, entry));
           return;
         case 'status':
-          sendJson(res, fault.status, { code: fault.code === undefined ? 'refused' : String(fault.code), message: fault.message ?? 'Injected error' });
+          sendJson(res, fault.status, {
+            code: fault.code === undefined ? 'refused' : String(fault.code),
+            message: fault.message ?? 'Injected error',
+          });
           return;
         case 'http429':
           sendJson(res, 429, { code: 'rate_limited', message: 'slow down' });

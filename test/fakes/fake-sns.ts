@@ -59,7 +59,12 @@ type SnsError = { status: number; type: 'Sender' | 'Receiver'; code: string; mes
 
 // Numbers the fake refuses, in SNS's own words.
 const MAGIC_TO: Record<string, SnsError> = {
-  '+15005550001': { status: 400, type: 'Sender', code: 'InvalidParameter', message: 'Invalid parameter: PhoneNumber Reason: +15005550001 is not valid to publish to' },
+  '+15005550001': {
+    status: 400,
+    type: 'Sender',
+    code: 'InvalidParameter',
+    message: 'Invalid parameter: PhoneNumber Reason: +15005550001 is not valid to publish to',
+  },
 };
 
 function xmlEscape(s: string): string {
@@ -88,7 +93,10 @@ function resultXml(action: string, inner: string, requestId: string): string {
 
 /** `AWS4-HMAC-SHA256 Credential=AKID/date/region/sns/aws4_request, SignedHeaders=..., Signature=...` */
 function sigV4KeyId(header: string | undefined): string | undefined {
-  const m = /^AWS4-HMAC-SHA256 Credential=([^/,\s]+)\/\d{8}\/[a-z0-9-]+\/sns\/aws4_request, ?SignedHeaders=[a-z0-9;-]+, ?Signature=[0-9a-f]{64}$/.exec(header ?? '');
+  const m =
+    /^AWS4-HMAC-SHA256 Credential=([^/,\s]+)\/\d{8}\/[a-z0-9-]+\/sns\/aws4_request, ?SignedHeaders=[a-z0-9;-]+, ?Signature=[0-9a-f]{64}$/.exec(
+      header ?? '',
+    );
   return m?.[1];
 }
 
@@ -112,11 +120,24 @@ export async function startFakeSns(opts: { port?: number; accounts?: SnsAccount[
   function publish(form: URLSearchParams, keyId: string): FakeSnsMessage | SnsError {
     const to = form.get('PhoneNumber') ?? '';
     const body = form.get('Message') ?? '';
-    if (!to) return { status: 400, type: 'Sender', code: 'InvalidParameter', message: 'Invalid parameter: PhoneNumber or TopicArn or TargetArn Reason: no value for required parameter' };
-    if (!body) return { status: 400, type: 'Sender', code: 'InvalidParameter', message: 'Invalid parameter: Message Reason: Empty message' };
+    if (!to)
+      return {
+        status: 400,
+        type: 'Sender',
+        code: 'InvalidParameter',
+        message: 'Invalid parameter: PhoneNumber or TopicArn or TargetArn Reason: no value for required parameter',
+      };
+    if (!body)
+      return { status: 400, type: 'Sender', code: 'InvalidParameter', message: 'Invalid parameter: Message Reason: Empty message' };
     const magic = MAGIC_TO[to];
     if (magic) return magic;
-    if (!E164.test(to)) return { status: 400, type: 'Sender', code: 'InvalidParameter', message: `Invalid parameter: PhoneNumber Reason: ${to} is not valid to publish to` };
+    if (!E164.test(to))
+      return {
+        status: 400,
+        type: 'Sender',
+        code: 'InvalidParameter',
+        message: `Invalid parameter: PhoneNumber Reason: ${to} is not valid to publish to`,
+      };
     if (optedOut.has(to)) return { status: 400, type: 'Sender', code: 'OptedOut', message: 'Phone number is opted out' };
     return { messageId: randomUUID(), accessKeyId: keyId, to, body, attributes: attributesOf(form), at: new Date() };
   }
@@ -124,15 +145,36 @@ export async function startFakeSns(opts: { port?: number; accounts?: SnsAccount[
   function respond(res: http.ServerResponse, form: URLSearchParams, keyId: string | undefined, requestId: string): void {
     const action = form.get('Action') ?? '';
     if (!keyId) {
-      sendXml(res, 403, errorXml({ status: 403, type: 'Sender', code: 'MissingAuthenticationToken', message: 'Request is missing Authentication Token' }, requestId), requestId);
+      sendXml(
+        res,
+        403,
+        errorXml(
+          { status: 403, type: 'Sender', code: 'MissingAuthenticationToken', message: 'Request is missing Authentication Token' },
+          requestId,
+        ),
+        requestId,
+      );
       return;
     }
     if (!keys.has(keyId)) {
-      sendXml(res, 403, errorXml({ status: 403, type: 'Sender', code: 'InvalidClientTokenId', message: 'The security token included in the request is invalid.' }, requestId), requestId);
+      sendXml(
+        res,
+        403,
+        errorXml(
+          { status: 403, type: 'Sender', code: 'InvalidClientTokenId', message: 'The security token included in the request is invalid.' },
+          requestId,
+        ),
+        requestId,
+      );
       return;
     }
     if (form.get('Version') !== '2010-03-31') {
-      sendXml(res, 400, errorXml({ status: 400, type: 'Sender', code: 'InvalidAction', message: 'Unknown API version' }, requestId), requestId);
+      sendXml(
+        res,
+        400,
+        errorXml({ status: 400, type: 'Sender', code: 'InvalidAction', message: 'Unknown API version' }, requestId),
+        requestId,
+      );
       return;
     }
     if (action === 'Publish') {
@@ -150,7 +192,15 @@ export async function startFakeSns(opts: { port?: number; accounts?: SnsAccount[
       sendXml(res, 200, resultXml(action, `<isOptedOut>${optedOut.has(phone)}</isOptedOut>`, requestId), requestId);
       return;
     }
-    sendXml(res, 400, errorXml({ status: 400, type: 'Sender', code: 'InvalidAction', message: `The action ${action} is not valid for this endpoint.` }, requestId), requestId);
+    sendXml(
+      res,
+      400,
+      errorXml(
+        { status: 400, type: 'Sender', code: 'InvalidAction', message: `The action ${action} is not valid for this endpoint.` },
+        requestId,
+      ),
+      requestId,
+    );
   }
 
   function handle(req: http.IncomingMessage, res: http.ServerResponse, raw: string): void {
@@ -162,7 +212,12 @@ export async function startFakeSns(opts: { port?: number; accounts?: SnsAccount[
     const isPublish = req.method === 'POST' && action === 'Publish';
     if (isPublish) requests += 1;
     if (req.method !== 'POST' || !(req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded')) {
-      sendXml(res, 400, errorXml({ status: 400, type: 'Sender', code: 'InvalidAction', message: 'awsQuery requests are form-encoded POSTs' }, requestId), requestId);
+      sendXml(
+        res,
+        400,
+        errorXml({ status: 400, type: 'Sender', code: 'InvalidAction', message: 'awsQuery requests are form-encoded POSTs' }, requestId),
+        requestId,
+      );
       return;
     }
     const fault = faults.take(isPublish);
@@ -181,7 +236,15 @@ export async function startFakeSns(opts: { port?: number; accounts?: SnsAccount[
           sendXml(
             res,
             fault.status,
-            errorXml({ status: fault.status, type: fault.status >= 500 ? 'Receiver' : 'Sender', code: String(fault.code ?? 'InvalidParameter'), message: fault.message ?? 'Injected error' }, requestId),
+            errorXml(
+              {
+                status: fault.status,
+                type: fault.status >= 500 ? 'Receiver' : 'Sender',
+                code: String(fault.code ?? 'InvalidParameter'),
+                message: fault.message ?? 'Injected error',
+              },
+              requestId,
+            ),
             requestId,
           );
           return;
@@ -189,7 +252,12 @@ export async function startFakeSns(opts: { port?: number; accounts?: SnsAccount[
           sendXml(res, 429, errorXml({ status: 429, type: 'Sender', code: 'Throttled', message: 'Rate exceeded' }, requestId), requestId);
           return;
         case 'http5xx':
-          sendXml(res, fault.status ?? 500, errorXml({ status: fault.status ?? 500, type: 'Receiver', code: 'InternalError', message: 'Internal failure' }, requestId), requestId);
+          sendXml(
+            res,
+            fault.status ?? 500,
+            errorXml({ status: fault.status ?? 500, type: 'Receiver', code: 'InternalError', message: 'Internal failure' }, requestId),
+            requestId,
+          );
           return;
         case 'down':
           break;

@@ -27,7 +27,7 @@ import {
 export const RELAY_CODES: CodeTable = {
   rate_limited: { errorClass: 'transient', meaning: 'the receiver or its upstream is throttling; try again shortly' },
   bad_signature: { errorClass: 'provider', meaning: 'the receiver refused our signature (signing secrets differ)' },
-  stale_timestamp: { errorClass: 'provider', meaning: "the receiver refused our timestamp (a clock is off)" },
+  stale_timestamp: { errorClass: 'provider', meaning: 'the receiver refused our timestamp (a clock is off)' },
   sender_unavailable: { errorClass: 'provider', meaning: 'the receiver has no sender or upstream that can take it' },
   invalid_recipient: { errorClass: 'recipient', meaning: 'the number cannot receive SMS' },
   opted_out: { errorClass: 'recipient', optOut: true, meaning: 'the recipient opted out at the receiver' },
@@ -80,7 +80,13 @@ function refusal(status: number, body: unknown): ProviderSendError {
   if (status >= 400 && status < 500 && !ruleFor(RELAY_CODES, code)) {
     const hint = typeof b.class === 'string' ? (b.class as ErrorClass) : undefined;
     if (hint && HINTS.has(hint)) {
-      return new ProviderSendError({ message: `relay HTTP ${status}${code ? ` code ${code}` : ''}: ${detail}`, errorClass: hint, provider: 'relay', code, httpStatus: status });
+      return new ProviderSendError({
+        message: `relay HTTP ${status}${code ? ` code ${code}` : ''}: ${detail}`,
+        errorClass: hint,
+        provider: 'relay',
+        code,
+        httpStatus: status,
+      });
     }
   }
   return classifyHttp('relay', RELAY_CODES, status, code, detail, undefined);
@@ -202,7 +208,13 @@ export function createRelayProvider(opts: RelayProviderOptions): SmsProvider {
         const id = isObject(body) && typeof body.messageId === 'string' && body.messageId ? body.messageId : undefined;
         if (!id || id.length > 200) {
           // It took the message (2xx) but gave us nothing to track it by.
-          throw new ProviderSendError({ message: `relay HTTP ${res.status}: 2xx without a messageId`, errorClass: 'ambiguous', provider: 'relay', code: 'NO_MESSAGE_ID', httpStatus: res.status });
+          throw new ProviderSendError({
+            message: `relay HTTP ${res.status}: 2xx without a messageId`,
+            errorClass: 'ambiguous',
+            provider: 'relay',
+            code: 'NO_MESSAGE_ID',
+            httpStatus: res.status,
+          });
         }
         return { providerMessageId: id, status: 'accepted' };
       }

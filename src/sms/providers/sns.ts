@@ -11,7 +11,14 @@ import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { CheckIfPhoneNumberIsOptedOutCommandOutput, PublishCommandOutput, SNSClient } from '@aws-sdk/client-sns';
 import { abortedBeforeSend, classifyHttp, classifyNetwork, isObject, probeHost } from '../classify.js';
-import { ProviderSendError, SDK_TIMEOUT_MARGIN_MS, type CodeTable, type SendAccepted, type SendRequest, type SmsProvider } from '../types.js';
+import {
+  ProviderSendError,
+  SDK_TIMEOUT_MARGIN_MS,
+  type CodeTable,
+  type SendAccepted,
+  type SendRequest,
+  type SmsProvider,
+} from '../types.js';
 
 /**
  * SNS's error codes (the awsQuery `<Code>`, which the SDK puts in the
@@ -106,7 +113,13 @@ export function createSnsProvider(opts: SnsProviderOptions): SmsProvider {
       return { c: await client, m: await commands };
     } catch (err) {
       // Nothing was sent: another provider can take the message.
-      throw new ProviderSendError({ message: 'sns: @aws-sdk/client-sns could not be loaded', errorClass: 'provider', provider: 'sns', code: SDK_MISSING, cause: err });
+      throw new ProviderSendError({
+        message: 'sns: @aws-sdk/client-sns could not be loaded',
+        errorClass: 'provider',
+        provider: 'sns',
+        code: SDK_MISSING,
+        cause: err,
+      });
     }
   }
 
@@ -138,7 +151,13 @@ export function createSnsProvider(opts: SnsProviderOptions): SmsProvider {
       if (req.signal?.aborted) throw abortedBeforeSend('sns', req.signal);
       const { c, m } = await ready();
       if ((opts.checkOptOut ?? true) && (await isOptedOut(c, m, req.to, req.signal))) {
-        throw new ProviderSendError({ message: 'sns: the number is opted out at SNS (CheckIfPhoneNumberIsOptedOut)', errorClass: 'recipient', provider: 'sns', code: 'OptedOut', optOut: true });
+        throw new ProviderSendError({
+          message: 'sns: the number is opted out at SNS (CheckIfPhoneNumberIsOptedOut)',
+          errorClass: 'recipient',
+          provider: 'sns',
+          code: 'OptedOut',
+          optOut: true,
+        });
       }
       if (req.signal?.aborted) throw abortedBeforeSend('sns', req.signal);
       let res: PublishCommandOutput;
@@ -159,7 +178,12 @@ export function createSnsProvider(opts: SnsProviderOptions): SmsProvider {
         throw classifySnsError(err);
       }
       if (!res.MessageId) {
-        throw new ProviderSendError({ message: 'sns: 2xx response without a MessageId', errorClass: 'ambiguous', provider: 'sns', code: 'NO_MESSAGE_ID' });
+        throw new ProviderSendError({
+          message: 'sns: 2xx response without a MessageId',
+          errorClass: 'ambiguous',
+          provider: 'sns',
+          code: 'NO_MESSAGE_ID',
+        });
       }
       return { providerMessageId: `sns:${res.MessageId}`, status: 'accepted' };
     },
