@@ -144,6 +144,12 @@ describe('per-link attempt timeout', () => {
         .map((l) => (l.body as { idempotencyKey: string }).idempotencyKey),
     );
     expect([...keys]).toEqual([`sms-${row.id}`]);
+    // `attempt` is the delivery run: the resend came in a later run than the request that timed out.
+    const runs = relay.log
+      .filter((l) => (l.body as { to?: string } | null)?.to === phone)
+      .map((l) => (l.body as { attempt: number }).attempt);
+    expect(runs[0]).toBe(1);
+    expect(runs.at(-1)!).toBeGreaterThan(1);
   });
 
   it('a Twilio primary with attemptTimeoutMs 1200 is waited for past the global timeout', async () => {
