@@ -120,6 +120,12 @@ const schema = z.object({
   /** Test/local overrides for the provider SDKs' API base URLs. */
   TWILIO_API_BASE_URL: optionalString,
   TELNYX_API_BASE_URL: optionalString,
+  /**
+   * Endpoint for SNS links (a local server in tests). The AWS SDK also reads
+   * this variable from the process environment itself; here it reaches the SDK
+   * through the configuration, so a test can set it per runtime.
+   */
+  AWS_ENDPOINT_URL_SNS: optionalString,
 });
 
 export type Config = z.infer<typeof schema>;
