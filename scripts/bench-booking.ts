@@ -6,11 +6,24 @@
  *   npm run bench:booking                 # embedded PostgreSQL in a temp dir
  *   DATABASE_URL=postgres://... npm run bench:booking
  *   BENCH_SECONDS=10 BENCH_CONCURRENCY=1,16,64 npm run bench:booking
+ *   npm run bench:booking -- --platform retell            # vapi (default) | retell | elevenlabs
+ *   npm run bench:booking -- --platform vapi,retell,elevenlabs
+ *
+ * --platform picks the door the HTTP phases book through: Vapi's tool-calls
+ * envelope with a Bearer token, Retell's {name, call, args} signed with the
+ * clinic's Retell key (X-Retell-Signature, computed per request), or
+ * ElevenLabs' flat body with a Bearer token. Several platforms run one after
+ * another at each level, against the same server, each with its ratio to Vapi.
+ * BENCH_ROUNDS=3 repeats them in rotated order (vapi, retell, elevenlabs; then
+ * retell, elevenlabs, vapi; ...) so that drift during the run (a growing
+ * table, other load on the cores) falls on every platform alike; each
+ * platform's figure is then its bookings over its time across the rounds.
  *
  * Bookings/s counts rows that actually appeared in the table, not HTTP 200s.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, createHmac, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,17 +37,37 @@ import { freePort } from '../src/net.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const LEVELS = (process.env.BENCH_CONCURRENCY ?? '1,16,64').split(',').map(Number);
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 1));
 const PRACTITIONERS = 20;
 const ADMIN = `bench-admin-${randomUUID()}`;
 const APP_PW = `bench-app-${randomUUID()}`;
 const ZONE = 'America/New_York';
 
+type Platform = 'vapi' | 'retell' | 'elevenlabs';
+const PLATFORMS: Platform[] = (() => {
+  const i = process.argv.findIndex((a) => a === '--platform' || a.startsWith('--platform='));
+  const raw = i < 0 ? 'vapi' : process.argv[i]!.includes('=') ? process.argv[i]!.split('=')[1]! : (process.argv[i + 1] ?? '');
+  const list = raw.split(',').map((p) => p.trim()).filter(Boolean);
+  const bad = list.filter((p) => !['vapi', 'retell', 'elevenlabs'].includes(p));
+  if (list.length === 0 || bad.length) {
+    process.stderr.write(`--platform takes vapi, retell or elevenlabs (comma-separated for several), not "${raw}"\n`);
+    process.exit(2);
+  }
+  return list as Platform[];
+})();
+
 interface Result {
   label: string;
   concurrency: number;
+  /** Set on one round of several; the combined row has none. */
+  round?: number;
+  booked?: number;
+  seconds?: number;
   bookingsPerSec: number;
   p50: number;
   p99: number;
+  /** CPU time the server process used in the phase (Linux): per booking, it does not move with other load on the machine. */
+  serverCpuMs?: number;
   errors: number;
 }
 
@@ -91,6 +124,9 @@ async function main() {
       practitioners: Array.from({ length: PRACTITIONERS }, (_, i) => ({ name: `Dr. Bench ${String(i).padStart(2, '0')}` })),
     });
     const client = await post(`${base}/api/admin/orgs/${org.id}/clients`, admin, {});
+    const retellKey = `key_bench_${randomUUID().replace(/-/g, '')}`;
+    const patched = await fetch(`${base}/api/admin/orgs/${org.id}`, { method: 'PATCH', headers: admin, body: JSON.stringify({ retellApiKey: retellKey }) });
+    if (!patched.ok) throw new Error(`setting the Retell key: ${patched.status}`);
     const tokenRes = await fetch(`${base}/oauth/token`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
@@ -104,57 +140,73 @@ async function main() {
     const start0 = DateTime.now().setZone(ZONE).startOf('day').plus({ days: 2 });
     const results: Result[] = [];
 
-    // HTTP: the full path a Vapi tool call takes (JWT, envelope, org check, zod, booking).
+    // HTTP: the full path a tool call takes through the chosen door (credential, envelope, org check, zod, booking).
     let day = 0;
-    const httpPhase = async (concurrency: number, seconds: number, measure: boolean) => {
+    const bookingArgs = (s: ReturnType<ReturnType<typeof slotSource>>) => ({
+      patientName: `Patient ${s.n}`,
+      patientPhone: `+1415555${String(1000 + (s.n % 9000)).padStart(4, '0')}`,
+      appointmentDate: s.start.toISODate(),
+      appointmentTime: s.start.toFormat('HH:mm'),
+      serviceType: 'visit',
+      practitioner: practitioners[s.practitioner]!.name,
+    });
+    /** One request as the platform sends it: path, headers, raw body. */
+    const requestFor = (platform: Platform, s: ReturnType<ReturnType<typeof slotSource>>) => {
+      if (platform === 'retell') {
+        const body = JSON.stringify({
+          name: 'bookClinicAppointment',
+          call: { call_id: `bench-call-${s.n}`, call_type: 'phone_call', direction: 'inbound', from_number: '+14155550100', metadata: {} },
+          args: bookingArgs(s),
+        });
+        const ts = String(Date.now());
+        const sig = `v=${ts},d=${createHmac('sha256', retellKey).update(body).update(ts).digest('hex')}`;
+        return { path: `/api/retell/${org.id}/tools`, headers: { 'X-Retell-Signature': sig, 'Content-Type': 'application/json' }, body };
+      }
+      const bearer = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
+      if (platform === 'elevenlabs') {
+        return { path: '/api/elevenlabs/tools/bookClinicAppointment', headers: bearer, body: JSON.stringify({ ...bookingArgs(s), conversationId: `bench-call-${s.n}`, callerNumber: '+14155550100' }) };
+      }
+      const body = {
+        message: {
+          type: 'tool-calls',
+          call: { id: `bench-call-${s.n}` },
+          toolCallList: [{ id: `call_${randomUUID()}`, type: 'function', function: { name: 'bookClinicAppointment', arguments: JSON.stringify(bookingArgs(s)) } }],
+        },
+      };
+      return { path: '/api/vapi/tools', headers: bearer, body: JSON.stringify(body) };
+    };
+    const httpPhase = async (platform: Platform, concurrency: number, seconds: number, measure: boolean, round = 0) => {
       const next = slotSource(start0.plus({ days: day }));
       day += 40;
       const before = await count();
+      const cpu0 = serverCpuMs(server.pid);
       const t0 = performance.now();
+      const first = requestFor(platform, next());
       const r = await autocannon({
-        url: `${base}/api/vapi/tools`,
+        url: `${base}${first.path}`,
         connections: concurrency,
         duration: seconds,
         requests: [
           {
             method: 'POST',
-            headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
             setupRequest: (req: autocannon.Request) => {
-              const s = next();
-              const body = {
-                message: {
-                  type: 'tool-calls',
-                  call: { id: `bench-call-${s.n}` },
-                  toolCallList: [
-                    {
-                      id: `call_${randomUUID()}`,
-                      type: 'function',
-                      function: {
-                        name: 'bookClinicAppointment',
-                        arguments: JSON.stringify({
-                          patientName: `Patient ${s.n}`,
-                          patientPhone: `+1415555${String(1000 + (s.n % 9000)).padStart(4, '0')}`,
-                          appointmentDate: s.start.toISODate(),
-                          appointmentTime: s.start.toFormat('HH:mm'),
-                          serviceType: 'visit',
-                          practitioner: practitioners[s.practitioner]!.name,
-                        }),
-                      },
-                    },
-                  ],
-                },
-              };
-              return { ...req, body: JSON.stringify(body) };
+              const one = requestFor(platform, next());
+              return { ...req, path: one.path, headers: one.headers, body: one.body };
             },
           },
         ],
       });
       const elapsed = (performance.now() - t0) / 1000;
+      const cpu1 = serverCpuMs(server.pid);
       const booked = (await count()) - before;
       if (measure) {
         results.push({
-          label: 'HTTP',
+          label: `HTTP ${platform}`,
           concurrency,
+          round,
+          booked,
+          seconds: elapsed,
+          ...(cpu0 !== null && cpu1 !== null ? { serverCpuMs: cpu1 - cpu0 } : {}),
           bookingsPerSec: booked / elapsed,
           p50: r.latency.p50,
           p99: r.latency.p99,
@@ -204,10 +256,29 @@ async function main() {
     };
 
     process.stderr.write(`warming up (${Math.min(3, SECONDS)} s)...\n`);
-    await httpPhase(16, Math.min(3, SECONDS), false);
+    for (const p of PLATFORMS) await httpPhase(p, 16, Math.min(3, SECONDS), false);
     for (const c of LEVELS) {
-      process.stderr.write(`HTTP c=${c} for ${SECONDS} s...\n`);
-      await httpPhase(c, SECONDS, true);
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const p of PLATFORMS.map((_, i) => PLATFORMS[(i + round) % PLATFORMS.length]!)) {
+          process.stderr.write(`HTTP ${p} c=${c} round ${round + 1}/${ROUNDS} for ${SECONDS} s...\n`);
+          await httpPhase(p, c, SECONDS, true, round);
+        }
+      }
+      if (ROUNDS > 1) {
+        for (const p of PLATFORMS) {
+          const rounds = results.filter((r) => r.label === `HTTP ${p}` && r.concurrency === c);
+          const sum = (f: (r: Result) => number) => rounds.reduce((t, r) => t + f(r), 0);
+          results.push({
+            label: `HTTP ${p}`,
+            concurrency: c,
+            bookingsPerSec: sum((r) => r.booked ?? 0) / sum((r) => r.seconds ?? 0),
+            p50: sum((r) => r.p50) / rounds.length,
+            p99: Math.max(...rounds.map((r) => r.p99)),
+            errors: sum((r) => r.errors),
+            ...(rounds.every((r) => r.serverCpuMs !== undefined) ? { booked: sum((r) => r.booked ?? 0), serverCpuMs: sum((r) => r.serverCpuMs ?? 0) } : {}),
+          });
+        }
+      }
       process.stderr.write(`SQL  c=${c} for ${SECONDS} s...\n`);
       await sqlPhase(c, SECONDS);
     }
@@ -228,22 +299,34 @@ async function main() {
 }
 
 function report(results: Result[], overlaps: number) {
+  // With several rounds, the row without a round number is the platform's figure over all of them.
+  const combined = (label: string, c: number) =>
+    results.find((r) => r.label === label && r.concurrency === c && (ROUNDS === 1 || r.round === undefined));
   const rows = results.map(
     (r) =>
-      `| ${r.label.padEnd(11)} | ${String(r.concurrency).padStart(3)} | ${r.bookingsPerSec.toFixed(0).padStart(6)} | ${r.p50.toFixed(1).padStart(6)} | ${r.p99.toFixed(1).padStart(6)} | ${String(r.errors).padStart(5)} |`,
+      `| ${(r.round === undefined || ROUNDS === 1 ? r.label : `${r.label} #${r.round + 1}`).padEnd(18)} | ${String(r.concurrency).padStart(3)} | ${r.bookingsPerSec.toFixed(0).padStart(6)} | ${r.p50.toFixed(1).padStart(6)} | ${r.p99.toFixed(1).padStart(6)} | ${String(r.errors).padStart(5)} | ${r.serverCpuMs !== undefined && r.booked ? (r.serverCpuMs / r.booked).toFixed(2).padStart(9) : '        -'} |`,
   );
   const lines = [
-    `bench:booking  ${new Date().toISOString()}  node ${process.version}  ${os.cpus().length} cpu  ${SECONDS}s per phase`,
-    '| path        |   c | book/s |  p50ms |  p99ms |  errs |',
-    '|-------------|-----|--------|--------|--------|-------|',
+    `bench:booking  ${new Date().toISOString()}  node ${process.version}  ${os.cpus().length} cpu  ${SECONDS}s per phase  platforms ${PLATFORMS.join(',')}  rounds ${ROUNDS}`,
+    '| path               |   c | book/s |  p50ms |  p99ms |  errs | cpu ms/bk |',
+    '|--------------------|-----|--------|--------|--------|-------|-----------|',
     ...rows,
   ];
   for (const c of LEVELS) {
-    const h = results.find((r) => r.label === 'HTTP' && r.concurrency === c);
     const s = results.find((r) => r.label === 'SQL ceiling' && r.concurrency === c);
-    if (h && s) lines.push(`ratio HTTP/ceiling at c=${c}: ${(h.bookingsPerSec / s.bookingsPerSec).toFixed(2)}`);
+    const vapi = combined('HTTP vapi', c);
+    for (const p of PLATFORMS) {
+      const h = combined(`HTTP ${p}`, c);
+      if (h && s) lines.push(`ratio HTTP ${p}/ceiling at c=${c}: ${(h.bookingsPerSec / s.bookingsPerSec).toFixed(2)}`);
+      if (h && vapi && p !== 'vapi') {
+        lines.push(`ratio ${p}/vapi at c=${c}: ${(h.bookingsPerSec / vapi.bookingsPerSec).toFixed(2)} (target >= 0.90)`);
+        const per = (r: Result) => (r.serverCpuMs !== undefined && r.booked ? r.serverCpuMs / r.booked : undefined);
+        const [ph, pv] = [per(h), per(vapi)];
+        if (ph !== undefined && pv !== undefined) lines.push(`server CPU per booking ${p}/vapi at c=${c}: ${(ph / pv).toFixed(2)}`);
+      }
+    }
   }
-  const t = results.find((r) => r.label === 'HTTP' && r.concurrency === 16);
+  const t = combined('HTTP vapi', 16);
   const s16 = results.find((r) => r.label === 'SQL ceiling' && r.concurrency === 16);
   if (t && s16) {
     const ok = t.bookingsPerSec >= 1000 && t.p99 <= 25 && t.bookingsPerSec / s16.bookingsPerSec >= 0.6;
@@ -269,6 +352,19 @@ async function waitFor(url: string) {
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`${url} never became ready`);
+}
+
+/** User + system CPU of a process so far, from /proc (Linux); null elsewhere. */
+function serverCpuMs(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // Fields 14 and 15 of stat(5), counted after the command name: utime and stime, in clock ticks (100 per second on Linux).
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return null;
+  }
 }
 
 main().catch((err) => {

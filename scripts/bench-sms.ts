@@ -7,11 +7,13 @@
  *      claim-and-settle drain of the same table (no gate, no provider), and the
  *      ratio of the two;
  *   2. failover latency with the primary hard down, once its breaker is open
- *      (target: p99 added latency <= 50 ms);
+ *      (target: p99 added latency <= 50 ms), to Telnyx, to SNS and to a relay;
  *   3. failover latency with the primary hanging (target: no message waits
  *      longer than one per-attempt timeout);
  *   4. booking tool-call latency with SMS on while the primary hangs
- *      (target: p99 within SMS_RESPONSE_BUDGET_MS).
+ *      (target: p99 within SMS_RESPONSE_BUDGET_MS);
+ *   5. outbox drain throughput through a relay (the fake receiver signs,
+ *      verifies and dedupes as the contract says).
  *
  *   npm run bench:sms            BENCH_DRAIN=5000 BENCH_SAMPLES=200 npm run bench:sms
  *   BENCH_PG_DIAG=1 npm run bench:sms   also prints PostgreSQL time per SQL function after the drain
@@ -19,6 +21,7 @@
  *   BENCH_CEILING_LOOPS=4   concurrent claimers in the ceiling drain (each claims SMS_WORKER_BATCH rows)
  *   BENCH_DRAIN_ONLY=1   only the drain and its ceiling
  *   BENCH_CPU=1          CPU seconds the drain cost in this process, the fakes and PostgreSQL (Linux /proc)
+ *   BENCH_RELAY_DRAIN=5000   messages in the relay drain
  */
 import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -35,6 +38,8 @@ import { startEmbeddedPostgres } from '../src/db/embedded.js';
 import { createRuntime } from '../src/runtime.js';
 import { generateKeySpec } from '../src/crypto.js';
 import type { Fault } from '../test/fakes/faults.js';
+import { FAKE_RELAY_SECRET } from '../test/fakes/fake-relay.js';
+import { DEFAULT_SNS_ACCOUNT } from '../test/fakes/fake-sns.js';
 import { DEFAULT_TELNYX_API_KEY } from '../test/fakes/fake-telnyx.js';
 import { DEFAULT_TWILIO_ACCOUNT as TWILIO } from '../test/fakes/fake-twilio.js';
 
@@ -46,6 +51,7 @@ const BUDGET_MS = 1500;
 const DRAIN_TARGET = 1500;
 const CEILING_LOOPS = Number(process.env.BENCH_CEILING_LOOPS ?? 4);
 const DRAIN_ONLY = process.env.BENCH_DRAIN_ONLY === '1';
+const RELAY_DRAIN = Number(process.env.BENCH_RELAY_DRAIN ?? DRAIN);
 const ADMIN = `bench-admin-${randomUUID()}`;
 
 /** CPU seconds (user + system) of the given processes so far, from /proc; Linux only. */
@@ -105,11 +111,11 @@ async function main() {
       fakes.on('message', onMsg);
       fakes.send({ ...msg, id });
     });
-  const urls = await new Promise<{ twilioUrl: string; telnyxUrl: string }>((resolve) =>
+  const urls = await new Promise<{ twilioUrl: string; telnyxUrl: string; snsUrl: string; relayUrl: string }>((resolve) =>
     fakes.once('message', (m: any) => resolve(m)),
   );
-  const fault = (provider: 'twilio' | 'telnyx', f: Fault | null) => ask({ type: 'fault', provider, fault: f });
-  const counts = () => ask<{ twilio: number; telnyx: number; twilioRequests: number }>({ type: 'counts' });
+  const fault = (provider: 'twilio' | 'telnyx' | 'sns' | 'relay', f: Fault | null) => ask({ type: 'fault', provider, fault: f });
+  const counts = () => ask<{ twilio: number; telnyx: number; sns: number; relay: number; twilioRequests: number; relayRequests: number }>({ type: 'counts' });
 
   const cfg = loadConfig({
     NODE_ENV: 'test',
@@ -125,6 +131,7 @@ async function main() {
     WORKER_DB_POOL_MAX: process.env.BENCH_WORKER_POOL ?? '24',
     TWILIO_API_BASE_URL: urls.twilioUrl,
     TELNYX_API_BASE_URL: `${urls.telnyxUrl}/v2`,
+    AWS_ENDPOINT_URL_SNS: urls.snsUrl,
   });
   // Logs are produced and serialised as in production, then discarded.
   const log = pino({ level: cfg.LOG_LEVEL }, pino.destination({ dest: '/dev/null', sync: false }));
@@ -158,6 +165,9 @@ async function main() {
 
   const twilioLink = { kind: 'twilio', accountSid: TWILIO.sid, authToken: TWILIO.token, senderNumbers: ['+14155550101', '+14155550102', '+14155550103'] };
   const telnyxLink = { kind: 'telnyx', apiKey: DEFAULT_TELNYX_API_KEY, senderNumbers: ['+13125550101', '+13125550102'] };
+  const snsLink = { kind: 'sns', accessKeyId: DEFAULT_SNS_ACCOUNT.accessKeyId, secretAccessKey: DEFAULT_SNS_ACCOUNT.secretAccessKey, region: 'us-east-1' };
+  // The seed's edge worker: its own 5 s attempt timeout.
+  const relayLink = { kind: 'relay', url: urls.relayUrl, signingSecret: FAKE_RELAY_SECRET, attemptTimeoutMs: 5000 };
 
   /** A clinic with its own chain (breakers are per clinic and account, so each scenario starts closed). */
   const newClinic = async (providers: unknown[]) => {
@@ -168,7 +178,7 @@ async function main() {
       services: [{ code: 'visit', name: 'Visit', durationMinutes: 15 }],
       practitioners: [{ name: 'Dr. Bench' }],
     });
-    await api('PUT', `/api/admin/orgs/${org.id}/sms`, { rateLimitPerHour: 1000, providers });
+    await api('PUT', `/api/admin/orgs/${org.id}/sms`, { rateLimitPerHour: 1000, failoverEnabled: true, providers });
     return org as { id: string; services: Array<{ id: string }>; practitioners: Array<{ id: string }> };
   };
 
@@ -288,19 +298,25 @@ async function main() {
     return { times, outcomes: [...outcomes].map(([k, v]) => `${k}=${v}`).join(', ') };
   };
 
-  // 2. Primary hard down (connection refused), breaker open.
+  // 2. Primary hard down (connection refused), breaker open: to Telnyx, to SNS, to a relay.
   if (!DRAIN_ONLY) {
-    const direct = await timeRuns(await newClinic([telnyxLink]), SAMPLES);
-    await fault('twilio', { kind: 'down' });
-    const org = await newClinic([twilioLink, telnyxLink]);
-    const opening = await timeRuns(org, 3);
-    const open = await timeRuns(org, SAMPLES);
-    await fault('twilio', null);
-    const added = pct(open.times, 99) - pct(direct.times, 99);
-    say(`down, Telnyx as the only provider (reference): ${fmt(direct.times)}`);
-    say(`down, first 3 messages (breaker closing in): ${fmt(opening.times)} [${opening.outcomes}]`);
-    say(`down, breaker open: ${fmt(open.times)} [${open.outcomes}]`);
-    say(`down: p99 added latency once open = ${added.toFixed(1)} ms [target <= 50 ms: ${added <= 50 ? 'MET' : 'NOT MET'}]`);
+    for (const [name, secondary] of [
+      ['Telnyx', telnyxLink],
+      ['SNS', snsLink],
+      ['relay', relayLink],
+    ] as const) {
+      const direct = await timeRuns(await newClinic([secondary]), SAMPLES);
+      await fault('twilio', { kind: 'down' });
+      const org = await newClinic([twilioLink, secondary]);
+      const opening = await timeRuns(org, 3);
+      const open = await timeRuns(org, SAMPLES);
+      await fault('twilio', null);
+      const added = pct(open.times, 99) - pct(direct.times, 99);
+      say(`down -> ${name}, ${name} as the only provider (reference): ${fmt(direct.times)}`);
+      say(`down -> ${name}, first 3 messages (breaker closing in): ${fmt(opening.times)} [${opening.outcomes}]`);
+      say(`down -> ${name}, breaker open: ${fmt(open.times)} [${open.outcomes}]`);
+      say(`down -> ${name}: p99 added latency once open = ${added.toFixed(1)} ms [target <= 50 ms: ${added <= 50 ? 'MET' : 'NOT MET'}]`);
+    }
   }
 
   // 3. Primary hangs on send (lookups still answer): one timeout, reconcile, fail over.
@@ -358,6 +374,26 @@ async function main() {
     await runtime.sms.worker.stop();
     await fault('twilio', null);
     say(`booking while primary hangs (c=4): ${fmt(times)} [smsStatus ${[...statuses].map(([k, v]) => `${k}=${v}`).join(', ')}] [target p99 <= ${BUDGET_MS} ms: ${pct(times, 99) <= BUDGET_MS ? 'MET' : 'NOT MET'}]`);
+  }
+
+  // 5. Drain through a relay: the same worker and outbox, the relay's signed JSON instead of an SDK.
+  {
+    const org = await newClinic([relayLink]);
+    const ids = await enqueue(org, RELAY_DRAIN);
+    const before = await counts();
+    await release(ids);
+    const t0 = performance.now();
+    runtime.sms.worker.start();
+    for (;;) {
+      const [r] = await owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_outbox WHERE org_id = ${org.id} AND status = 'sent'`;
+      if (r!.n >= ids.length) break;
+      await new Promise((res) => setTimeout(res, 25));
+    }
+    const secs = (performance.now() - t0) / 1000;
+    await runtime.sms.worker.stop();
+    const after = await counts();
+    const delivered = after.relay - before.relay;
+    say(`relay drain: ${ids.length} messages in ${secs.toFixed(2)} s = ${(ids.length / secs).toFixed(0)} msgs/s; relay requests ${after.relayRequests - before.relayRequests}, messages at the receiver ${delivered} (duplicates: ${delivered - ids.length})`);
   }
 
   const [dups] = await owner<{ n: number }[]>`

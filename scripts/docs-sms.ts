@@ -26,6 +26,8 @@ const ORDER: ErrorClass[] = ['transient', 'provider', 'recipient', 'ambiguous'];
 const SOURCES: Record<string, string> = {
   twilio: 'Twilio',
   telnyx: 'Telnyx',
+  sns: 'Amazon SNS',
+  relay: 'relay (4xx `code`)',
   net: 'network (any SDK)',
 };
 

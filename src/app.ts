@@ -13,6 +13,8 @@ import { openApiRouter } from './http/openapi.js';
 import { RouteRegistry, type Access, type GuardFactory } from './http/registry.js';
 import { smsAdminRouter } from './http/sms-admin.js';
 import { vapiRouter } from './http/vapi.js';
+import { elevenLabsRouter } from './platforms/elevenlabs.js';
+import { retellRouter } from './platforms/retell.js';
 import { httpDuration } from './metrics.js';
 import { VERSION } from './version.js';
 
@@ -73,6 +75,8 @@ export function buildApp(deps: AppDeps): App {
   app.use(healthRouter(deps, registry));
   app.use(oauthRouter(deps, registry));
   app.use(vapiRouter(deps, registry));
+  app.use(retellRouter(deps, registry));
+  app.use(elevenLabsRouter(deps, registry));
   app.use(adminRouter(deps, registry));
   app.use(smsAdminRouter(deps, registry));
   app.use(openApiRouter(registry, VERSION));

@@ -70,6 +70,8 @@ const schema = z.object({
   OAUTH_FAILURES_PER_SOURCE: intFrom(20, 1, 100_000),
   OAUTH_FAILURES_PER_CLIENT: intFrom(10, 1, 100_000),
   OAUTH_THROTTLE_WINDOW_SECONDS: intFrom(60, 1, 86_400),
+  /** A throttled token request is answered after this pause, so a guesser's own requests slow it down. */
+  OAUTH_THROTTLE_PAUSE_MS: intFrom(1000, 0, 10_000),
   /** Bearer token required for GET /metrics; unset leaves /metrics open (for a private network). */
   METRICS_TOKEN: optionalString,
   /** Bearer token for /api/admin. Generated into DATA_DIR when unset. */
@@ -132,6 +134,12 @@ const schema = z.object({
   /** Test/local overrides for the provider SDKs' API base URLs. */
   TWILIO_API_BASE_URL: optionalString,
   TELNYX_API_BASE_URL: optionalString,
+  /**
+   * Endpoint for SNS links (a local server in tests). The AWS SDK also reads
+   * this variable from the process environment itself; here it reaches the SDK
+   * through the configuration, so a test can set it per runtime.
+   */
+  AWS_ENDPOINT_URL_SNS: optionalString,
 });
 
 export type Config = z.infer<typeof schema>;

@@ -79,13 +79,18 @@ export function loggerOptions(level: string): pino.LoggerOptions {
   };
 }
 
+/** Longest a log line waits in the buffer before it is written. */
+export const LOG_FLUSH_MS = 200;
+
 export function createLogger(level: string): Logger {
-  return pino(
-    loggerOptions(level),
-    // Asynchronous writes: a synchronous write per line cost ~9% of CPU under
-    // load. No minimum length, so a line is never held back waiting for more.
-    pino.destination({ dest: 1, sync: false }),
-  );
+  // Asynchronous, buffered writes: a write syscall per line was, after the
+  // response itself, the largest single cost of a tool call (8 % of the
+  // server's CPU at 16 callers). Lines are gathered up to 4 KiB and written
+  // together; a timer writes whatever is waiting every LOG_FLUSH_MS, so under
+  // light traffic a line is at most that late. Fatal paths call flush().
+  const dest = pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  setInterval(() => dest.flush(), LOG_FLUSH_MS).unref();
+  return pino(loggerOptions(level), dest);
 }
 
 /**

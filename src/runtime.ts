@@ -75,6 +75,7 @@ export async function createRuntime(opts: {
         failuresPerSource: cfg.OAUTH_FAILURES_PER_SOURCE,
         failuresPerClient: cfg.OAUTH_FAILURES_PER_CLIENT,
         windowSeconds: cfg.OAUTH_THROTTLE_WINDOW_SECONDS,
+        throttlePauseMs: cfg.OAUTH_THROTTLE_PAUSE_MS,
       }),
       sms,
       orgCache: new OrgContextCache(cfg.ORG_CACHE_TTL_MS),

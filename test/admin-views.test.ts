@@ -128,3 +128,17 @@ describe('dead letters', () => {
     expect(res.headers['cache-control']).toBe('no-store');
   });
 });
+
+describe('the sandbox chain', () => {
+  it('needs nothing but its kind: {"kind":"sandbox"} is a whole chain', async () => {
+    const org = await createOrg(h);
+    const res = await h.http.put(`/api/admin/orgs/${org.id}/sms`).set(auth).send({ providers: [{ kind: 'sandbox' }] });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body.providers).toEqual([expect.objectContaining({ kind: 'sandbox', senderNumbers: ['+15005550006'] })]);
+    const booked = resultOf(
+      await callTools(h, org.token, vapiMessage([{ name: 'bookClinicAppointment', args: { patientName: 'Sam Lee', patientPhone: '+14155550166', appointmentDate: localDate(11), appointmentTime: '09:15', serviceType: 'short' } }])),
+    );
+    expect(booked.smsStatus).toBe('sent');
+    expect(booked.smsProvider).toBe('sandbox');
+  });
+});

@@ -20,6 +20,7 @@ beforeAll(async () => {
     OAUTH_FAILURES_PER_SOURCE: String(LIMIT_SOURCE),
     OAUTH_FAILURES_PER_CLIENT: String(LIMIT_CLIENT),
     OAUTH_THROTTLE_WINDOW_SECONDS: '60',
+    OAUTH_THROTTLE_PAUSE_MS: '50',
   });
   org = await createOrg(h);
 });
@@ -153,7 +154,7 @@ describe('throttling failed attempts', () => {
   });
 
   it('without TRUST_PROXY, X-Forwarded-For is not believed: a guesser cannot pick a fresh address', async () => {
-    const plain = await startHarness({ OAUTH_FAILURES_PER_SOURCE: '3', OAUTH_FAILURES_PER_CLIENT: '1000' }, { ownerUrl: h.ownerUrl });
+    const plain = await startHarness({ OAUTH_FAILURES_PER_SOURCE: '3', OAUTH_FAILURES_PER_CLIENT: '1000', OAUTH_THROTTLE_PAUSE_MS: '50' }, { ownerUrl: h.ownerUrl });
     try {
       const statuses = [];
       for (let i = 0; i < 5; i++) {

@@ -368,7 +368,7 @@ describe('VERIFY_SMS_BRIDGE.sh without a server', () => {
   it('--help prints a usage text, not the script', async () => {
     const r = await sh('./VERIFY_SMS_BRIDGE.sh --help');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^Usage: \.\/VERIFY_SMS_BRIDGE\.sh \[BASE_URL\] \[--live\]$/m);
+    expect(r.stdout).toMatch(/^Usage: \.\/VERIFY_SMS_BRIDGE\.sh \[BASE_URL\] \[--live\] \[--platform vapi\|retell\|elevenlabs\]$/m);
     expect(r.stdout).toContain('CLIENT_SECRET');
     expect(r.stdout).not.toMatch(/^#/m);
     expect(r.stdout).not.toContain('set -uo pipefail');

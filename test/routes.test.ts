@@ -11,6 +11,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { REGISTERED, type RouteSpec } from '../src/http/registry.js';
 import { ADMIN_TOKEN, JWT_SECRET, createOrg, localDate, vapiMessage, type TestOrg } from './helpers/harness.js';
 import { useHarness } from './helpers/fixture.js';
+import { retellBody, retellCall, retellPost, setRetellKey } from './helpers/platforms.js';
 
 const h = useHarness();
 
@@ -71,7 +72,8 @@ describe('dead tokens on every clinic route', () => {
   let ghostToken: string;
   let control: TestOrg;
 
-  const clinicRoutes = () => servedRoutes().filter((r) => r.spec!.access === 'clinic');
+  // Token-identified clinic routes; those a platform signature identifies are checked below.
+  const clinicRoutes = () => servedRoutes().filter((r) => r.spec!.access === 'clinic' && (r.spec!.clinicIdentity ?? 'bearer') === 'bearer');
 
   /** A request to a clinic route that would do real work if it were let through: a booking. */
   let seq = 0;
@@ -82,6 +84,8 @@ describe('dead tokens on every clinic route', () => {
     const args = { patientName: 'Dead Token', patientPhone: '+14155550123', appointmentDate: localDate(30), appointmentTime: at, serviceType: 'short' };
     const req = (h.http as unknown as Record<string, (p: string) => import('supertest').Test>)[r.method]!(path).set('Authorization', `Bearer ${token}`);
     if (r.method === 'get') return req;
+    // ElevenLabs: the flat arguments plus the mapped system variables.
+    if (r.path.startsWith('/api/elevenlabs/')) return req.send({ ...args, conversationId: `conv_${randomUUID()}` });
     return r.path.includes(':toolName')
       ? req.send({ toolCallId: `t_${randomUUID()}`, tool: { arguments: args } })
       : req.send(vapiMessage([{ name: 'bookClinicAppointment', args }]));
@@ -160,6 +164,83 @@ describe('dead tokens on every clinic route', () => {
 
   it('the live clinic still works on every clinic route (control)', async () => {
     for (const r of clinicRoutes()) expect((await request(r, control.token)).status, r.path).toBe(200);
+  });
+});
+
+describe('dead credentials on every signature-identified clinic route', () => {
+  let live: TestOrg;
+  let key: string;
+  const signedRoutes = () => servedRoutes().filter((r) => r.spec!.access === 'clinic' && r.spec!.clinicIdentity === 'retell-signature');
+
+  beforeAll(async () => {
+    live = await createOrg(h);
+    key = await setRetellKey(h, live.id);
+  });
+
+  /** A signed request that would book if it were let through. */
+  let seq = 0;
+  function signed(r: ServedRoute, orgId: string, signKey: string | null, opts: { at?: number; signature?: string } = {}) {
+    seq += 1;
+    const at = `${String(8 + Math.floor(seq / 4)).padStart(2, '0')}:${String((seq % 4) * 15).padStart(2, '0')}`;
+    const args = { patientName: 'Dead Signature', patientPhone: '+14155550124', appointmentDate: localDate(31), appointmentTime: at, serviceType: 'short' };
+    const path = r.path.replace(':orgId', orgId).replace(':toolName', 'bookClinicAppointment');
+    if (r.path.includes(':toolName')) {
+      return retellPost(h, path, JSON.stringify(args), signKey, { ...opts, headers: { 'X-Retell-Call-Id': `call_${randomUUID()}` } });
+    }
+    return retellPost(h, path, retellBody('bookClinicAppointment', args, retellCall()), signKey, opts);
+  }
+
+  const booked = async (orgId: string) => {
+    const [r] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM appointments WHERE org_id = ${orgId}`;
+    return r!.n;
+  };
+
+  it('there are signature routes to check', () => {
+    expect(signedRoutes().map((r) => r.path).sort()).toEqual(['/api/retell/:orgId/tools', '/api/retell/:orgId/tools/:toolName']);
+  });
+
+  it('a good signature works on every one (control)', async () => {
+    for (const r of signedRoutes()) {
+      const res = await signed(r, live.id, key);
+      expect(res.status, r.path).toBe(200);
+      expect(res.body.success, r.path).toBe(true);
+    }
+  });
+
+  it('a missing, wrong-key, forged or stale signature is 401 on every one, and nothing is done', async () => {
+    const before = await booked(live.id);
+    for (const r of signedRoutes()) {
+      for (const [label, res] of [
+        ['missing', await signed(r, live.id, null)],
+        ['wrong key', await signed(r, live.id, 'key_not_the_clinics_000000')],
+        ['forged', await signed(r, live.id, key, { signature: `v=${Date.now()},d=${'ab'.repeat(32)}` })],
+        ['stale', await signed(r, live.id, key, { at: Date.now() - 10 * 60_000 })],
+      ] as const) {
+        expect(res.status, `${label} ${r.path}`).toBe(401);
+        expect(res.body.error).toBe('invalid_signature');
+      }
+    }
+    expect(await booked(live.id)).toBe(before);
+  });
+
+  it('a deactivated clinic is 403 on every one with its settings cached, and nothing is done', async () => {
+    const org = await createOrg(h);
+    const orgKey = await setRetellKey(h, org.id);
+    const warm = signedRoutes().filter((r) => r.method === 'post').length;
+    const before = await booked(org.id);
+    for (const r of signedRoutes()) {
+      await h.owner`UPDATE orgs SET active = true WHERE id = ${org.id}`;
+      expect((await signed(r, org.id, orgKey)).status, `warm ${r.path}`).toBe(200);
+      await h.owner`UPDATE orgs SET active = false WHERE id = ${org.id}`;
+      const res = await signed(r, org.id, orgKey);
+      expect(res.status, r.path).toBe(403);
+      expect(res.body.error).toBe('org_inactive');
+    }
+    expect(await booked(org.id)).toBe(before + warm);
+  });
+
+  it('a path naming no existing clinic is 401 on every one (nobody holds its key)', async () => {
+    for (const r of signedRoutes()) expect((await signed(r, randomUUID(), key)).status, r.path).toBe(401);
   });
 });
 

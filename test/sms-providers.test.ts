@@ -488,7 +488,7 @@ describe('classify', () => {
 
   it('every STOP code in the table is a recipient opt-out', () => {
     const optOuts = Object.entries(CODE_TABLE).filter(([, r]) => r.optOut);
-    expect(optOuts.map(([k]) => k).sort()).toEqual(['telnyx:40300', 'twilio:21610']);
+    expect(optOuts.map(([k]) => k).sort()).toEqual(['relay:opted_out', 'sns:OptedOut', 'telnyx:40300', 'twilio:21610']);
     for (const [, r] of optOuts) expect(r.errorClass).toBe('recipient');
   });
 });

@@ -621,3 +621,28 @@ describe('deep log redaction (src/log.ts loggerOptions)', () => {
     expect(err.config.headers.Authorization).toBe('Basic QUM6c2VjcmV0');
   });
 });
+
+describe('buffered log writes (src/log.ts createLogger)', () => {
+  it('a line under light traffic is written within the flush interval, without waiting for more lines or exit', async () => {
+    const { spawn } = await import('node:child_process');
+    const { LOG_FLUSH_MS } = await import('../src/log.js');
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', '-e', "const { createLogger } = await import('./src/log.ts'); createLogger('info').info({ n: 1 }, 'one line'); setTimeout(() => {}, 5000);"],
+      { cwd: new URL('..', import.meta.url), stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    try {
+      const started = Date.now();
+      const line = await new Promise<string>((resolve, reject) => {
+        child.stdout!.on('data', (d: Buffer) => resolve(d.toString()));
+        child.once('exit', () => reject(new Error('exited before writing')));
+      });
+      expect(JSON.parse(line).msg).toBe('one line');
+      // The child needs a moment to start; the line then waits at most the flush interval.
+      expect(Date.now() - started).toBeLessThan(4000 + LOG_FLUSH_MS);
+      expect(child.exitCode).toBeNull();
+    } finally {
+      child.kill();
+    }
+  });
+});

@@ -34,7 +34,6 @@ import { findClient, hashSecret, verifySecret, type ClientRecord } from './clien
 
 /** Suspect checks (from an address or for an id with failures) allowed to wait; beyond, refused at once. */
 const SUSPECT_QUEUE = 32;
-const THROTTLE_PAUSE_MS = 1000;
 
 export type ClientAuthResult =
   | { ok: true; client: ClientRecord }
@@ -42,6 +41,8 @@ export type ClientAuthResult =
   | { ok: false; reason: 'throttled'; retryAfterSeconds: number };
 
 export interface ClientAuthOptions {
+  /** How long a throttled request is held before its 429 (jittered ±20 %). */
+  throttlePauseMs: number;
   /** Failed attempts one source address may make per window. */
   failuresPerSource: number;
   /** Failed attempts against one client id per window. */
@@ -59,11 +60,13 @@ export class ClientAuthenticator {
   private scryptMs = 50;
   private readonly checks = new PQueue({ concurrency: 2 });
   private readonly calibrated: Promise<void>;
+  private readonly throttlePauseMs: number;
 
   constructor(
     private readonly sql: Sql,
     opts: ClientAuthOptions,
   ) {
+    this.throttlePauseMs = opts.throttlePauseMs;
     this.bySource = new RateLimiterMemory({ keyPrefix: 'src', points: opts.failuresPerSource, duration: opts.windowSeconds });
     this.byClient = new RateLimiterMemory({ keyPrefix: 'cli', points: opts.failuresPerClient, duration: opts.windowSeconds });
     this.calibrated = this.calibrate();
@@ -154,7 +157,7 @@ export class ClientAuthenticator {
    * refusals cannot themselves crowd the event loop.
    */
   private async throttled(rejection: unknown): Promise<ClientAuthResult> {
-    await sleep(THROTTLE_PAUSE_MS * (0.8 + Math.random() * 0.4));
+    await sleep(this.throttlePauseMs * (0.8 + Math.random() * 0.4));
     return { ok: false, reason: 'throttled', retryAfterSeconds: retryAfter(rejection) };
   }
 

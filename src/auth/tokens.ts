@@ -15,7 +15,8 @@ export function safeEqual(a: string, b: string): boolean {
 export interface TokenIdentity {
   orgId: string;
   clientId: string | null;
-  issuer: 'local' | 'jwks';
+  /** Who vouched for it: our JWT, the external IdP's, or a platform signature under the clinic's own key. */
+  issuer: 'local' | 'jwks' | 'retell-signature';
 }
 
 export class TokenError extends Error {

@@ -3,7 +3,7 @@ import type { Sql } from 'postgres';
 import { rethrowTenant, type Tenant } from '../db/pool.js';
 import { ToolError } from './errors.js';
 import type { OrgContext, Practitioner, Service } from './org.js';
-import { firstOccurrence, localDateOf, localDayBounds, type LocalDate, spokenList, wallInstant } from './time.js';
+import { addDays, firstOccurrence, localDateOf, localDayBounds, type LocalDate, spokenList, wallInstant } from './time.js';
 
 export interface BusyInterval {
   practitionerId: string;
@@ -225,4 +225,29 @@ export function eligiblePractitioners(org: OrgContext, service: Service, request
     throw new ToolError('no_practitioner', `Nobody is available for ${service.name} visits at the moment.`);
   }
   return list;
+}
+
+/**
+ * Whether the clinic is open at instant `t`: inside one of the opening windows
+ * of t's local date, each boundary resolved by the DST policy (wallInstant).
+ */
+export function isOpenAt(org: OrgContext, t: DateTime): boolean {
+  const local = t.setZone(org.timeZone);
+  const date = localDateOf(local);
+  return openingWindows(org, date).some(
+    (w) => wallInstant(date, w.open, org.timeZone) <= local && local < wallInstant(date, w.close, org.timeZone),
+  );
+}
+
+/** The next instant after `t` at which an opening window starts, looking a week ahead; null if none. */
+export function nextOpening(org: OrgContext, t: DateTime): DateTime | null {
+  const today = localDateOf(t.setZone(org.timeZone));
+  for (let d = 0; d <= 7; d++) {
+    const date = addDays(today, d);
+    for (const w of openingWindows(org, date)) {
+      const open = wallInstant(date, w.open, org.timeZone);
+      if (open > t) return open;
+    }
+  }
+  return null;
 }

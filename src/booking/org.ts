@@ -27,6 +27,17 @@ export interface OrgContext {
   active: boolean;
   vapiSecretSha256: string | null;
   vapiHmacSecretEnc: string | null;
+  // The voice-platform settings (sql/007_voice.sql) are optional so that a
+  // settings object built without them means the safe defaults: results
+  // spoken, no transfer, Retell refused, no transcripts kept.
+  /** Vapi results carry the sentence to say at once (ToolCallResult.message); absent means true. */
+  spokenResults?: boolean;
+  /** E.164; where a caller asking for a person is transferred during opening hours. */
+  frontDeskPhone?: string | null;
+  /** The clinic's Retell API key, encrypted (AAD `org:<id>:retell-api-key`): it signs Retell's requests. */
+  retellApiKeyEnc?: string | null;
+  /** Keep end-of-call transcripts in the call log. */
+  storeTranscripts?: boolean;
   services: Service[];
   practitioners: Practitioner[];
   clientActive: boolean;

@@ -4,6 +4,7 @@ import { createClient, listClients, revokeClient } from '../auth/clients.js';
 import { isUuid } from '../booking/appointments.js';
 import type { AppDeps } from '../deps.js';
 import { notFound } from '../errors.js';
+import { listCalls } from '../calls/calls.js';
 import { listInbox } from '../inbox/inbox.js';
 import { createOrg, createOrgSchema, getOrg, listOrgs, updateOrg, updateOrgSchema } from '../orgs/orgs.js';
 import { listMessages } from '../sms/history.js';
@@ -125,10 +126,23 @@ export function adminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       description:
         'Only the fields given change. `services` and `practitioners` replace the lists: a removed one is deactivated (past ' +
         'appointments keep pointing at it). `active: false` refuses the clinic\'s tokens at once. `vapiSecret` / `vapiHmacSecret` ' +
-        'set the optional Vapi layers; `null` clears them.',
+        'set the optional Vapi layers; `null` clears them. Voice settings: `spokenResults` (default true) adds the sentence to say to each ' +
+        'Vapi result; `frontDeskPhone` (E.164, `null`: none) is where a caller asking for a person is transferred during opening hours; ' +
+        '`retellApiKey` (stored encrypted, never shown: `retellApiKeyConfigured`) verifies Retell\'s signatures, `null` refuses Retell; ' +
+        '`storeTranscripts` (default false) keeps transcripts in the call log.',
       body: updateOrgSchema,
       responses: { 200: { description: 'The clinic.' }, 400: { description: 'invalid_request' }, 404: { description: 'not_found' } },
-      example: { params: { id: EXAMPLE_ID }, body: { openingHours: { friday: [['08:00', '16:00']] }, active: true } },
+      example: {
+        params: { id: EXAMPLE_ID },
+        body: {
+          openingHours: { friday: [['08:00', '16:00']] },
+          active: true,
+          spokenResults: true,
+          frontDeskPhone: '+14155550100',
+          retellApiKey: 'key_0123456789abcdef0123456789ab',
+          storeTranscripts: false,
+        },
+      },
     },
     async (req, res, { body }) => {
       const org = await updateOrg(deps.sql, deps.keyring, orgIdParam(req), body);
@@ -232,6 +246,32 @@ export function adminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       const orgId = orgIdParam(req);
       if (!(await getOrg(deps.sql, orgId))) throw notFound('org');
       res.set(NO_STORE).json(await listInbox(deps.sql, orgId, query));
+    },
+  );
+
+  registry.mount(
+    router,
+    {
+      method: 'get',
+      path: '/api/admin/orgs/:id/calls',
+      access: 'admin',
+      tags: ['clinics'],
+      summary: "The clinic's call log, from end-of-call reports",
+      query: listQuery,
+      responses: {
+        200: {
+          description:
+            '`{items:[{id, platform, callId, from, startedAt, endedAt, durationSeconds, endedReason, toolsUsed, transcript, createdAt}], next}`; ' +
+            'phones masked unless `unmask=true`; `transcript` is null unless the clinic keeps transcripts.',
+        },
+        404: { description: 'not_found' },
+      },
+      example: { params: { id: EXAMPLE_ID }, query: { limit: '20' } },
+    },
+    async (req, res, { query }) => {
+      const orgId = orgIdParam(req);
+      if (!(await getOrg(deps.sql, orgId))) throw notFound('org');
+      res.set(NO_STORE).json(await listCalls(deps.sql, orgId, query));
     },
   );
 

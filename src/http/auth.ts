@@ -1,6 +1,8 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { checkRetellSignature } from '../auth/retell-signature.js';
 import { TokenError, safeEqual, type TokenIdentity } from '../auth/tokens.js';
+import { isUuid } from '../booking/appointments.js';
 import { loadOrgContext, type OrgContext } from '../booking/org.js';
 import { decryptSecret } from '../crypto.js';
 import type { Tenant } from '../db/pool.js';
@@ -8,12 +10,17 @@ import { rethrowTenant } from '../db/pool.js';
 import type { AppDeps } from '../deps.js';
 import { AppError, clientRevoked, isTenantRejection, orgInactive } from '../errors.js';
 import { authFailures } from '../metrics.js';
+import { retellKeyAad } from '../orgs/orgs.js';
 import type { Guard, RouteSpec, TenantCheck } from './registry.js';
 
 /**
- * The one path for a clinic token, in order:
- *   1. the Bearer JWT (ours or the configured identity provider's), checked
- *      before the body is even read;
+ * The one path for a clinic's credentials, in order:
+ *   1. who is calling: the Bearer JWT (ours or the configured identity
+ *      provider's), checked before the body is even read; or, for Retell,
+ *      which sends no token, the clinic named in the path proven by
+ *      X-Retell-Signature under that clinic's own Retell API key (over the
+ *      raw body, so just after it is read). The route's `clinicIdentity`
+ *      picks one; either yields the same identity for the layers below;
  *   2. every org the request names must be the token's, checked before
  *      anything runs;
  *   3. the database: the org exists and is active and the OAuth client is not
@@ -38,7 +45,7 @@ const bearer = (req: Request): string | undefined => {
   return m?.[1];
 };
 
-/** Layer 1: a valid JWT or nothing happens. */
+/** Layer 1 (bearer): a valid JWT or nothing happens. */
 export function requireToken(deps: AppDeps): RequestHandler {
   return async (req: Request, res: Response, next: NextFunction) => {
     const token = bearer(req);
@@ -74,15 +81,29 @@ export function assertSameOrg(tokenOrg: string, named: unknown[]): void {
   }
 }
 
+/** Settings layer 1 already read (a signature route needs the clinic's key first). */
+export interface PreloadedOrg {
+  org: OrgContext | null;
+  /** True when it came from the settings cache, i.e. the active/revoked flags may be stale. */
+  cached: boolean;
+}
+
 /**
  * Layer 3, plus the optional per-org Vapi layers. On a settings-cache hit the
  * active/revoked check is not skipped: for tool calls it moves into the first
  * statement each tool runs (tenant_scope, same round trip); for every other
  * route it runs here, uncached.
  */
-export async function loadVerifiedOrg(deps: AppDeps, req: Request, identity: TokenIdentity, check: TenantCheck): Promise<OrgContext> {
-  const cached = deps.orgCache.get(identity.orgId);
-  const org = cached ?? (await loadOrgContext(deps.sql, identity.orgId, identity.clientId));
+export async function loadVerifiedOrg(
+  deps: AppDeps,
+  req: Request,
+  identity: TokenIdentity,
+  check: TenantCheck,
+  opts: { preloaded?: PreloadedOrg | undefined; vapiLayers?: boolean } = {},
+): Promise<OrgContext> {
+  const pre = opts.preloaded;
+  const cached = pre ? (pre.cached ? (pre.org ?? undefined) : undefined) : deps.orgCache.get(identity.orgId);
+  const org = pre ? pre.org : (cached ?? (await loadOrgContext(deps.sql, identity.orgId, identity.clientId)));
   if (!org || !org.active) {
     authFailures.inc({ layer: 'database', reason: org ? 'inactive' : 'unknown_org' });
     throw orgInactive();
@@ -103,6 +124,7 @@ export async function loadVerifiedOrg(deps: AppDeps, req: Request, identity: Tok
     }
   }
   if (!cached) deps.orgCache.set(org);
+  if (opts.vapiLayers === false) return org;
   if (org.vapiSecretSha256) {
     const given = req.get('x-vapi-secret') ?? req.get('x-vapi-signature');
     const digest = given ? createHash('sha256').update(given).digest('hex') : '';
@@ -139,15 +161,81 @@ export function verifyVapiHmac(req: Request, secret: string, toleranceSeconds: n
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw fail('hmac_mismatch');
 }
 
-/** The guard every `access: 'clinic'` route gets. */
+/**
+ * Decrypted Retell keys, one per cached settings object: decrypting on every
+ * call was a measurable share of a Retell booking's CPU. A settings change or
+ * expiry makes a new settings object, so a rotated key is decrypted afresh.
+ */
+const retellKeys = new WeakMap<OrgContext, string>();
+
+const badRetellSignature = () =>
+  new AppError(401, 'invalid_signature', 'The X-Retell-Signature header is missing, stale or wrong for this clinic.');
+
+/**
+ * Layer 1 (retell-signature). The path names the clinic (a non-UUID is no
+ * clinic at all: 404 before the body is read); its settings give the Retell
+ * API key, and the signature over the raw body must verify under it. An
+ * unknown clinic, one without a Retell key and a bad signature all look the
+ * same from outside: 401, nothing done. Whether the clinic is active is
+ * layer 3's question, so a deactivated clinic with a good signature gets 403.
+ */
+function retellSignatureIdentity(deps: AppDeps): Guard {
+  const pathOrg: RequestHandler = (req, _res, next) => {
+    const id = String(req.params.orgId ?? '').toLowerCase();
+    next(isUuid(id) ? undefined : new AppError(404, 'not_found', 'No such clinic.'));
+  };
+  const verify: RequestHandler = async (req, res, next) => {
+    try {
+      const orgId = String(req.params.orgId).toLowerCase();
+      const cached = deps.orgCache.get(orgId);
+      const org = cached ?? (await loadOrgContext(deps.sql, orgId, null));
+      if (!org?.retellApiKeyEnc) {
+        authFailures.inc({ layer: 'signature', reason: org ? 'retell_no_key' : 'retell_unknown_org' });
+        throw badRetellSignature();
+      }
+      let key = retellKeys.get(org);
+      if (key === undefined) {
+        try {
+          key = decryptSecret(deps.keyring, org.retellApiKeyEnc, retellKeyAad(org.id));
+        } catch (err) {
+          req.log.error({ err, orgId }, 'retell api key could not be decrypted');
+          authFailures.inc({ layer: 'signature', reason: 'retell_key_unreadable' });
+          throw badRetellSignature();
+        }
+        retellKeys.set(org, key);
+      }
+      const verdict = checkRetellSignature(req.rawBody, key, req.get('x-retell-signature'), deps.now().toMillis());
+      if (!verdict.ok) {
+        authFailures.inc({ layer: 'signature', reason: `retell_${verdict.reason}` });
+        throw badRetellSignature();
+      }
+      const identity: TokenIdentity = { orgId: org.id, clientId: null, issuer: 'retell-signature' };
+      res.locals.identity = identity;
+      res.locals.preloadedOrg = { org, cached: cached !== undefined } satisfies PreloadedOrg;
+      next();
+    } catch (err) {
+      next(err);
+    }
+  };
+  return { beforeBody: [pathOrg], afterBody: [verify] };
+}
+
+/**
+ * The guard every `access: 'clinic'` route gets: the layer-1 identity its spec
+ * asks for, then the very same layers 2 and 3.
+ */
 export function clinicGuard(deps: AppDeps) {
   return (spec: RouteSpec): Guard => {
+    const signed = spec.clinicIdentity === 'retell-signature';
+    const layer1: Guard = signed ? retellSignatureIdentity(deps) : { beforeBody: [requireToken(deps)], afterBody: [] };
+    const vapiLayers = spec.vapiLayers ?? !signed;
     const layers23: RequestHandler = async (req, res, next) => {
       try {
         const identity = res.locals.identity as TokenIdentity;
         assertSameOrg(identity.orgId, spec.orgsNamed?.(req, res) ?? []);
         const check = typeof spec.tenantCheck === 'function' ? spec.tenantCheck(req, res) : (spec.tenantCheck ?? 'upfront');
-        const org = await loadVerifiedOrg(deps, req, identity, check);
+        const preloaded = res.locals.preloadedOrg as PreloadedOrg | undefined;
+        const org = await loadVerifiedOrg(deps, req, identity, check, { preloaded, vapiLayers });
         const scope: ClinicScope = { identity, org, tenant: { orgId: org.id, clientId: identity.clientId } };
         res.locals.scope = scope;
         next();
@@ -155,7 +243,7 @@ export function clinicGuard(deps: AppDeps) {
         next(err);
       }
     };
-    return { beforeBody: [requireToken(deps)], afterBody: [layers23] };
+    return { beforeBody: layer1.beforeBody, afterBody: [...layer1.afterBody, layers23] };
   };
 }
 

@@ -73,7 +73,7 @@ export function extractToolCalls(message: Obj): RawToolCall[] {
 }
 
 /** Every org id a metadata object names, under any of the keys clients use. */
-const orgsFrom = (meta: unknown): unknown[] =>
+export const orgsFrom = (meta: unknown): unknown[] =>
   isObj(meta) ? [meta.org_id, meta.orgId, meta.organizationId].filter(namesOrg) : [];
 
 /** null, undefined and "" name no org; anything else must match the token's. */
@@ -96,13 +96,13 @@ export function orgsNamedInMessage(message: Obj): unknown[] {
   ];
 }
 
-export function callContext(message: Obj): { callId?: string; customerNumber?: string } {
+export function callContext(message: Obj): { callId?: string; callerNumber?: string } {
   const call = isObj(message.call) ? message.call : {};
   const customer = isObj(message.customer) ? message.customer : isObj(call.customer) ? call.customer : {};
-  const out: { callId?: string; customerNumber?: string } = {};
+  const out: { callId?: string; callerNumber?: string } = {};
   const callId = safeId(call.id);
   const number = str(customer.number);
   if (callId) out.callId = callId;
-  if (number) out.customerNumber = number;
+  if (number) out.callerNumber = number;
   return out;
 }

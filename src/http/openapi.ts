@@ -42,7 +42,7 @@ function operation(spec: RouteSpec) {
     summary: spec.summary,
     ...(spec.description ? { description: spec.description } : {}),
     tags: spec.tags,
-    security: SECURITY[spec.access],
+    security: spec.clinicIdentity === 'retell-signature' ? [{ retellSignature: [] }] : SECURITY[spec.access],
     'x-access': spec.access,
     ...(params.length ? { parameters: params } : {}),
     responses: Object.fromEntries(
@@ -105,6 +105,12 @@ export function openApiDocument(registry: RouteRegistry, version: string) {
           flows: { clientCredentials: { tokenUrl: '/oauth/token', scopes: { 'tools:invoke': 'Call the voice tools' } } },
         },
         metricsToken: { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN, when set' },
+        retellSignature: {
+          type: 'apiKey',
+          in: 'header',
+          name: 'X-Retell-Signature',
+          description: "`v=<unix ms>,d=<hex HMAC-SHA256(the clinic's Retell API key, rawBody + unix ms)>`, valid for five minutes.",
+        },
         opsSession: { type: 'apiKey', in: 'cookie', name: 'ops_session', description: 'Operator console session' },
       },
     },

@@ -15,7 +15,8 @@ import { AppError } from '../errors.js';
 /**
  * - public: health probes, the token endpoint, the API description.
  * - admin: the operator's ADMIN_TOKEN.
- * - clinic: a clinic's token, through the one three-layer check (src/http/clinic-auth.ts).
+ * - clinic: a clinic's credentials (a token, or a platform signature under the clinic's key),
+ *   through the one three-layer check (clinicGuard in src/http/auth.ts).
  * - metrics: METRICS_TOKEN when set.
  * - provider: a provider's or platform's signed webhook, verified by the route's own first handler.
  * - session: the operator console's session cookie.
@@ -63,9 +64,24 @@ export interface RouteSpec<Q extends z.ZodType = z.ZodType, B extends z.ZodType 
    * tenant_scope); otherwise the check runs before the handler, uncached.
    */
   tenantCheck?: TenantCheck | ((req: Request, res: Response) => TenantCheck);
+  /**
+   * clinic routes only: what identifies the clinic at layer 1. 'bearer' (the
+   * default): a JWT, checked before the body is read. 'retell-signature': the
+   * clinic named by the path's `:orgId`, proven by X-Retell-Signature under
+   * that clinic's Retell API key over the raw body (so after it is read).
+   * Layers 2 and 3 are the same for both.
+   */
+  clinicIdentity?: ClinicIdentity;
+  /**
+   * clinic routes only: apply the clinic's optional Vapi layers (x-vapi-secret,
+   * Vapi HMAC). Default: on for bearer routes, off for signature routes; a
+   * route another platform calls with a Bearer token turns them off.
+   */
+  vapiLayers?: boolean;
 }
 
 export type TenantCheck = 'upfront' | 'in-statement';
+export type ClinicIdentity = 'bearer' | 'retell-signature';
 
 export interface Input<Q extends z.ZodType, B extends z.ZodType> {
   query: z.infer<Q>;

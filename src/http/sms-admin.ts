@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { isUuid } from '../booking/appointments.js';
 import type { AppDeps } from '../deps.js';
 import { AppError, notFound } from '../errors.js';
-import { getSmsConfig, putSmsConfig, smsConfigSchema } from '../sms/config.js';
+import { getSmsConfig, putSmsConfig, setFailoverEnabled, smsConfigProblem, smsConfigSchema } from '../sms/config.js';
 import { deleteDeadLetter, listDeadLetters, retryDeadLetter } from '../sms/dead-letters.js';
 import { orgIdParam, pageQuery } from './admin.js';
 import { scopeOf } from './auth.js';
@@ -32,9 +32,11 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       tags,
       summary: "Replace a clinic's SMS provider chain",
       description:
-        'Position 0 is the primary; later links are failovers. Credentials go in and never come out (encrypted with ' +
-        'CREDENTIALS_KEY, bound to the clinic and position). `kind: "sandbox"` records messages without sending them; it still ' +
-        'needs `senderNumbers`.',
+        'Position 0 is the primary; later links are failovers, used only while `failoverEnabled` is true (omitted: unchanged; ' +
+        'a clinic configured for the first time starts with it off). Credentials go in and never come out (encrypted with ' +
+        'CREDENTIALS_KEY, bound to the clinic, position and kind). Kinds: `twilio`, `telnyx`, `sns` (Amazon SNS), `relay` ' +
+        '(an HTTPS endpoint the clinic runs, https only in production) and `sandbox`, which records messages without sending ' +
+        'them. Every link takes an optional `attemptTimeoutMs` (100-60000; default SMS_ATTEMPT_TIMEOUT_MS).',
       body: smsConfigSchema,
       responses: { 200: { description: 'The chain as stored, credentials masked.' }, 400: { description: 'invalid_request' }, 404: { description: 'not_found' } },
       example: {
@@ -42,6 +44,7 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
         body: {
           enabled: true,
           rateLimitPerHour: 5,
+          failoverEnabled: true,
           providers: [
             { kind: 'twilio', accountSid: `AC${'0'.repeat(32)}`, authToken: 'your-twilio-auth-token', senderNumbers: ['+14155550101'] },
             { kind: 'telnyx', apiKey: 'KEY0123456789', messagingProfileId: 'profile-id', senderNumbers: ['+14155550102'] },
@@ -51,6 +54,8 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
     },
     async (req, res, { body }) => {
       const orgId = orgIdParam(req);
+      const problem = smsConfigProblem(body, cfg.NODE_ENV === 'production');
+      if (problem) throw new AppError(400, 'invalid_request', problem);
       const ok = await putSmsConfig(deps.sql, keyring, orgId, body, cfg.SMS_RATE_LIMIT_PER_HOUR);
       if (!ok) throw notFound('org');
       chains.invalidate(orgId);
@@ -75,6 +80,32 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       const view = await getSmsConfig(deps.sql, keyring, orgIdParam(req));
       if (!view) throw new AppError(404, 'not_found', 'SMS is not configured for this org.');
       res.json(view);
+    },
+  );
+
+  registry.mount(
+    router,
+    {
+      method: 'patch',
+      path: '/api/admin/orgs/:id/sms',
+      access: 'admin',
+      tags,
+      summary: "Switch a clinic's SMS failover on or off",
+      description:
+        'Off: only position 0 of the chain sends; its messages fail or retry on the primary alone. Takes effect at once in ' +
+        'this process and within ORG_CACHE_TTL_MS in the others; every change is recorded (who, when, from, to).',
+      body: z.object({ failoverEnabled: z.boolean() }).strict(),
+      responses: { 200: { description: 'The chain as stored, credentials masked.' }, 400: { description: 'invalid_request' }, 404: { description: 'SMS is not configured for this org.' } },
+      example: { params: { id: EXAMPLE_ID }, body: { failoverEnabled: false } },
+    },
+    async (req, res, { body }) => {
+      const orgId = orgIdParam(req);
+      const changed = await setFailoverEnabled(deps.sql, orgId, body.failoverEnabled, 'admin');
+      if (!changed) throw new AppError(404, 'not_found', 'SMS is not configured for this org.');
+      chains.invalidate(orgId);
+      deps.orgCache.invalidate(orgId);
+      req.log.info({ orgId, failoverFrom: changed.from, failoverTo: changed.to }, 'sms failover switch set');
+      res.json(await getSmsConfig(deps.sql, keyring, orgId));
     },
   );
 

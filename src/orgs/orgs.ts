@@ -62,6 +62,22 @@ const orgFields = {
   /** Optional per-org Vapi layers; null clears them. */
   vapiSecret: z.string().min(16).max(500).nullable(),
   vapiHmacSecret: z.string().min(16).max(500).nullable(),
+  /** Vapi results also carry the sentence to say at once; false lets the model phrase them. */
+  spokenResults: z.boolean(),
+  /** Where "can I speak to someone" is transferred during opening hours; null: nowhere (the agent offers to take a message). */
+  frontDeskPhone: z
+    .string()
+    .regex(/^\+[1-9]\d{6,14}$/, { message: 'must be an E.164 number such as +14155550100' })
+    .nullable(),
+  /** The Retell API key that signs this clinic's Retell requests; null clears it (Retell is then refused). */
+  retellApiKey: z
+    .string()
+    .min(8)
+    .max(500)
+    .refine((v) => !/[\u0000-\u001f\u007f]/.test(v), { message: 'must not contain control characters' })
+    .nullable(),
+  /** Keep call transcripts from end-of-call reports in the call log. */
+  storeTranscripts: z.boolean(),
 };
 
 export const createOrgSchema = z.object({
@@ -75,6 +91,10 @@ export const createOrgSchema = z.object({
   practitioners: orgFields.practitioners,
   vapiSecret: orgFields.vapiSecret.optional(),
   vapiHmacSecret: orgFields.vapiHmacSecret.optional(),
+  spokenResults: orgFields.spokenResults.default(true),
+  frontDeskPhone: orgFields.frontDeskPhone.optional(),
+  retellApiKey: orgFields.retellApiKey.optional(),
+  storeTranscripts: orgFields.storeTranscripts.default(false),
 });
 export type CreateOrgInput = z.infer<typeof createOrgSchema>;
 
@@ -90,6 +110,10 @@ export const updateOrgSchema = z
     practitioners: orgFields.practitioners,
     vapiSecret: orgFields.vapiSecret,
     vapiHmacSecret: orgFields.vapiHmacSecret,
+    spokenResults: orgFields.spokenResults,
+    frontDeskPhone: orgFields.frontDeskPhone,
+    retellApiKey: orgFields.retellApiKey,
+    storeTranscripts: orgFields.storeTranscripts,
   })
   .partial()
   .strict();
@@ -115,6 +139,10 @@ export interface OrgView {
   active: boolean;
   vapiSecretConfigured: boolean;
   vapiHmacConfigured: boolean;
+  spokenResults: boolean;
+  frontDeskPhone: string | null;
+  retellApiKeyConfigured: boolean;
+  storeTranscripts: boolean;
   services: Array<{ id: string; code: string; name: string; durationMinutes: number; active: boolean }>;
   practitioners: Array<{ id: string; name: string; services: string[] | null; active: boolean }>;
   createdAt: string;
@@ -169,17 +197,24 @@ async function upsertCatalogue(
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
+/** The AAD that binds an encrypted Retell key to its clinic. */
+export const retellKeyAad = (orgId: string) => `org:${orgId}:retell-api-key`;
+
 export async function createOrg(sql: Sql, keyring: Keyring, input: CreateOrgInput): Promise<OrgView> {
   const id = input.id ?? randomUUID();
   await withOrg(sql, id, async (tx) => {
     await assertPgZone(tx, input.timeZone);
     const inserted = await tx`
       INSERT INTO orgs (id, name, time_zone, default_region, opening_hours, slot_interval_minutes,
-                        vapi_secret_sha256, vapi_hmac_secret_enc)
+                        vapi_secret_sha256, vapi_hmac_secret_enc, spoken_results, front_desk_phone,
+                        retell_api_key_enc, store_transcripts)
       VALUES (${id}, ${input.name}, ${input.timeZone}, ${input.defaultRegion}, ${tx.json(input.openingHours)},
               ${input.slotIntervalMinutes},
               ${input.vapiSecret ? sha256(input.vapiSecret) : null},
-              ${input.vapiHmacSecret ? encryptSecret(keyring, input.vapiHmacSecret, `org:${id}:vapi-hmac`) : null})
+              ${input.vapiHmacSecret ? encryptSecret(keyring, input.vapiHmacSecret, `org:${id}:vapi-hmac`) : null},
+              ${input.spokenResults}, ${input.frontDeskPhone ?? null},
+              ${input.retellApiKey ? encryptSecret(keyring, input.retellApiKey, retellKeyAad(id)) : null},
+              ${input.storeTranscripts})
       ON CONFLICT (id) DO NOTHING`;
     if (inserted.count === 0) throw new AppError(409, 'org_exists', 'An org with that id already exists.');
     await upsertCatalogue(tx, id, input.services, input.practitioners);
@@ -202,6 +237,12 @@ export async function updateOrg(sql: Sql, keyring: Keyring, id: string, input: U
         : input.vapiHmacSecret === null
           ? null
           : encryptSecret(keyring, input.vapiHmacSecret, `org:${id}:vapi-hmac`);
+    const retellEnc =
+      input.retellApiKey === undefined
+        ? undefined
+        : input.retellApiKey === null
+          ? null
+          : encryptSecret(keyring, input.retellApiKey, retellKeyAad(id));
     await tx`
       UPDATE orgs SET
         name = COALESCE(${input.name ?? null}, name),
@@ -212,6 +253,10 @@ export async function updateOrg(sql: Sql, keyring: Keyring, id: string, input: U
         active = COALESCE(${input.active ?? null}::boolean, active),
         vapi_secret_sha256 = CASE WHEN ${secretHash !== undefined} THEN ${secretHash ?? null} ELSE vapi_secret_sha256 END,
         vapi_hmac_secret_enc = CASE WHEN ${hmacEnc !== undefined} THEN ${hmacEnc ?? null} ELSE vapi_hmac_secret_enc END,
+        spoken_results = COALESCE(${input.spokenResults ?? null}::boolean, spoken_results),
+        front_desk_phone = CASE WHEN ${input.frontDeskPhone !== undefined} THEN ${input.frontDeskPhone ?? null} ELSE front_desk_phone END,
+        retell_api_key_enc = CASE WHEN ${retellEnc !== undefined} THEN ${retellEnc ?? null} ELSE retell_api_key_enc END,
+        store_transcripts = COALESCE(${input.storeTranscripts ?? null}::boolean, store_transcripts),
         updated_at = now()
       WHERE id = ${id}`;
     await upsertCatalogue(tx, id, input.services, input.practitioners);
@@ -236,6 +281,10 @@ export async function getOrg(sql: Sql, id: string): Promise<OrgView | null> {
       active: o.active,
       vapiSecretConfigured: o.vapi_secret_sha256 !== null,
       vapiHmacConfigured: o.vapi_hmac_secret_enc !== null,
+      spokenResults: o.spoken_results,
+      frontDeskPhone: o.front_desk_phone,
+      retellApiKeyConfigured: o.retell_api_key_enc !== null,
+      storeTranscripts: o.store_transcripts,
       services: services.map((s) => ({
         id: s.id,
         code: s.code,

@@ -14,6 +14,8 @@ export const DEMO_CLINIC: CreateOrgInput = {
   timeZone: 'America/New_York',
   defaultRegion: 'US',
   slotIntervalMinutes: 15,
+  spokenResults: true,
+  storeTranscripts: false,
   openingHours: {
     '1': [['08:00', '12:00'], ['13:00', '17:00']],
     '2': [['08:00', '12:00'], ['13:00', '17:00']],

@@ -18,6 +18,8 @@ export interface EngineMessage {
   body: string;
   /** Worker id holding the outbox row's lease; an attempt is only opened while it still does. */
   leaseHolder: string;
+  /** The row's delivery run, this one included (outbox `attempts`). */
+  run?: number;
 }
 
 export interface AttemptLog {

@@ -2,11 +2,12 @@ import { createHash } from 'node:crypto';
 import type { Sql } from 'postgres';
 import { z } from 'zod';
 import { parsePhoneNumberFromString } from 'libphonenumber-js/max';
-import { withOrg } from '../db/pool.js';
+import { withOrg, type Tx } from '../db/pool.js';
 import type { Config } from '../config.js';
 import { decryptSecret, encryptSecret, needsReencrypt, type Keyring } from '../crypto.js';
 import { LRUCache } from 'lru-cache';
 import { createProvider, type Credentials } from './providers/index.js';
+import { relayUrlProblem } from './providers/relay.js';
 import { createSandboxProvider } from './providers/sandbox.js';
 import type { ProviderKind, SmsProvider } from './types.js';
 
@@ -25,61 +26,171 @@ const e164 = z
   });
 const pool = z.array(e164).min(1).max(100);
 
+/** Per link: how long one attempt may take before it counts as timed out (default SMS_ATTEMPT_TIMEOUT_MS). */
+const attemptTimeoutMs = z.number().int().min(100).max(60_000).optional();
+
 const twilioLink = z.object({
   kind: z.literal('twilio'),
   accountSid: z.string().regex(/^AC[0-9a-fA-F]{32}$/, 'must be a Twilio Account SID (AC + 32 hex)'),
   authToken: z.string().min(16).max(128),
   senderNumbers: pool,
+  attemptTimeoutMs,
 });
 const telnyxLink = z.object({
   kind: z.literal('telnyx'),
   apiKey: z.string().min(8).max(512),
   messagingProfileId: z.string().max(100).optional(),
   senderNumbers: pool,
+  attemptTimeoutMs,
 });
+/** The sandbox sends nothing, so its sender is only a label: Twilio's test number unless one is given. */
+const SANDBOX_SENDER = '+15005550006';
 const sandboxLink = z.object({
   kind: z.literal('sandbox'),
-  senderNumbers: pool,
+  senderNumbers: pool.default([SANDBOX_SENDER]),
+  attemptTimeoutMs,
+});
+const snsLink = z.object({
+  kind: z.literal('sns'),
+  accessKeyId: z.string().regex(/^[A-Z0-9]{16,128}$/, 'must be an AWS access key id'),
+  secretAccessKey: z.string().min(16).max(128),
+  region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'must be an AWS region such as us-east-1'),
+  // SNS's rule for sender IDs: 1-11 letters and digits, at least one letter.
+  senderId: z.string().regex(/^(?=.*[A-Za-z])[A-Za-z0-9]{1,11}$/, 'must be 1-11 letters and digits, at least one letter').optional(),
+  originationNumber: e164.optional(),
+  attemptTimeoutMs,
+});
+const relayLink = z.object({
+  kind: z.literal('relay'),
+  url: z
+    .string()
+    .max(2000)
+    .superRefine((u, ctx) => {
+      // https-only in production is checked by the route, which knows NODE_ENV (relayUrlProblem).
+      const problem = relayUrlProblem(u, false);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    }),
+  signingSecret: z.string().min(32).max(256),
+  senderNumbers: pool.optional(),
+  /** The receiver posts signed delivery receipts back (docs/sms.md). */
+  receipts: z.boolean().optional(),
+  attemptTimeoutMs,
 });
 
 export const smsConfigSchema = z.object({
   enabled: z.boolean().default(true),
   rateLimitPerHour: z.number().int().min(1).max(1000).optional(),
-  providers: z.array(z.discriminatedUnion('kind', [twilioLink, telnyxLink, sandboxLink])).min(1).max(5),
+  /** Use links after position 0. Omitted: unchanged, and NEW_CLINIC_FAILOVER for a clinic's first configuration. */
+  failoverEnabled: z.boolean().optional(),
+  providers: z.array(z.discriminatedUnion('kind', [twilioLink, telnyxLink, sandboxLink, snsLink, relayLink])).min(1).max(5),
 });
 export type SmsConfigInput = z.infer<typeof smsConfigSchema>;
 
 const aad = (orgId: string, position: number, kind: string) => `org:${orgId}:sms:${position}:${kind}`;
 
+/**
+ * Whether a clinic configured for the first time uses its failover links.
+ * Off: a second provider is a second vendor that sees the clinic's patients'
+ * phone numbers and appointment texts, under its own agreement and from other
+ * sender numbers, so the clinic switches it on when it has agreed to that.
+ * Clinics configured before the switch existed keep failing over (the
+ * migration's default).
+ */
+export const NEW_CLINIC_FAILOVER = false;
+
+export interface SmsLinkView {
+  position: number;
+  kind: ProviderKind;
+  senderNumbers: string[];
+  credentials: 'configured' | 'none';
+  /** A masked hint to tell accounts apart: `AC1234…abcd`, `AKIA…WXYZ`, a relay's host. Never a secret. */
+  account?: string;
+  region?: string;
+  receipts?: boolean;
+  attemptTimeoutMs?: number;
+}
+
 export interface SmsConfigView {
   enabled: boolean;
   rateLimitPerHour: number;
-  providers: Array<{ position: number; kind: ProviderKind; senderNumbers: string[]; credentials: 'configured' | 'none'; account?: string }>;
+  failoverEnabled: boolean;
+  providers: SmsLinkView[];
 }
 
-export async function putSmsConfig(sql: Sql, keyring: Keyring, orgId: string, input: SmsConfigInput, defaultLimit: number) {
+function credentialsOf(link: SmsConfigInput['providers'][number]): Credentials {
+  switch (link.kind) {
+    case 'twilio':
+      return { kind: 'twilio', accountSid: link.accountSid, authToken: link.authToken };
+    case 'telnyx':
+      return { kind: 'telnyx', apiKey: link.apiKey, messagingProfileId: link.messagingProfileId };
+    case 'sns':
+      return { kind: 'sns', accessKeyId: link.accessKeyId, secretAccessKey: link.secretAccessKey, region: link.region, senderId: link.senderId };
+    case 'relay':
+      return { kind: 'relay', url: link.url, signingSecret: link.signingSecret, receipts: link.receipts };
+    case 'sandbox':
+      return { kind: 'sandbox' };
+  }
+}
+
+/** The numbers a link sends from: SNS's one origination number, a relay's optional pool. */
+function senderPool(link: SmsConfigInput['providers'][number]): string[] {
+  if (link.kind === 'sns') return link.originationNumber ? [link.originationNumber] : [];
+  return [...new Set(link.senderNumbers ?? [])];
+}
+
+/** What the route must refuse beyond the schema: in production a relay is reached over https only. */
+export function smsConfigProblem(input: SmsConfigInput, production: boolean): string | null {
+  for (const [i, link] of input.providers.entries()) {
+    if (link.kind !== 'relay') continue;
+    const problem = relayUrlProblem(link.url, production);
+    if (problem) return `providers.${i}.url: ${problem}`;
+  }
+  return null;
+}
+
+/** Records a change of the failover switch; `from` is null when the clinic's settings are new. */
+async function auditFailover(tx: Tx, orgId: string, from: boolean | null, to: boolean, actor: string) {
+  if (from === to) return;
+  await tx`INSERT INTO sms_failover_changes (org_id, actor, from_enabled, to_enabled) VALUES (${orgId}, ${actor}, ${from}, ${to})`;
+}
+
+export async function putSmsConfig(sql: Sql, keyring: Keyring, orgId: string, input: SmsConfigInput, defaultLimit: number, actor = 'admin') {
   return withOrg(sql, orgId, async (tx) => {
     const [org] = await tx`SELECT id FROM orgs WHERE id = ${orgId} FOR UPDATE`;
     if (!org) return false;
+    const [prior] = await tx<{ failover_enabled: boolean }[]>`SELECT failover_enabled FROM sms_settings WHERE org_id = ${orgId} FOR UPDATE`;
+    const failover = input.failoverEnabled ?? prior?.failover_enabled ?? NEW_CLINIC_FAILOVER;
     await tx`
-      INSERT INTO sms_settings (org_id, enabled, rate_limit_per_hour)
-      VALUES (${orgId}, ${input.enabled}, ${input.rateLimitPerHour ?? defaultLimit})
+      INSERT INTO sms_settings (org_id, enabled, rate_limit_per_hour, failover_enabled)
+      VALUES (${orgId}, ${input.enabled}, ${input.rateLimitPerHour ?? defaultLimit}, ${failover})
       ON CONFLICT (org_id) DO UPDATE
-        SET enabled = EXCLUDED.enabled, rate_limit_per_hour = EXCLUDED.rate_limit_per_hour, updated_at = now()`;
+        SET enabled = EXCLUDED.enabled, rate_limit_per_hour = EXCLUDED.rate_limit_per_hour,
+            failover_enabled = EXCLUDED.failover_enabled, updated_at = now()`;
+    await auditFailover(tx, orgId, prior?.failover_enabled ?? null, failover, actor);
     await tx`DELETE FROM sms_providers WHERE org_id = ${orgId}`;
     for (const [position, link] of input.providers.entries()) {
-      const creds: Credentials =
-        link.kind === 'twilio'
-          ? { kind: 'twilio', accountSid: link.accountSid, authToken: link.authToken }
-          : link.kind === 'telnyx'
-            ? { kind: 'telnyx', apiKey: link.apiKey, messagingProfileId: link.messagingProfileId }
-            : { kind: 'sandbox' };
-      const enc = link.kind === 'sandbox' ? null : encryptSecret(keyring, JSON.stringify(creds), aad(orgId, position, link.kind));
+      const enc = link.kind === 'sandbox' ? null : encryptSecret(keyring, JSON.stringify(credentialsOf(link)), aad(orgId, position, link.kind));
       await tx`
-        INSERT INTO sms_providers (org_id, position, kind, credentials_enc, sender_numbers)
-        VALUES (${orgId}, ${position}, ${link.kind}, ${enc}, ${[...new Set(link.senderNumbers)]})`;
+        INSERT INTO sms_providers (org_id, position, kind, credentials_enc, sender_numbers, attempt_timeout_ms)
+        VALUES (${orgId}, ${position}, ${link.kind}, ${enc}, ${senderPool(link)}, ${link.attemptTimeoutMs ?? null})`;
     }
     return true;
+  });
+}
+
+/**
+ * PATCH's one switch: flips failover on or off, with an audit row when it
+ * changes. Null when the clinic has no SMS settings (or does not exist).
+ */
+export async function setFailoverEnabled(sql: Sql, orgId: string, enabled: boolean, actor = 'admin'): Promise<{ from: boolean; to: boolean } | null> {
+  return withOrg(sql, orgId, async (tx) => {
+    const [prior] = await tx<{ failover_enabled: boolean }[]>`SELECT failover_enabled FROM sms_settings WHERE org_id = ${orgId} FOR UPDATE`;
+    if (!prior) return null;
+    if (prior.failover_enabled !== enabled) {
+      await tx`UPDATE sms_settings SET failover_enabled = ${enabled}, updated_at = now() WHERE org_id = ${orgId}`;
+      await auditFailover(tx, orgId, prior.failover_enabled, enabled, actor);
+    }
+    return { from: prior.failover_enabled, to: enabled };
   });
 }
 
@@ -88,6 +199,7 @@ export interface StoredLink {
   position: number;
   kind: ProviderKind;
   credentials_enc: string | null;
+  attempt_timeout_ms: number | null;
 }
 
 interface ProviderRow {
@@ -95,32 +207,50 @@ interface ProviderRow {
   kind: ProviderKind;
   credentials_enc: string | null;
   sender_numbers: string[];
+  attempt_timeout_ms: number | null;
+}
+
+const mask = (s: string) => `${s.slice(0, 4)}…${s.slice(-4)}`;
+
+/** Only a masked account hint is shown: enough to tell accounts apart. */
+function hintOf(c: Credentials | null): Pick<SmsLinkView, 'account' | 'region' | 'receipts'> {
+  switch (c?.kind) {
+    case 'twilio':
+      return { account: `${c.accountSid.slice(0, 6)}…${c.accountSid.slice(-4)}` };
+    case 'sns':
+      return { account: mask(c.accessKeyId), region: c.region };
+    case 'relay':
+      return { account: new URL(c.url).host, receipts: c.receipts === true };
+    default:
+      return {};
+  }
 }
 
 export async function getSmsConfig(sql: Sql, keyring: Keyring, orgId: string): Promise<SmsConfigView | null> {
   return withOrg(sql, orgId, async (tx) => {
-    const [settings] = await tx<{ enabled: boolean; rate_limit_per_hour: number }[]>`
-      SELECT enabled, rate_limit_per_hour FROM sms_settings`;
+    const [settings] = await tx<{ enabled: boolean; rate_limit_per_hour: number; failover_enabled: boolean }[]>`
+      SELECT enabled, rate_limit_per_hour, failover_enabled FROM sms_settings`;
     if (!settings) return null;
-    const rows = await tx<ProviderRow[]>`SELECT position, kind, credentials_enc, sender_numbers FROM sms_providers ORDER BY position`;
+    const rows = await tx<ProviderRow[]>`
+      SELECT position, kind, credentials_enc, sender_numbers, attempt_timeout_ms FROM sms_providers ORDER BY position`;
     return {
       enabled: settings.enabled,
       rateLimitPerHour: settings.rate_limit_per_hour,
+      failoverEnabled: settings.failover_enabled,
       providers: rows.map((r) => {
-        // Only a masked account hint is shown: enough to tell accounts apart.
-        let account: string | undefined;
+        let hint: ReturnType<typeof hintOf>;
         try {
-          const c = r.credentials_enc ? (JSON.parse(decryptSecret(keyring, r.credentials_enc, aad(orgId, r.position, r.kind))) as Credentials) : null;
-          if (c?.kind === 'twilio') account = `${c.accountSid.slice(0, 6)}…${c.accountSid.slice(-4)}`;
+          hint = hintOf(r.credentials_enc ? (JSON.parse(decryptSecret(keyring, r.credentials_enc, aad(orgId, r.position, r.kind))) as Credentials) : null);
         } catch {
-          account = 'undecryptable';
+          hint = { account: 'undecryptable' };
         }
         return {
           position: r.position,
           kind: r.kind,
           senderNumbers: r.sender_numbers,
           credentials: r.credentials_enc ? ('configured' as const) : ('none' as const),
-          ...(account ? { account } : {}),
+          ...hint,
+          ...(r.attempt_timeout_ms !== null ? { attemptTimeoutMs: r.attempt_timeout_ms } : {}),
         };
       }),
     };
@@ -133,12 +263,16 @@ export interface ChainLink {
   kind: ProviderKind;
   provider: SmsProvider;
   pool: string[];
+  /** This link's own per-attempt timeout; unset: the engine's (SMS_ATTEMPT_TIMEOUT_MS). */
+  attemptTimeoutMs?: number;
   /** The key of this link's shared health record (health.ts); absent on dry runs. */
   healthKey?: string;
 }
 
 export interface LoadedChain {
   enabled: boolean;
+  /** Off: only position 0 is used, however many links are configured. */
+  failoverEnabled: boolean;
   links: ChainLink[];
   /** Links whose credentials could not be decrypted (wrong key, tampering). */
   broken: Array<{ position: number; kind: ProviderKind; reason: string }>;
@@ -150,7 +284,7 @@ export interface LoadedChain {
  * SDK clients per message; blobs under a retired key are re-encrypted on the way.
  */
 export class ChainLoader {
-  private readonly cache: LRUCache<string, LoadedChain>;
+  private readonly cache: LRUCache<string, LoadedChain> | null;
   /** Loads under way, so that a burst of messages for one clinic reads its chain once. */
   private readonly loading = new Map<string, Promise<LoadedChain | null>>();
   private built = new Map<string, { blob: string; provider: SmsProvider; healthKey: string }>();
@@ -162,7 +296,8 @@ export class ChainLoader {
     private readonly cfg: Config,
     ttlMs = 5_000,
   ) {
-    this.cache = new LRUCache({ max: 10_000, ttl: ttlMs });
+    // lru-cache reads a ttl of 0 as "forever"; here it means "do not cache".
+    this.cache = ttlMs > 0 ? new LRUCache({ max: 10_000, ttl: ttlMs }) : null;
   }
 
   /** The provider used for dry runs and for clinics configured with `sandbox`. */
@@ -171,12 +306,12 @@ export class ChainLoader {
   }
 
   invalidate(orgId: string): void {
-    this.cache.delete(orgId);
+    this.cache?.delete(orgId);
     this.loading.delete(orgId);
   }
 
   async load(orgId: string): Promise<LoadedChain | null> {
-    const hit = this.cache.get(orgId);
+    const hit = this.cache?.get(orgId);
     if (hit) return hit;
     let pending = this.loading.get(orgId);
     if (!pending) {
@@ -188,7 +323,7 @@ export class ChainLoader {
           // Not cached when the clinic's chain was replaced while it was being read.
           if (this.loading.get(orgId) !== mine) return;
           this.loading.delete(orgId);
-          if (loaded) this.cache.set(orgId, loaded);
+          if (loaded) this.cache?.set(orgId, loaded);
         },
         () => {
           if (this.loading.get(orgId) === mine) this.loading.delete(orgId);
@@ -200,14 +335,22 @@ export class ChainLoader {
 
   private async read(orgId: string): Promise<LoadedChain | null> {
     return withOrg(this.workerSql, orgId, async (tx) => {
-      const [settings] = await tx<{ enabled: boolean }[]>`SELECT enabled FROM sms_settings`;
+      const [settings] = await tx<{ enabled: boolean; failover_enabled: boolean }[]>`SELECT enabled, failover_enabled FROM sms_settings`;
       if (!settings) return null;
-      const rows = await tx<ProviderRow[]>`SELECT position, kind, credentials_enc, sender_numbers FROM sms_providers ORDER BY position`;
-      const chain: LoadedChain = { enabled: settings.enabled, links: [], broken: [] };
+      const rows = await tx<ProviderRow[]>`
+        SELECT position, kind, credentials_enc, sender_numbers, attempt_timeout_ms FROM sms_providers ORDER BY position`;
+      const chain: LoadedChain = { enabled: settings.enabled, failoverEnabled: settings.failover_enabled, links: [], broken: [] };
       for (const r of rows) {
         try {
           const { provider, healthKey } = this.client(orgId, r);
-          chain.links.push({ position: r.position, kind: r.kind, provider, pool: r.sender_numbers, healthKey });
+          chain.links.push({
+            position: r.position,
+            kind: r.kind,
+            provider,
+            pool: r.sender_numbers,
+            healthKey,
+            ...(r.attempt_timeout_ms !== null ? { attemptTimeoutMs: r.attempt_timeout_ms } : {}),
+          });
           if (r.credentials_enc && needsReencrypt(this.keyring, r.credentials_enc)) {
             const plain = decryptSecret(this.keyring, r.credentials_enc, aad(orgId, r.position, r.kind));
             const fresh = encryptSecret(this.keyring, plain, aad(orgId, r.position, r.kind));
@@ -237,7 +380,7 @@ export class ChainLoader {
    */
   client(orgId: string, r: StoredLink): { provider: SmsProvider; healthKey: string } {
     const slot = `${orgId}|${r.position}`;
-    const blob = `${r.kind}|${r.credentials_enc ?? ''}`;
+    const blob = `${r.kind}|${r.attempt_timeout_ms ?? ''}|${r.credentials_enc ?? ''}`;
     const kept = this.built.get(slot);
     if (kept && kept.blob === blob) return kept;
     const built = { blob, ...this.build(orgId, r) };
@@ -251,11 +394,14 @@ export class ChainLoader {
     const plain = decryptSecret(this.keyring, r.credentials_enc, aad(orgId, r.position, r.kind));
     const creds = JSON.parse(plain) as Credentials;
     if (creds.kind === 'sandbox' || creds.kind !== r.kind) throw new Error(`credentials do not match provider kind ${String(r.kind)}`);
+    // Stored before NODE_ENV said production, or written around the API: still never sent in clear.
+    if (creds.kind === 'relay' && relayUrlProblem(creds.url, this.cfg.NODE_ENV === 'production')) throw new Error('relay url refused');
     const provider = createProvider(creds, {
-      // The SDK's own timeout only backstops the engine's per-attempt timeout.
-      timeoutMs: this.cfg.SMS_ATTEMPT_TIMEOUT_MS,
+      // The SDK's own timeout only backstops the engine's per-attempt timeout, the link's own when it has one.
+      timeoutMs: r.attempt_timeout_ms ?? this.cfg.SMS_ATTEMPT_TIMEOUT_MS,
       sdkTimeoutMarginMs: this.cfg.SMS_SDK_TIMEOUT_MARGIN_MS,
-      baseUrls: { twilio: this.cfg.TWILIO_API_BASE_URL, telnyx: this.cfg.TELNYX_API_BASE_URL },
+      baseUrls: { twilio: this.cfg.TWILIO_API_BASE_URL, telnyx: this.cfg.TELNYX_API_BASE_URL, sns: this.cfg.AWS_ENDPOINT_URL_SNS },
+      orgId,
     });
     const fp = createHash('sha256').update(`sms-health:${plain}`).digest('hex').slice(0, 16);
     return { provider, healthKey: healthKeyOf(provider.accountKey, fp) };

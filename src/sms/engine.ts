@@ -86,9 +86,13 @@ export class SmsEngine {
     return this.breakers.policy(orgId, accountKey);
   }
 
-  async deliver(msg: EngineMessage, chain: ChainLink[], inFlight: InFlightAttempt | null): Promise<DeliveryResult> {
+  /**
+   * `failover: false` (the clinic's switch) walks position 0 alone; an attempt a
+   * previous run left in flight is still reconciled against the whole chain.
+   */
+  async deliver(msg: EngineMessage, chain: ChainLink[], inFlight: InFlightAttempt | null, opts: { failover?: boolean } = {}): Promise<DeliveryResult> {
     await this.breakers.ready();
-    let links = chain;
+    let links = opts.failover === false ? chain.filter((l) => l.position === 0) : chain;
     if (inFlight) {
       const settled = await this.reconcile(msg, chain, inFlight);
       if (settled.kind === 'settled') return settled.result;
@@ -110,7 +114,7 @@ export class SmsEngine {
         failedOver = true;
         continue;
       }
-      if (link.pool.length === 0) {
+      if (link.pool.length === 0 && !link.provider.capabilities.ownSender) {
         await this.attempts.skip(msg, link, { errorClass: 'provider', code: 'NO_SENDER', message: 'no sender numbers' });
         this.noteFailover(link, next, 'no_sender');
         failedOver = true;
@@ -223,11 +227,20 @@ export class SmsEngine {
     const startedAt = Date.now();
     const started = performance.now();
     const abort = new AbortController();
-    const sending = link.provider.send({ to: msg.to, from: from ?? preferred ?? '', body: msg.body, idempotencyKey: `sms-${msg.id}`, signal: abort.signal });
+    const sending = link.provider.send({
+      to: msg.to,
+      from: from ?? preferred ?? '',
+      body: msg.body,
+      idempotencyKey: `sms-${msg.id}`,
+      signal: abort.signal,
+      messageId: msg.id,
+      orgId: msg.orgId,
+      ...(msg.run !== undefined ? { attempt: msg.run } : {}),
+    });
     let accepted: SendAccepted;
     try {
       try {
-        accepted = await pTimeout(sending, { milliseconds: this.opts.attemptTimeoutMs });
+        accepted = await pTimeout(sending, { milliseconds: link.attemptTimeoutMs ?? this.opts.attemptTimeoutMs });
       } catch (raw) {
         accepted = await this.lateOrThrow(raw, sending, abort, link);
       }
@@ -262,7 +275,7 @@ export class SmsEngine {
   private async lateOrThrow(raw: unknown, sending: Promise<SendAccepted>, abort: AbortController, link: ChainLink): Promise<SendAccepted> {
     if (!(raw instanceof TimeoutError)) throw raw instanceof ProviderSendError ? raw : link.provider.classify(raw);
     abort.abort(raw);
-    const timedOut = new ProviderSendError({ message: `no answer within ${this.opts.attemptTimeoutMs} ms`, errorClass: 'ambiguous', provider: link.kind, code: 'TIMEOUT', cause: raw });
+    const timedOut = new ProviderSendError({ message: `no answer within ${link.attemptTimeoutMs ?? this.opts.attemptTimeoutMs} ms`, errorClass: 'ambiguous', provider: link.kind, code: 'TIMEOUT', cause: raw });
     // Adapters answer an abort at once (Telnyx cancels its fetch; Twilio hands
     // back the request it could not cancel as lateAnswer). One that ignores the
     // signal gets a moment, then counts as timed out.

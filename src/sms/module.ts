@@ -30,7 +30,8 @@ export function createSmsModule(opts: {
   now: () => DateTime;
 }): SmsModule {
   const { cfg, workerSql, keyring, log } = opts;
-  const chains = new ChainLoader(workerSql, keyring, cfg);
+  // A clinic's chain and switches are reused as long as its other settings are (ORG_CACHE_TTL_MS).
+  const chains = new ChainLoader(workerSql, keyring, cfg, cfg.ORG_CACHE_TTL_MS);
   const health = new HealthMonitor(workerSql, chains, healthSettings(cfg), log);
   const engine = new SmsEngine(
     {

@@ -4,7 +4,7 @@
  * which carrier it is talking to.
  */
 
-export type ProviderKind = 'twilio' | 'telnyx' | 'sandbox';
+export type ProviderKind = 'twilio' | 'telnyx' | 'sandbox' | 'sns' | 'relay';
 
 /**
  * The SDKs' own request timeout is the engine's per-attempt timeout plus this:
@@ -30,6 +30,11 @@ export interface SendRequest {
   idempotencyKey: string;
   /** Aborts the in-flight HTTP request when the per-attempt timeout fires. */
   signal?: AbortSignal;
+  /** The outbox row's id and clinic, for providers whose wire names them (the relay). */
+  messageId?: string;
+  orgId?: string;
+  /** The message's delivery run (1 on the first); in-run retries of a transient error repeat it. */
+  attempt?: number;
 }
 
 export interface SendAccepted {
@@ -73,6 +78,12 @@ export interface ProviderCapabilities {
    * the same provider without a lookup.
    */
   idempotentSend: boolean;
+  /**
+   * The provider picks the sender itself when the link has no sender numbers
+   * (an SNS account's default route, a relay that owns its numbers), so an
+   * empty pool is no reason to skip the link.
+   */
+  ownSender?: boolean;
 }
 
 /** An HTTP request as a provider delivered it, for signature checks and parsing. */

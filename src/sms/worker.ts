@@ -172,8 +172,8 @@ export class OutboxWorker {
       return { status: 'pending', reason: 'credentials_unavailable', message: 'no provider credentials could be decrypted' };
     }
     if (!chain) return { status: 'failed', reason: 'not_configured', message: 'SMS is not configured or disabled for this clinic' };
-    const msg: EngineMessage = { id: row.id, orgId: row.org_id, to: row.to_phone, body: row.body, leaseHolder: this.id };
-    return this.engine.deliver(msg, chain, inFlight);
+    const msg: EngineMessage = { id: row.id, orgId: row.org_id, to: row.to_phone, body: row.body, leaseHolder: this.id, run: row.attempts };
+    return this.engine.deliver(msg, chain.links, inFlight, { failover: chain.failover });
   }
 
   /** Moves the row (with the other rows settling now, in one statement), then counts and logs what happened. */
@@ -229,16 +229,18 @@ export class OutboxWorker {
     }
   }
 
-  private async chainFor(row: OutboxRow): Promise<ChainLink[] | 'unavailable' | null> {
+  private async chainFor(row: OutboxRow): Promise<{ links: ChainLink[]; failover: boolean } | 'unavailable' | null> {
     const loaded = await this.chains.load(row.org_id);
     if (row.dry_run) {
       // A dry run exercises the whole pipeline, but only the sandbox "sends".
-      const pool = loaded?.links[0]?.pool ?? ['+15005550006'];
-      return [{ position: 0, kind: 'sandbox', provider: this.chains.sandboxProvider, pool }];
+      const pool = loaded?.links[0]?.pool.length ? loaded.links[0].pool : ['+15005550006'];
+      return { links: [{ position: 0, kind: 'sandbox', provider: this.chains.sandboxProvider, pool }], failover: false };
     }
     if (!loaded || !loaded.enabled) return null;
     if (loaded.broken.length) this.log.error({ orgId: row.org_id, broken: loaded.broken }, 'sms credentials could not be decrypted');
     if (loaded.links.length === 0) return loaded.broken.length ? 'unavailable' : null;
-    return loaded.links;
+    // With the switch off the primary alone sends: its credentials not decrypting is a wait, not a failover.
+    if (!loaded.failoverEnabled && !loaded.links.some((l) => l.position === 0)) return 'unavailable';
+    return { links: loaded.links, failover: loaded.failoverEnabled };
   }
 }

@@ -49,7 +49,7 @@ export const bookClinicAppointment: Tool<typeof schema> = {
   async run(ctx: ToolContext, raw) {
     const args = parseArgs(schema, raw, NAMES);
     const { org, call } = ctx;
-    const phoneInput = args.patientPhone ?? call.customerNumber;
+    const phoneInput = args.patientPhone ?? call.callerNumber;
     if (!phoneInput) {
       throw new ToolError('missing_phone', "What's the best phone number to reach the patient?");
     }
@@ -73,7 +73,7 @@ export const bookClinicAppointment: Tool<typeof schema> = {
       patientPhone: phone,
       patientEmail: args.patientEmail,
       callId: call.callId,
-      idempotencyKey: call.toolCallId ? `${call.platform}:${call.toolCallId}` : undefined,
+      idempotencyKey: call.invocationId ? `${call.platform}:${call.invocationId}` : undefined,
       requestHash: requestHash({
         service: service.id,
         practitioner: requested?.id ?? null,

@@ -24,7 +24,7 @@ export async function locateAppointment(
     if (!row) throw new ToolError('appointment_not_found', "I couldn't find an appointment with that reference.");
     return row;
   }
-  const phoneInput = by.patientPhone ?? ctx.call.customerNumber;
+  const phoneInput = by.patientPhone ?? ctx.call.callerNumber;
   if (!phoneInput || !by.date) {
     throw new ToolError(
       'missing_lookup',

@@ -73,7 +73,7 @@ export const rescheduleAppointment: Tool<typeof schema> = {
       patientPhone: appt.patient_phone,
       patientEmail: appt.patient_email ?? undefined,
       callId: call.callId,
-      idempotencyKey: call.toolCallId ? `${call.platform}:${call.toolCallId}` : undefined,
+      idempotencyKey: call.invocationId ? `${call.platform}:${call.invocationId}` : undefined,
       requestHash: requestHash({ appointment: appt.id, service: service.id, practitioner: requested?.id ?? null, start: start.toUTC().toISO() }),
       tool: 'rescheduleAppointment',
       replaceId: appt.id,

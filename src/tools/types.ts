@@ -36,17 +36,30 @@ export interface ToolDeps {
   log: Logger;
 }
 
-/** One normalised tool invocation, whatever the platform's envelope looked like. */
+/** The doors a tool call can come through; part of the idempotency key, nothing more. */
+export type Platform = 'vapi' | 'legacy' | 'retell' | 'elevenlabs';
+
+/**
+ * One normalised tool invocation, whatever the platform's envelope looked like
+ * (each adapter in src/platforms/ builds it). Tools read the fields below and
+ * never which platform sent them: `platform` only prefixes the idempotency key.
+ */
 export interface ToolInvocation {
-  name: string;
-  args: Record<string, unknown>;
-  /** Platform-unique id of this invocation (Vapi toolCallId). */
-  toolCallId?: string | undefined;
-  platform: 'vapi' | 'legacy';
+  platform: Platform;
+  /**
+   * Unique per invocation on its platform: Vapi's toolCallId; for Retell and
+   * ElevenLabs, which send none, call id + function name + a hash of the
+   * canonical arguments. Absent: no idempotency key.
+   */
+  invocationId?: string | undefined;
   /** The phone call this came from; part of the semantic duplicate check. */
   callId?: string | undefined;
-  /** Caller id from signalling, used when the model gives no phone. */
-  customerNumber?: string | undefined;
+  name: string;
+  args: Record<string, unknown>;
+  /** Caller id from signalling (never from model arguments), used when the model gives no phone. */
+  callerNumber?: string | undefined;
+  /** The clinic the platform says this is for (path, metadata); already checked against the credentials. */
+  tenantHint?: string | undefined;
   /** Dry run (x-dry-run header): the confirmation goes only to the sandbox provider. */
   dryRun?: boolean | undefined;
   /** When the HTTP request arrived (epoch ms): the SMS budget counts from here. */

@@ -9,7 +9,6 @@
  * Each returns a stand-in that forwards to the real object once the file's
  * beforeAll has made it; touching it before then is an error, not undefined.
  */
-import type { DateTime } from 'luxon';
 import { afterAll, beforeAll } from 'vitest';
 import { createOrg, startHarness, type Harness, type TestOrg } from './harness.js';
 
@@ -30,14 +29,34 @@ function standIn<T extends object>(name: string, get: () => T | undefined): T {
   });
 }
 
-/** A harness for this file: started before its tests, closed after. */
-export function useHarness(env: Record<string, string> = {}, opts: { ownerUrl?: string; now?: () => DateTime } = {}): Harness {
+type Lazy<T> = T | (() => T);
+const value = <T>(v: Lazy<T>): T => (typeof v === 'function' ? (v as () => T)() : v);
+
+/**
+ * A harness for this file: started before its tests, closed after. `env` and
+ * `opts` may be functions, read when the harness starts, so they can name
+ * fakes that an earlier fixture started (hooks run in the order registered).
+ */
+export function useHarness(
+  env: Lazy<Record<string, string>> = {},
+  opts: Lazy<Parameters<typeof startHarness>[1]> = {},
+): Harness {
   let h: Harness | undefined;
   beforeAll(async () => {
-    h = await startHarness(env, opts);
+    h = await startHarness(value(env), value(opts));
   });
   afterAll(async () => h?.close());
   return standIn('harness', () => h);
+}
+
+/** Something with a close(): started before the file's tests, closed after (fake providers). */
+export function useServer<T extends { close(): Promise<void> }>(name: string, start: () => Promise<T>): T {
+  let server: T | undefined;
+  beforeAll(async () => {
+    server = await start();
+  });
+  afterAll(async () => server?.close());
+  return standIn(name, () => server);
 }
 
 /** A clinic (org, OAuth client, token) on `h`, made before the file's tests. */

@@ -5,6 +5,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { expect } from 'vitest';
+import { FAKE_RELAY_SECRET } from '../fakes/fake-relay.js';
+import { DEFAULT_SNS_ACCOUNT } from '../fakes/fake-sns.js';
 import { DEFAULT_TELNYX_API_KEY } from '../fakes/fake-telnyx.js';
 import { DEFAULT_TWILIO_ACCOUNT } from '../fakes/fake-twilio.js';
 import { ADMIN_TOKEN, callTools, localDate, resultOf, vapiMessage, type Harness, type TestOrg } from './harness.js';
@@ -12,16 +14,34 @@ import { ADMIN_TOKEN, callTools, localDate, resultOf, vapiMessage, type Harness,
 export const TWILIO_POOL = ['+14155550101', '+14155550102', '+14155550103'];
 export const TELNYX_POOL = ['+13125550101', '+13125550102'];
 
-export type Link =
+export type Link = (
   | { kind: 'twilio'; accountSid: string; authToken: string; senderNumbers: string[] }
   | { kind: 'telnyx'; apiKey: string; senderNumbers: string[]; messagingProfileId?: string }
-  | { kind: 'sandbox'; senderNumbers: string[] };
+  | { kind: 'sandbox'; senderNumbers: string[] }
+  | { kind: 'sns'; accessKeyId: string; secretAccessKey: string; region: string; senderId?: string; originationNumber?: string }
+  | { kind: 'relay'; url: string; signingSecret: string; senderNumbers?: string[]; receipts?: boolean }
+) & { attemptTimeoutMs?: number };
 
 export const twilioLink = (over: Partial<Extract<Link, { kind: 'twilio' }>> = {}): Link => ({
   kind: 'twilio',
   accountSid: DEFAULT_TWILIO_ACCOUNT.sid,
   authToken: DEFAULT_TWILIO_ACCOUNT.token,
   senderNumbers: TWILIO_POOL,
+  ...over,
+});
+
+export const snsLink = (over: Partial<Extract<Link, { kind: 'sns' }>> = {}): Link => ({
+  kind: 'sns',
+  accessKeyId: DEFAULT_SNS_ACCOUNT.accessKeyId,
+  secretAccessKey: DEFAULT_SNS_ACCOUNT.secretAccessKey,
+  region: 'us-east-1',
+  ...over,
+});
+
+export const relayLink = (url: string, over: Partial<Extract<Link, { kind: 'relay' }>> = {}): Link => ({
+  kind: 'relay',
+  url,
+  signingSecret: FAKE_RELAY_SECRET,
   ...over,
 });
 
@@ -37,11 +57,16 @@ export function providerEnv(twilioUrl: string, telnyxUrl: string): Record<string
   return { TWILIO_API_BASE_URL: twilioUrl, TELNYX_API_BASE_URL: `${telnyxUrl}/v2` };
 }
 
+/**
+ * Configures a chain. Failover is switched on unless `extra` says otherwise: a
+ * clinic's first configuration starts with it off, and these suites test the
+ * chains they configure.
+ */
 export async function putSms(h: Harness, orgId: string, providers: Link[], extra: Record<string, unknown> = {}) {
   const res = await h.http
     .put(`/api/admin/orgs/${orgId}/sms`)
     .set('Authorization', `Bearer ${ADMIN_TOKEN}`)
-    .send({ providers, ...extra });
+    .send({ failoverEnabled: true, providers, ...extra });
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   return res.body as { providers: Array<Record<string, unknown>>; rateLimitPerHour: number };
 }

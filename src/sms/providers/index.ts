@@ -5,6 +5,8 @@
  */
 import { NETWORK_CODES } from '../classify.js';
 import type { CodeRule, CodeTable, SmsProvider } from '../types.js';
+import { RELAY_CODES, createRelayProvider } from './relay.js';
+import { SNS_CODES, createSnsProvider } from './sns.js';
 import { TELNYX_CODES, createTelnyxProvider } from './telnyx.js';
 import { TWILIO_CODES, createTwilioProvider } from './twilio.js';
 
@@ -12,19 +14,25 @@ import { TWILIO_CODES, createTwilioProvider } from './twilio.js';
 export type Credentials =
   | { kind: 'twilio'; accountSid: string; authToken: string }
   | { kind: 'telnyx'; apiKey: string; messagingProfileId?: string | undefined }
-  | { kind: 'sandbox' };
+  | { kind: 'sandbox' }
+  | { kind: 'sns'; accessKeyId: string; secretAccessKey: string; region: string; senderId?: string | undefined }
+  | { kind: 'relay'; url: string; signingSecret: string; receipts?: boolean | undefined };
 
 /** Per-process settings every adapter gets: its timeouts and, for local testing, its API base URL. */
 export interface AdapterSettings {
   timeoutMs: number;
   sdkTimeoutMarginMs: number;
-  baseUrls: { twilio?: string | undefined; telnyx?: string | undefined };
+  baseUrls: { twilio?: string | undefined; telnyx?: string | undefined; sns?: string | undefined };
+  /** The clinic the link belongs to (the relay names it on the wire). */
+  orgId: string;
 }
 
 /** Each adapter's own code table, by the name its codes are namespaced under; `net` holds the socket-level codes. */
-export const CODE_TABLES: Readonly<Record<'twilio' | 'telnyx' | 'net', CodeTable>> = {
+export const CODE_TABLES: Readonly<Record<'twilio' | 'telnyx' | 'sns' | 'relay' | 'net', CodeTable>> = {
   twilio: TWILIO_CODES,
   telnyx: TELNYX_CODES,
+  sns: SNS_CODES,
+  relay: RELAY_CODES,
   net: NETWORK_CODES,
 };
 
@@ -51,5 +59,16 @@ export function createProvider(creds: Exclude<Credentials, { kind: 'sandbox' }>,
         ...(creds.messagingProfileId ? { messagingProfileId: creds.messagingProfileId } : {}),
         ...(s.baseUrls.telnyx ? { baseUrl: s.baseUrls.telnyx } : {}),
       });
+    case 'sns':
+      return createSnsProvider({
+        accessKeyId: creds.accessKeyId,
+        secretAccessKey: creds.secretAccessKey,
+        region: creds.region,
+        senderId: creds.senderId,
+        endpoint: s.baseUrls.sns,
+        ...timing,
+      });
+    case 'relay':
+      return createRelayProvider({ url: creds.url, signingSecret: creds.signingSecret, receipts: creds.receipts === true, orgId: s.orgId, ...timing });
   }
 }
