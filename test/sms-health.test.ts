@@ -8,6 +8,7 @@ import { healthSettings, readHealth } from '../src/sms/health.js';
 import { createTelnyxProvider } from '../src/sms/providers/telnyx.js';
 import { createTwilioProvider } from '../src/sms/providers/twilio.js';
 import { DEFAULT_TELNYX_API_KEY, startFakeTelnyx, type FakeTelnyx } from './fakes/fake-telnyx.js';
+import { startFakeRelay } from './fakes/fake-relay.js';
 import { startFakeTwilio, type FakeTwilio } from './fakes/fake-twilio.js';
 import type { Fault } from './fakes/faults.js';
 import { startChild, type Child } from './helpers/child.js';
@@ -18,6 +19,7 @@ import {
   newTwilioAccount,
   providerEnv,
   putSms,
+  relayLink,
   telnyxLink,
   twilioCreates,
   twilioLink,
@@ -440,6 +442,27 @@ describe('shared health', () => {
     // The lease keeps the next scheduled probe a whole interval after the first.
     expect(down.probed_at!.getTime() - first.probed_at!.getTime()).toBeLessThan(LONG - 500);
     expect(down).toMatchObject({ error_class: 'provider', error_code: '20003' });
+  });
+
+  it('an adapter whose probe only checks reachability (the relay) is down when nothing answers', async () => {
+    const relay = await startFakeRelay();
+    try {
+      const h = await runtime(healthEnv());
+      const org = await createOrg(h);
+      await putSms(h, org.id, [relayLink(relay.url), telnyxLink()], { rateLimitPerHour: 100 });
+      const key = (await h.runtime.sms.chains.load(org.id))!.links[0]!.provider.accountKey;
+      await untilHealth(h, key, isUp, 'answered');
+      await relay.setFault({ kind: 'down' });
+      expect(await untilHealth(h, key, isDown, 'silent')).toMatchObject({
+        kind: 'relay',
+        error_class: 'transient',
+        error_code: 'UNREACHABLE',
+      });
+      expect((await book(h, org)).result.smsProvider).toBe('telnyx');
+      expect(relay.messages).toHaveLength(0);
+    } finally {
+      await relay.close();
+    }
   });
 
   it('the sandbox is always healthy and costs no request', async () => {
