@@ -11,6 +11,8 @@ interface RowState {
   provider: string | null;
   failure_reason: string | null;
   last_error_class: string | null;
+  /** Runs so far: 0 while a row is pending, not yet claimed by anyone. */
+  attempts: number;
 }
 
 /**
@@ -41,9 +43,13 @@ export function smsOutcomeOf(r: { status: RunResult['status']; reason?: string |
   }
 }
 
-/** A row that is settled, or (pending again) ended a run in "try again later"; null while a run holds it. */
+/**
+ * A row that is settled, or (pending again) ended a run in "try again later";
+ * null while a run holds it, or while it waits for its first run: a claim of
+ * it may be under way in a transaction not yet committed.
+ */
 function fromRow(row: RowState | undefined): SmsOutcome | null {
-  if (!row || row.status === 'sending') return null;
+  if (!row || row.status === 'sending' || (row.status === 'pending' && row.attempts === 0)) return null;
   const status = row.status as RunResult['status'];
   if (status === 'pending') return smsOutcomeOf({ status, reason: row.last_error_class === 'internal_error' ? 'internal_error' : undefined });
   return smsOutcomeOf({ status, reason: row.failure_reason ?? undefined, provider: row.provider });
@@ -98,21 +104,27 @@ export function createNotifier(opts: {
         // Not claimable here: absent (SMS off), already settled (a replay), or
         // held by another process's worker.
         const [row] = await workerSql<(RowState & { id: string })[]>`
-          SELECT id, status, provider, failure_reason, last_error_class FROM sms_outbox
+          SELECT id, status, provider, failure_reason, last_error_class, attempts FROM sms_outbox
            WHERE org_id = ${orgId} AND appointment_id = ${appointmentId} AND kind = ${kind}`;
         if (!row) return { smsStatus: 'failed_but_booked', smsReason: 'not_configured' };
         const settled = fromRow(row);
         if (settled) return settled;
 
-        // Someone else holds the row (another process's worker): watch it until the budget ends.
+        // Someone else holds the row (a worker's claim, here or in another
+        // process): watch it until the budget ends. Still unclaimed, it is
+        // claimed here after all; back to pending after a run means that run
+        // ended in "try again later", reported the way it would have been.
         while (Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 25));
           const [again] = await workerSql<RowState[]>`
-            SELECT status, provider, failure_reason, last_error_class FROM sms_outbox WHERE id = ${row.id}`;
-          // Back to pending means a run (another worker's) already ended in "try
-          // again later"; reported the way that run would have been.
+            SELECT status, provider, failure_reason, last_error_class, attempts FROM sms_outbox WHERE id = ${row.id}`;
           const s = fromRow(again);
           if (s) return s;
-          await new Promise((r) => setTimeout(r, 25));
+          if (again?.status === 'pending' && again.attempts === 0) {
+            const mine = await Promise.race([worker.processFor(orgId, appointmentId, kind), timer]);
+            if (mine === 'budget') return { smsStatus: 'queued' };
+            if (mine !== null) return smsOutcomeOf(mine);
+          }
         }
         return { smsStatus: 'queued' };
       } catch (err) {

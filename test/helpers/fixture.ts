@@ -17,8 +17,9 @@ function standIn<T extends object>(name: string, get: () => T | undefined): T {
     get(_t, prop) {
       const v = get();
       if (!v) throw new Error(`${name} used before its beforeAll ran`);
-      const value = Reflect.get(v, prop, v) as unknown;
-      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(v) : value;
+      // Not bound: the fixtures' functions are own properties that need no
+      // `this`, and some (a postgres.js sql) carry methods a bound copy lacks.
+      return Reflect.get(v, prop, v) as unknown;
     },
     has: (_t, prop) => Reflect.has(get() ?? {}, prop),
     ownKeys: () => Reflect.ownKeys(get() ?? {}),
