@@ -129,6 +129,16 @@ const schema = z.object({
   SMS_HEALTH_PROBE_TIMEOUT_MS: z.coerce.number().int().min(10).max(60_000).optional(),
   /** A probe result older than this is ignored (probing stopped); unset: three intervals. */
   SMS_HEALTH_STALE_MS: z.coerce.number().int().min(100).max(86_400_000).optional(),
+  /** Operator console: a session ends after this long without a request (sliding), and at the latest after OPS_SESSION_MAX_HOURS. */
+  OPS_SESSION_TTL_MINUTES: intFrom(30, 1, 24 * 60),
+  OPS_SESSION_MAX_HOURS: intFrom(12, 1, 24 * 7),
+  /** Failed console sign-ins one source address may make per window before 429. */
+  OPS_LOGIN_FAILURES_PER_SOURCE: intFrom(10, 1, 100_000),
+  OPS_LOGIN_WINDOW_SECONDS: intFrom(900, 1, 86_400),
+  /** How often the console's pages refresh their figures. */
+  OPS_REFRESH_SECONDS: intFrom(5, 1, 3600),
+  /** How often each process writes its heartbeat into ops_processes; a row three beats old is shown as gone. */
+  OPS_HEARTBEAT_MS: intFrom(5000, 50, 600_000),
   /** Rate limit when a clinic has not set its own. */
   SMS_RATE_LIMIT_PER_HOUR: intFrom(5, 1, 1000),
   /** Test/local overrides for the provider SDKs' API base URLs. */

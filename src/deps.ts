@@ -24,4 +24,6 @@ export interface AppDeps {
   orgCache: OrgContextCache;
   log: Logger;
   now: () => DateTime;
+  /** This process's row in ops_processes (the console's list of processes). */
+  processId: string;
 }

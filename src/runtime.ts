@@ -14,6 +14,9 @@ import { OrgContextCache } from './booking/org.js';
 import { parseKeyring } from './crypto.js';
 import type { Secrets } from './secrets.js';
 import { createSmsModule, type SmsModule } from './sms/module.js';
+import { healthSettings } from './sms/health.js';
+import { ProcessHeartbeat } from './ops/processes.js';
+import { STARTED_AT, VERSION } from './version.js';
 
 export interface Runtime {
   app: App;
@@ -42,6 +45,7 @@ export async function createRuntime(opts: {
   const owner = connect(ownerUrl, 2, 'clinic-voice-tools:migrate');
   let sql: Sql | undefined;
   let workerSql: Sql | undefined;
+  let stopHeartbeat: (() => Promise<void>) | undefined;
   try {
     const { applied } = await migrate(owner);
     if (applied.length) log.info({ applied }, 'migrations applied');
@@ -59,6 +63,21 @@ export async function createRuntime(opts: {
     const keyring = parseKeyring(secrets.credentialsKey);
     const now = opts.now ?? (() => DateTime.now());
     const sms = createSmsModule({ cfg, sql, workerSql, keyring, log: log.child({ module: 'sms' }), now });
+    const heartbeat = new ProcessHeartbeat(
+      workerSql,
+      {
+        workerEnabled: cfg.SMS_WORKER_ENABLED,
+        healthProbing: healthSettings(cfg).probing,
+        workerId: cfg.SMS_WORKER_ENABLED ? sms.worker.id : null,
+        monitorId: sms.health.id,
+        version: VERSION,
+        startedAt: STARTED_AT,
+      },
+      cfg.OPS_HEARTBEAT_MS,
+      log,
+    );
+    stopHeartbeat = () => heartbeat.stop();
+    await heartbeat.start();
     const seedWanted = cfg.SEED_DEMO ?? opts.embedded;
     const seed = seedWanted
       ? await seedDemo(sql, owner, keyring, cfg, { clientId: cfg.DEMO_CLIENT_ID, clientSecret: cfg.DEMO_CLIENT_SECRET })
@@ -81,6 +100,7 @@ export async function createRuntime(opts: {
       orgCache: new OrgContextCache(cfg.ORG_CACHE_TTL_MS),
       log,
       now,
+      processId: heartbeat.id,
     };
     const app = buildApp(deps);
     const appSql = sql;
@@ -93,11 +113,13 @@ export async function createRuntime(opts: {
       sms,
       seed,
       async close() {
+        await stopHeartbeat?.();
         await sms.stop();
         await Promise.all([appSql.end({ timeout: 5 }), wSql.end({ timeout: 5 })]);
       },
     };
   } catch (err) {
+    await stopHeartbeat?.();
     await Promise.all([sql?.end({ timeout: 1 }), workerSql?.end({ timeout: 1 })]);
     throw err;
   } finally {
