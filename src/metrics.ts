@@ -110,3 +110,79 @@ export const tokenThrottled = new client.Counter({
   labelNames: ['by'] as const,
   registers: [registry],
 });
+
+/**
+ * Outbox and opt-out totals, read from the database when /metrics is scraped
+ * (at most once a second, whatever the number of scrapers), from the runtime
+ * that registered the source. Totals only: the status API has them per clinic.
+ */
+export interface BacklogFigures {
+  pending: number;
+  sending: number;
+  oldestDueAgeSeconds: number;
+  deadLetters: number;
+  optOuts: number;
+}
+
+let backlogSource: (() => Promise<BacklogFigures>) | undefined;
+let backlogRead: { at: number; figures: Promise<BacklogFigures | null> } | undefined;
+
+/** Registers where the backlog gauges read from; returns the function that unregisters it. */
+export function setBacklogSource(source: () => Promise<BacklogFigures>): () => void {
+  backlogSource = source;
+  backlogRead = undefined;
+  return () => {
+    if (backlogSource === source) backlogSource = undefined;
+  };
+}
+
+function backlog(): Promise<BacklogFigures | null> {
+  const source = backlogSource;
+  if (!source) return Promise.resolve(null);
+  if (!backlogRead || Date.now() - backlogRead.at > 1000) backlogRead = { at: Date.now(), figures: source().catch(() => null) };
+  return backlogRead.figures;
+}
+
+export const outboxDepth = new client.Gauge({
+  name: 'sms_outbox_depth',
+  help: 'Outbox messages waiting for a run (pending) or in one (sending), across clinics',
+  labelNames: ['status'] as const,
+  registers: [registry],
+  async collect() {
+    const b = await backlog();
+    if (b) {
+      this.set({ status: 'pending' }, b.pending);
+      this.set({ status: 'sending' }, b.sending);
+    }
+  },
+});
+
+export const outboxOldestDue = new client.Gauge({
+  name: 'sms_outbox_oldest_due_seconds',
+  help: 'How long the oldest due outbox message has been waiting for a worker (0 when none is due)',
+  registers: [registry],
+  async collect() {
+    const b = await backlog();
+    if (b) this.set(b.oldestDueAgeSeconds);
+  },
+});
+
+export const deadLetters = new client.Gauge({
+  name: 'sms_dead_letters',
+  help: 'Dead letters (failed outbox messages) waiting for an operator, across clinics',
+  registers: [registry],
+  async collect() {
+    const b = await backlog();
+    if (b) this.set(b.deadLetters);
+  },
+});
+
+export const optOutsTotal = new client.Gauge({
+  name: 'sms_opt_outs',
+  help: 'Phones on the clinics\' opt-out registries, across clinics',
+  registers: [registry],
+  async collect() {
+    const b = await backlog();
+    if (b) this.set(b.optOuts);
+  },
+});

@@ -16,6 +16,8 @@ import type { Secrets } from './secrets.js';
 import { createSmsModule, type SmsModule } from './sms/module.js';
 import { healthSettings } from './sms/health.js';
 import { ProcessHeartbeat } from './ops/processes.js';
+import { setBacklogSource } from './metrics.js';
+import { readBacklog } from './sms/status.js';
 import { STARTED_AT, VERSION } from './version.js';
 
 export interface Runtime {
@@ -76,7 +78,11 @@ export async function createRuntime(opts: {
       cfg.OPS_HEARTBEAT_MS,
       log,
     );
-    stopHeartbeat = () => heartbeat.stop();
+    const unregisterBacklog = setBacklogSource(() => readBacklog(workerSql!));
+    stopHeartbeat = async () => {
+      unregisterBacklog();
+      await heartbeat.stop();
+    };
     await heartbeat.start();
     const seedWanted = cfg.SEED_DEMO ?? opts.embedded;
     const seed = seedWanted

@@ -113,6 +113,11 @@ export class Breakers {
     return e;
   }
 
+  /** This process's breaker state for the account, without creating one: undefined when nothing here has used it yet. */
+  peek(orgId: string, accountKey: string): CircuitState | undefined {
+    return this.entries.get(`${orgId}|${accountKey}`)?.policy.state;
+  }
+
   policy(orgId: string, accountKey: string): CircuitBreakerPolicy {
     return this.entry(orgId, accountKey).policy;
   }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Sql } from 'postgres';
 import { z } from 'zod';
 import { parsePhoneNumberFromString } from 'libphonenumber-js/max';
-import { withOrg, type Tx } from '../db/pool.js';
+import { withOperator, withOrg, type Tx } from '../db/pool.js';
 import type { Config } from '../config.js';
 import { decryptSecret, encryptSecret, needsReencrypt, type Keyring } from '../crypto.js';
 import { LRUCache } from 'lru-cache';
@@ -192,6 +192,16 @@ export async function setFailoverEnabled(sql: Sql, orgId: string, enabled: boole
     }
     return { from: prior.failover_enabled, to: enabled };
   });
+}
+
+/**
+ * Every configured clinic's switches, for operator views (the console's
+ * overview, the status API): read through the worker role in operator scope.
+ */
+export async function listSmsSwitches(workerSql: Sql): Promise<Map<string, { enabled: boolean; failoverEnabled: boolean }>> {
+  const rows = await withOperator(workerSql, (tx) => tx<{ org_id: string; enabled: boolean; failover_enabled: boolean }[]>`
+    SELECT org_id, enabled, failover_enabled FROM sms_settings`);
+  return new Map(rows.map((r) => [r.org_id, { enabled: r.enabled, failoverEnabled: r.failover_enabled }]));
 }
 
 /** A stored chain link as the loader needs it to build the link's client. */

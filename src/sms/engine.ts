@@ -1,4 +1,4 @@
-import { BrokenCircuitError, type CircuitBreakerPolicy } from 'cockatiel';
+import { BrokenCircuitError, CircuitState, type CircuitBreakerPolicy } from 'cockatiel';
 import pRetry from 'p-retry';
 import pTimeout, { TimeoutError } from 'p-timeout';
 import type { Logger } from 'pino';
@@ -84,6 +84,18 @@ export class SmsEngine {
   /** Exposed for tests and diagnostics: the breaker of one org's provider account. */
   breaker(orgId: string, accountKey: string): CircuitBreakerPolicy {
     return this.breakers.policy(orgId, accountKey);
+  }
+
+  /**
+   * This process's breaker for one org's account, as the status figures show
+   * it: `closed` also when no message of this process has used the account yet.
+   */
+  breakerHere(orgId: string, accountKey: string): 'closed' | 'open' | 'half-open' | 'isolated' {
+    const state = this.breakers.peek(orgId, accountKey);
+    if (state === CircuitState.Open) return 'open';
+    if (state === CircuitState.HalfOpen) return 'half-open';
+    if (state === CircuitState.Isolated) return 'isolated';
+    return 'closed';
   }
 
   /**

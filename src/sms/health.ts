@@ -408,6 +408,8 @@ export interface LinkHealth {
    * probe: each process's breaker goes by its own sends alone).
    */
   breaker: 'open' | 'closed' | 'unknown';
+  /** This process's own breaker for the link, when the caller asked (readHealth's `localBreaker`). */
+  breakerHere?: string;
 }
 
 export interface ClinicHealth {
@@ -440,7 +442,11 @@ interface StatusHealthRow {
  * account each link uses (the credentials are decrypted, never returned) and
  * the shared rows for those accounts; nothing is probed.
  */
-export async function readHealth(workerSql: Sql, chains: ChainLoader, opts: { staleMs: number; orgId?: string }): Promise<ClinicHealth[]> {
+export async function readHealth(
+  workerSql: Sql,
+  chains: ChainLoader,
+  opts: { staleMs: number; orgId?: string; localBreaker?: (orgId: string, accountKey: string) => string },
+): Promise<ClinicHealth[]> {
   const list = (tx: Tx) => tx<StatusLinkRow[]>`
     SELECT p.org_id, p.position, p.kind, p.credentials_enc, p.attempt_timeout_ms, COALESCE(s.enabled, false) AS enabled
       FROM sms_providers p LEFT JOIN sms_settings s ON s.org_id = p.org_id
@@ -448,9 +454,10 @@ export async function readHealth(workerSql: Sql, chains: ChainLoader, opts: { st
   const links = opts.orgId ? await withOrg(workerSql, opts.orgId, list) : await withOperator(workerSql, list);
   const keyed = links.map((l) => {
     try {
-      return { link: l, healthKey: chains.client(l.org_id, l).healthKey };
+      const { provider, healthKey } = chains.client(l.org_id, l);
+      return { link: l, healthKey, accountKey: provider.accountKey };
     } catch {
-      return { link: l, healthKey: null };
+      return { link: l, healthKey: null, accountKey: null };
     }
   });
   const keys = [...new Set(keyed.flatMap((k) => (k.healthKey ? [k.healthKey] : [])))].map(splitHealthKey);
@@ -464,7 +471,7 @@ export async function readHealth(workerSql: Sql, chains: ChainLoader, opts: { st
     : [];
   const byKey = new Map(rows.map((r) => [healthKeyOf(r.account_key, r.credentials_fp), r]));
   const clinics = new Map<string, ClinicHealth>();
-  for (const { link, healthKey } of keyed) {
+  for (const { link, healthKey, accountKey } of keyed) {
     let clinic = clinics.get(link.org_id);
     if (!clinic) {
       clinic = { orgId: link.org_id, enabled: link.enabled, providers: [] };
@@ -485,6 +492,7 @@ export async function readHealth(workerSql: Sql, chains: ChainLoader, opts: { st
       downSince: row?.down_since?.toISOString() ?? null,
       fresh: row?.fresh ?? false,
       breaker: !row?.fresh ? 'unknown' : row.ok ? 'closed' : 'open',
+      ...(opts.localBreaker && accountKey ? { breakerHere: opts.localBreaker(link.org_id, accountKey) } : {}),
     });
   }
   return [...clinics.values()];
