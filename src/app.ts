@@ -5,6 +5,8 @@ import { pinoHttp } from 'pino-http';
 import type { AppDeps } from './deps.js';
 import { AppError } from './errors.js';
 import { adminRouter } from './http/admin.js';
+import { consoleRouter } from './http/console/routes.js';
+import { sessionGuard } from './http/console/session.js';
 import { clinicGuard, requireAdmin, requireMetricsToken } from './http/auth.js';
 import { errorHandler } from './http/errors.js';
 import { healthRouter } from './http/health.js';
@@ -31,9 +33,7 @@ function guards(deps: AppDeps): Record<Access, GuardFactory> {
     admin: before(requireAdmin(deps)),
     metrics: before(requireMetricsToken(deps)),
     clinic: clinicGuard(deps),
-    session: () => {
-      throw new Error('session routes need the console');
-    },
+    session: sessionGuard(deps),
   };
 }
 
@@ -79,6 +79,7 @@ export function buildApp(deps: AppDeps): App {
   app.use(elevenLabsRouter(deps, registry));
   app.use(adminRouter(deps, registry));
   app.use(smsAdminRouter(deps, registry));
+  app.use(consoleRouter(deps, registry));
   app.use(openApiRouter(registry, VERSION));
   app.use((_req, _res, next) => next(new AppError(404, 'not_found', 'No such endpoint.')));
   app.use(errorHandler);
