@@ -5,7 +5,7 @@ import { withOrg } from '../db/pool.js';
 import type { Config } from '../config.js';
 import { decryptSecret, encryptSecret, needsReencrypt, type Keyring } from '../crypto.js';
 import { LRUCache } from 'lru-cache';
-import { createProvider, type Credentials } from './providers/index.js';
+import { createProvider, type Credentials, type LinkSettings } from './providers/index.js';
 import { createSandboxProvider } from './providers/sandbox.js';
 import type { ProviderKind, SmsProvider } from './types.js';
 
@@ -24,17 +24,35 @@ const e164 = z
   });
 const pool = z.array(e164).min(1).max(100);
 
+/** An Ed25519 public key as the Telnyx portal shows it: standard base64 of exactly 32 bytes. */
+const ed25519PublicKey = z
+  .string()
+  .max(64)
+  .refine((v) => /^[A-Za-z0-9+/]{43}=$/.test(v) && Buffer.from(v, 'base64').length === 32, {
+    message: 'must be the base64 of a 32-byte Ed25519 public key (Telnyx portal: Keys & Credentials > Public Key)',
+  });
+
 const twilioLink = z.object({
   kind: z.literal('twilio'),
   accountSid: z.string().regex(/^AC[0-9a-fA-F]{32}$/, 'must be a Twilio Account SID (AC + 32 hex)'),
   authToken: z.string().min(16).max(128),
   senderNumbers: pool,
+  keywordReplies: z
+    .enum(['twilio', 'ours'])
+    .optional()
+    .describe(
+      'Who answers STOP/START/HELP texted to this account: `twilio` (default: Twilio\'s own keyword handling or a Messaging ' +
+        'Service\'s Advanced Opt-Out replies) or `ours` (Twilio keyword handling is switched off for the account, or a standalone short code).',
+    ),
 });
 const telnyxLink = z.object({
   kind: z.literal('telnyx'),
   apiKey: z.string().min(8).max(512),
   messagingProfileId: z.string().max(100).optional(),
   senderNumbers: pool,
+  webhookPublicKey: ed25519PublicKey
+    .optional()
+    .describe("The account's webhook signing key (base64, 32 bytes). Without it every Telnyx webhook for this clinic is refused."),
 });
 const sandboxLink = z.object({
   kind: z.literal('sandbox'),
@@ -44,6 +62,7 @@ const sandboxLink = z.object({
 export const smsConfigSchema = z.object({
   enabled: z.boolean().default(true),
   rateLimitPerHour: z.number().int().min(1).max(1000).optional(),
+  contactPhone: e164.optional().describe('The number HELP answers name (with the clinic name), in E.164.'),
   providers: z.array(z.discriminatedUnion('kind', [twilioLink, telnyxLink, sandboxLink])).min(1).max(5),
 });
 export type SmsConfigInput = z.infer<typeof smsConfigSchema>;
@@ -53,7 +72,17 @@ const aad = (orgId: string, position: number, kind: string) => `org:${orgId}:sms
 export interface SmsConfigView {
   enabled: boolean;
   rateLimitPerHour: number;
-  providers: Array<{ position: number; kind: ProviderKind; senderNumbers: string[]; credentials: 'configured' | 'none'; account?: string }>;
+  contactPhone: string | null;
+  providers: Array<
+    { position: number; kind: ProviderKind; senderNumbers: string[]; credentials: 'configured' | 'none'; account?: string } & LinkSettings
+  >;
+}
+
+/** The settings of a link that are not secret, as stored in sms_providers.link_settings. */
+function linkSettingsOf(link: SmsConfigInput['providers'][number]): LinkSettings {
+  if (link.kind === 'twilio') return { keywordReplies: link.keywordReplies ?? 'twilio' };
+  if (link.kind === 'telnyx') return link.webhookPublicKey ? { webhookPublicKey: link.webhookPublicKey } : {};
+  return {};
 }
 
 export async function putSmsConfig(sql: Sql, keyring: Keyring, orgId: string, input: SmsConfigInput, defaultLimit: number) {
@@ -61,10 +90,11 @@ export async function putSmsConfig(sql: Sql, keyring: Keyring, orgId: string, in
     const [org] = await tx`SELECT id FROM orgs WHERE id = ${orgId} FOR UPDATE`;
     if (!org) return false;
     await tx`
-      INSERT INTO sms_settings (org_id, enabled, rate_limit_per_hour)
-      VALUES (${orgId}, ${input.enabled}, ${input.rateLimitPerHour ?? defaultLimit})
+      INSERT INTO sms_settings (org_id, enabled, rate_limit_per_hour, contact_phone)
+      VALUES (${orgId}, ${input.enabled}, ${input.rateLimitPerHour ?? defaultLimit}, ${input.contactPhone ?? null})
       ON CONFLICT (org_id) DO UPDATE
-        SET enabled = EXCLUDED.enabled, rate_limit_per_hour = EXCLUDED.rate_limit_per_hour, updated_at = now()`;
+        SET enabled = EXCLUDED.enabled, rate_limit_per_hour = EXCLUDED.rate_limit_per_hour,
+            contact_phone = EXCLUDED.contact_phone, updated_at = now()`;
     await tx`DELETE FROM sms_providers WHERE org_id = ${orgId}`;
     for (const [position, link] of input.providers.entries()) {
       const creds: Credentials =
@@ -75,8 +105,9 @@ export async function putSmsConfig(sql: Sql, keyring: Keyring, orgId: string, in
             : { kind: 'sandbox' };
       const enc = link.kind === 'sandbox' ? null : encryptSecret(keyring, JSON.stringify(creds), aad(orgId, position, link.kind));
       await tx`
-        INSERT INTO sms_providers (org_id, position, kind, credentials_enc, sender_numbers)
-        VALUES (${orgId}, ${position}, ${link.kind}, ${enc}, ${[...new Set(link.senderNumbers)]})`;
+        INSERT INTO sms_providers (org_id, position, kind, credentials_enc, sender_numbers, link_settings)
+        VALUES (${orgId}, ${position}, ${link.kind}, ${enc}, ${[...new Set(link.senderNumbers)]},
+                ${tx.json(linkSettingsOf(link) as Record<string, string>)})`;
     }
     return true;
   });
@@ -87,17 +118,20 @@ interface ProviderRow {
   kind: ProviderKind;
   credentials_enc: string | null;
   sender_numbers: string[];
+  link_settings: LinkSettings;
 }
 
 export async function getSmsConfig(sql: Sql, keyring: Keyring, orgId: string): Promise<SmsConfigView | null> {
   return withOrg(sql, orgId, async (tx) => {
-    const [settings] = await tx<{ enabled: boolean; rate_limit_per_hour: number }[]>`
-      SELECT enabled, rate_limit_per_hour FROM sms_settings`;
+    const [settings] = await tx<{ enabled: boolean; rate_limit_per_hour: number; contact_phone: string | null }[]>`
+      SELECT enabled, rate_limit_per_hour, contact_phone FROM sms_settings`;
     if (!settings) return null;
-    const rows = await tx<ProviderRow[]>`SELECT position, kind, credentials_enc, sender_numbers FROM sms_providers ORDER BY position`;
+    const rows = await tx<ProviderRow[]>`
+      SELECT position, kind, credentials_enc, sender_numbers, link_settings FROM sms_providers ORDER BY position`;
     return {
       enabled: settings.enabled,
       rateLimitPerHour: settings.rate_limit_per_hour,
+      contactPhone: settings.contact_phone,
       providers: rows.map((r) => {
         // Only a masked account hint is shown: enough to tell accounts apart.
         let account: string | undefined;
@@ -113,6 +147,7 @@ export async function getSmsConfig(sql: Sql, keyring: Keyring, orgId: string): P
           senderNumbers: r.sender_numbers,
           credentials: r.credentials_enc ? ('configured' as const) : ('none' as const),
           ...(account ? { account } : {}),
+          ...r.link_settings,
         };
       }),
     };
@@ -125,6 +160,7 @@ export interface ChainLink {
   kind: ProviderKind;
   provider: SmsProvider;
   pool: string[];
+  settings: LinkSettings;
 }
 
 export interface LoadedChain {
@@ -192,12 +228,13 @@ export class ChainLoader {
     return withOrg(this.workerSql, orgId, async (tx) => {
       const [settings] = await tx<{ enabled: boolean }[]>`SELECT enabled FROM sms_settings`;
       if (!settings) return null;
-      const rows = await tx<ProviderRow[]>`SELECT position, kind, credentials_enc, sender_numbers FROM sms_providers ORDER BY position`;
+      const rows = await tx<ProviderRow[]>`
+        SELECT position, kind, credentials_enc, sender_numbers, link_settings FROM sms_providers ORDER BY position`;
       const chain: LoadedChain = { enabled: settings.enabled, links: [], broken: [] };
       for (const r of rows) {
         try {
           const provider = this.providerFor(orgId, r);
-          chain.links.push({ position: r.position, kind: r.kind, provider, pool: r.sender_numbers });
+          chain.links.push({ position: r.position, kind: r.kind, provider, pool: r.sender_numbers, settings: r.link_settings });
           if (r.credentials_enc && needsReencrypt(this.keyring, r.credentials_enc)) {
             const plain = decryptSecret(this.keyring, r.credentials_enc, aad(orgId, r.position, r.kind));
             const fresh = encryptSecret(this.keyring, plain, aad(orgId, r.position, r.kind));
@@ -222,7 +259,7 @@ export class ChainLoader {
    */
   private providerFor(orgId: string, r: ProviderRow): SmsProvider {
     const slot = `${orgId}|${r.position}`;
-    const blob = `${r.kind}|${r.credentials_enc ?? ''}`;
+    const blob = `${r.kind}|${r.credentials_enc ?? ''}|${JSON.stringify(r.link_settings)}`;
     const kept = this.built.get(slot);
     if (kept && kept.blob === blob) return kept.provider;
     const provider = this.build(orgId, r);
@@ -240,6 +277,7 @@ export class ChainLoader {
       timeoutMs: this.cfg.SMS_ATTEMPT_TIMEOUT_MS,
       sdkTimeoutMarginMs: this.cfg.SMS_SDK_TIMEOUT_MARGIN_MS,
       baseUrls: { twilio: this.cfg.TWILIO_API_BASE_URL, telnyx: this.cfg.TELNYX_API_BASE_URL },
-    });
+      telnyxWebhookToleranceSeconds: this.cfg.TELNYX_WEBHOOK_TOLERANCE_SECONDS,
+    }, r.link_settings);
   }
 }

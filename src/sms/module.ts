@@ -8,6 +8,7 @@ import type { Keyring } from '../crypto.js';
 import { SmsEngine } from './engine.js';
 import { createNotifier } from './notifier.js';
 import { sqlAttemptLog } from './attempts.js';
+import { statusCallbackUrl } from './webhooks.js';
 import { OutboxWorker } from './worker.js';
 
 export interface SmsModule {
@@ -41,7 +42,8 @@ export function createSmsModule(opts: {
       breakerCooldownMs: cfg.SMS_BREAKER_COOLDOWN_MS,
       reconcileTimeoutMs: Math.min(1_000, cfg.SMS_ATTEMPT_TIMEOUT_MS),
       lateAnswerGraceMs: cfg.SMS_SDK_TIMEOUT_MARGIN_MS + 250,
-      reconcileWindowMs: cfg.SMS_RECONCILE_WINDOW_MS,
+      ambiguousMaxMs: cfg.SMS_AMBIGUOUS_MAX_MS,
+      callbackUrl: (kind, orgId, outboxId) => statusCallbackUrl(cfg.PUBLIC_URL, kind, orgId, outboxId),
     },
     sqlAttemptLog(workerSql),
     log,

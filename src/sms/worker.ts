@@ -56,6 +56,7 @@ export class OutboxWorker {
       retryMaxMs: cfg.SMS_RETRY_MAX_MS,
       maxAttempts: cfg.SMS_MAX_ATTEMPTS,
       defaultRateLimit: cfg.SMS_RATE_LIMIT_PER_HOUR,
+      ambiguousMaxMs: cfg.SMS_AMBIGUOUS_MAX_MS,
     });
     const batch = opts.batch ?? { maxBatch: 500, maxInFlight: 2 };
     this.gates = new Batcher((ids) => this.outbox.gate(ids), batch);
@@ -144,7 +145,7 @@ export class OutboxWorker {
     try {
       const g = await this.gates.call(row.id);
       if (g.status === 'gone') return g;
-      const settlement = g.status === 'sending' ? await this.deliver(row, g.inFlight) : g;
+      const settlement = g.status === 'sending' ? await this.deliver(row, g.inFlight, g.resendAfter) : g;
       return await this.settle(row, settlement, log);
     } catch (err) {
       if (isLeaseLost(err)) {
@@ -164,7 +165,11 @@ export class OutboxWorker {
     }
   }
 
-  private async deliver(row: OutboxRow, inFlight: Extract<GateVerdict, { status: 'sending' }>['inFlight']): Promise<Settlement> {
+  private async deliver(
+    row: OutboxRow,
+    inFlight: Extract<GateVerdict, { status: 'sending' }>['inFlight'],
+    resendAfter: string | null,
+  ): Promise<Settlement> {
     const chain = await this.chainFor(row);
     if (chain === 'unavailable') {
       // Configured, but no credentials decrypt (e.g. CREDENTIALS_KEY lost a key):
@@ -173,7 +178,7 @@ export class OutboxWorker {
     }
     if (!chain) return { status: 'failed', reason: 'not_configured', message: 'SMS is not configured or disabled for this clinic' };
     const msg: EngineMessage = { id: row.id, orgId: row.org_id, to: row.to_phone, body: row.body, leaseHolder: this.id };
-    return this.engine.deliver(msg, chain, inFlight);
+    return this.engine.deliver(msg, chain, inFlight, resendAfter);
   }
 
   /** Moves the row (with the other rows settling now, in one statement), then counts and logs what happened. */
@@ -196,6 +201,10 @@ export class OutboxWorker {
         log.warn({ reason: s.reason, code: s.code, provider: s.provider }, 'sms failed permanently');
         return s;
       case 'pending': {
+        if (s.wait) {
+          log.warn({ reason: s.reason, code: s.code, provider: s.provider }, 'sms waits for evidence about an ambiguous attempt');
+          return s;
+        }
         const dead = status === 'failed';
         if (dead) smsFinal.inc({ status: 'failed', reason: 'retries_exhausted' });
         log.warn({ reason: s.reason, code: s.code, attempts: row.attempts, dead }, dead ? 'sms retries exhausted' : 'sms will retry');
@@ -234,7 +243,7 @@ export class OutboxWorker {
     if (row.dry_run) {
       // A dry run exercises the whole pipeline, but only the sandbox "sends".
       const pool = loaded?.links[0]?.pool ?? ['+15005550006'];
-      return [{ position: 0, kind: 'sandbox', provider: this.chains.sandboxProvider, pool }];
+      return [{ position: 0, kind: 'sandbox', provider: this.chains.sandboxProvider, pool, settings: {} }];
     }
     if (!loaded || !loaded.enabled) return null;
     if (loaded.broken.length) this.log.error({ orgId: row.org_id, broken: loaded.broken }, 'sms credentials could not be decrypted');
