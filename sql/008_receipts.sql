@@ -157,7 +157,8 @@ CREATE POLICY sms_webhook_events_worker_read ON sms_webhook_events FOR SELECT TO
 -- The request path (clinic_app) may only append verified events and read
 -- back the id; acting on them is the worker role's.
 GRANT INSERT ON sms_webhook_events TO clinic_app;
-GRANT SELECT (id) ON sms_webhook_events TO clinic_app;
+-- id for RETURNING; provider and signature_sha256 because ON CONFLICT names them.
+GRANT SELECT (id, provider, signature_sha256) ON sms_webhook_events TO clinic_app;
 GRANT USAGE ON SEQUENCE sms_webhook_events_id_seq TO clinic_app;
 GRANT SELECT ON sms_webhook_events TO clinic_worker;
 GRANT UPDATE (processed_at, outcome, attempt_id) ON sms_webhook_events TO clinic_worker;

@@ -13,6 +13,7 @@ import { openApiRouter } from './http/openapi.js';
 import { RouteRegistry, type Access, type GuardFactory } from './http/registry.js';
 import { smsAdminRouter } from './http/sms-admin.js';
 import { vapiRouter } from './http/vapi.js';
+import { webhooksRouter } from './http/webhooks.js';
 import { httpDuration } from './metrics.js';
 import { VERSION } from './version.js';
 
@@ -75,6 +76,7 @@ export function buildApp(deps: AppDeps): App {
   app.use(vapiRouter(deps, registry));
   app.use(adminRouter(deps, registry));
   app.use(smsAdminRouter(deps, registry));
+  app.use(webhooksRouter(deps, registry));
   app.use(openApiRouter(registry, VERSION));
   app.use((_req, _res, next) => next(new AppError(404, 'not_found', 'No such endpoint.')));
   app.use(errorHandler);

@@ -8,7 +8,9 @@ import type { Keyring } from '../crypto.js';
 import { SmsEngine } from './engine.js';
 import { createNotifier } from './notifier.js';
 import { sqlAttemptLog } from './attempts.js';
-import { statusCallbackUrl } from './webhooks.js';
+import { InboundProcessor } from './inbound.js';
+import { ReceiptProcessor } from './receipts.js';
+import { WebhookIntake, statusCallbackUrl } from './webhooks.js';
 import { OutboxWorker } from './worker.js';
 
 export interface SmsModule {
@@ -16,6 +18,12 @@ export interface SmsModule {
   engine: SmsEngine;
   worker: OutboxWorker;
   chains: ChainLoader;
+  /** Provider webhooks on the request path: verify and store. */
+  intake: WebhookIntake;
+  /** Acting on stored receipts, and the sweeps (lost receipts, unfinished events). */
+  receipts: ReceiptProcessor;
+  /** Acting on stored inbound texts: opt-outs, HELP, the inbox. */
+  inbound: InboundProcessor;
   stop(): Promise<void>;
 }
 
@@ -28,7 +36,7 @@ export function createSmsModule(opts: {
   log: Logger;
   now: () => DateTime;
 }): SmsModule {
-  const { cfg, workerSql, keyring, log } = opts;
+  const { cfg, sql, workerSql, keyring, log } = opts;
   const chains = new ChainLoader(workerSql, keyring, cfg);
   const engine = new SmsEngine(
     {
@@ -49,13 +57,35 @@ export function createSmsModule(opts: {
     log,
   );
   const worker = new OutboxWorker(workerSql, engine, chains, cfg, log);
-  if (cfg.SMS_WORKER_ENABLED) worker.start();
+  const receipts = new ReceiptProcessor(
+    workerSql,
+    chains,
+    worker,
+    {
+      receiptTimeoutMs: cfg.SMS_RECEIPT_TIMEOUT_MS,
+      sweepEveryMs: Math.min(5_000, Math.max(100, cfg.SMS_WORKER_POLL_MS * 2)),
+      lookupTimeoutMs: Math.min(5_000, cfg.SMS_ATTEMPT_TIMEOUT_MS * 2),
+    },
+    log,
+  );
+  const inbound = new InboundProcessor(workerSql, chains, log);
+  receipts.setInbound(inbound);
+  if (cfg.SMS_WORKER_ENABLED) {
+    worker.start();
+    receipts.start();
+  }
   const notifier = createNotifier({ workerSql, worker, budgetMs: cfg.SMS_RESPONSE_BUDGET_MS, log });
   return {
     notifier,
     engine,
     worker,
     chains,
-    stop: () => worker.stop(),
+    intake: new WebhookIntake(sql, chains),
+    receipts,
+    inbound,
+    async stop() {
+      await receipts.stop();
+      await worker.stop();
+    },
   };
 }

@@ -137,6 +137,12 @@ export interface ProviderWebhooks {
   parse(req: WebhookRequest, hint: 'receipt' | 'inbound'): WebhookEvent | null;
   /** How an answer to an inbound text is sent: in the webhook's response (TwiML), or as a message of its own. */
   replies: 'response' | 'send';
+  /**
+   * A request to `url` signed exactly as the provider would sign it, for our
+   * own reachability probe; absent when only the provider holds the signing
+   * key (Telnyx signs with its private key).
+   */
+  probeRequest?(url: string): { headers: Record<string, string>; body: string };
 }
 
 /** A cheap health check that sends nothing: can the provider's API be reached with this account? */

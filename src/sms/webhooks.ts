@@ -10,9 +10,13 @@
  * honour X-Forwarded-Proto / X-Forwarded-Host only from the proxies
  * TRUST_PROXY names.
  */
+import { createHash } from 'node:crypto';
 import type { Request } from 'express';
+import type { Sql } from 'postgres';
+import { smsWebhookEvents, smsWebhookSignatureFailures } from '../metrics.js';
+import type { ChainLink, ChainLoader } from './config.js';
 import { OUTBOX_REF_PARAM } from './providers/refs.js';
-import type { ProviderKind } from './types.js';
+import type { ProviderKind, WebhookEvent, WebhookRequest, WebhookVerdict } from './types.js';
 
 export const WEBHOOK_PATHS = {
   twilioStatus: (orgId: string) => `/webhooks/twilio/${orgId}/status`,
@@ -61,4 +65,109 @@ export function webhookUrls(base: string, orgId: string, kinds: readonly Provide
       : {}),
     ...(kinds.includes('telnyx') ? { telnyx: { webhook: `${base}${WEBHOOK_PATHS.telnyx(orgId)}` } } : {}),
   };
+}
+
+/** One webhook request as it arrived, before anything trusts it. */
+export interface IncomingWebhook {
+  provider: 'twilio' | 'telnyx';
+  orgId: string;
+  /** Which route it came in on. */
+  hint: 'receipt' | 'inbound';
+  /** The public URL the provider called (publicRequestUrl). */
+  url: string;
+  headers: Readonly<Record<string, string | undefined>>;
+  rawBody: string;
+  /** Our own signed probe (VERIFY_SMS_BRIDGE.sh through /api/sms/diagnostics): stored, never acted on. */
+  probe: boolean;
+}
+
+/** A verified, stored webhook: what the processors act on. */
+export interface StoredWebhook {
+  id: string;
+  orgId: string;
+  provider: ProviderKind;
+  accountKey: string;
+  kind: 'receipt' | 'inbound' | 'probe' | 'other';
+  eventKey: string;
+  url: string;
+  rawBody: string;
+}
+
+export type IntakeAnswer =
+  | { ok: true; stored: StoredWebhook; event: WebhookEvent | null; link: ChainLink }
+  | { ok: false; reason: 'unknown_clinic' | 'no_link' | 'no_key' | 'replay' | WebhookRefusal };
+
+type WebhookRefusal = Extract<WebhookVerdict, { ok: false }>['reason'];
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/**
+ * The request path of every provider webhook: pick the key, verify, store.
+ * Nothing is trusted before the signature verified: the body is read first
+ * only for Twilio's AccountSid, to choose which of the clinic's Twilio links'
+ * auth tokens must have signed it. An unknown clinic, a clinic without such a
+ * link or without a Telnyx public key, a bad or stale signature, or the exact
+ * signature of a request already stored (a replay): refused, nothing stored.
+ * Each refusal is counted by provider and reason.
+ */
+export class WebhookIntake {
+  constructor(
+    /** clinic_app: it may only append events (sms_store_webhook_event). */
+    private readonly sql: Sql,
+    private readonly chains: ChainLoader,
+  ) {}
+
+  async accept(w: IncomingWebhook): Promise<IntakeAnswer> {
+    const refuse = (reason: Exclude<IntakeAnswer, { ok: true }>['reason']): IntakeAnswer => {
+      smsWebhookSignatureFailures.inc({ provider: w.provider, reason });
+      return { ok: false, reason };
+    };
+    const orgId = w.orgId.toLowerCase();
+    if (!UUID.test(orgId)) return refuse('unknown_clinic');
+    const chain = await this.chains.load(orgId);
+    if (!chain) return refuse('unknown_clinic');
+    const req: WebhookRequest = { url: w.url, headers: w.headers, rawBody: w.rawBody };
+
+    let candidates: ChainLink[];
+    if (w.provider === 'twilio') {
+      // The one field read before verification, and only to choose the key.
+      const sid = new URLSearchParams(w.rawBody).get('AccountSid');
+      candidates = chain.links.filter((l) => l.kind === 'twilio' && sid !== null && l.provider.accountKey === `twilio:${sid}`);
+      if (candidates.length === 0) return refuse('no_link');
+    } else {
+      candidates = chain.links.filter((l) => l.kind === 'telnyx' && l.settings.webhookPublicKey);
+      if (candidates.length === 0) return refuse(chain.links.some((l) => l.kind === 'telnyx') ? 'no_key' : 'no_link');
+    }
+    let link: ChainLink | undefined;
+    let refusal: WebhookRefusal = 'mismatch';
+    for (const l of candidates) {
+      const verdict = (await l.provider.webhooks?.verify(req)) ?? { ok: false, reason: 'mismatch' };
+      if (verdict.ok) {
+        link = l;
+        break;
+      }
+      refusal = verdict.reason;
+    }
+    if (!link) return refuse(refusal);
+
+    const event = w.probe ? null : (link.provider.webhooks?.parse(req, w.hint) ?? null);
+    const signature = w.provider === 'twilio' ? w.headers['x-twilio-signature'] : w.headers['telnyx-signature-ed25519'];
+    const sigSha = createHash('sha256').update(signature ?? '').digest('hex');
+    // A signed request we cannot read is kept (and acknowledged, so it is not retried forever) as 'other'.
+    const kind: StoredWebhook['kind'] = w.probe ? 'probe' : (event?.kind ?? 'other');
+    const eventKey = event?.key ?? `sig:${sigSha}`;
+    const messageId =
+      event?.kind === 'receipt' ? event.receipt.providerMessageId : event?.kind === 'inbound' ? event.inbound.providerMessageId : (event?.messageId ?? null);
+    const [row] = await this.sql<{ id: string | null }[]>`
+      SELECT sms_store_webhook_event(${orgId}::uuid, ${link.kind}, ${link.provider.accountKey}, ${kind}, ${eventKey},
+                                     ${messageId}, ${sigSha}, ${w.url}, ${w.rawBody}) AS id`;
+    if (!row?.id) return refuse('replay');
+    smsWebhookEvents.inc({ provider: link.kind, kind });
+    return {
+      ok: true,
+      link,
+      event,
+      stored: { id: String(row.id), orgId, provider: link.kind, accountKey: link.provider.accountKey, kind, eventKey, url: w.url, rawBody: w.rawBody },
+    };
+  }
 }

@@ -3,6 +3,7 @@
  * so the engine must never blindly resend after a timeout; findRecent is how it
  * finds out whether a timed-out attempt actually went through.
  */
+import { randomBytes } from 'node:crypto';
 import pTimeout from 'p-timeout';
 import twilio from 'twilio';
 import { abortedBeforeSend, abortedInFlight, classifyHttp, classifyNetwork, isObject, probeHost } from '../classify.js';
@@ -123,6 +124,14 @@ const one = (v: string | string[] | undefined): string | undefined => (Array.isA
 function twilioWebhooks(opts: TwilioProviderOptions): ProviderWebhooks {
   return {
     replies: 'response',
+    probeRequest(url: string) {
+      const sid = `SM${randomBytes(16).toString('hex')}`;
+      const params = { AccountSid: opts.accountSid, MessageSid: sid, SmsSid: sid, MessageStatus: 'sent', SmsStatus: 'sent', From: '+15005550006', To: '+15005550006', ApiVersion: '2010-04-01' };
+      return {
+        headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': twilio.getExpectedTwilioSignature(opts.authToken, url, params) },
+        body: new URLSearchParams(params).toString(),
+      };
+    },
     async verify(req: WebhookRequest) {
       const sig = req.headers['x-twilio-signature'];
       if (!sig) return { ok: false, reason: 'missing' };
