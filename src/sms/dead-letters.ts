@@ -46,7 +46,8 @@ const view = (r: FailedRow) => ({
   runs: r.attempts,
   providerAttempts: Number(r.provider_attempts),
   // What reached the patient, across the confirmation (this row and the row it resends or that resends it):
-  // a retry is refused once it is delivered, or accepted without a failure receipt since.
+  // delivered when any attempt was, else the latest state. A retry is refused once it is delivered,
+  // or accepted without a failure receipt since.
   deliveryState: r.delivery,
   resendOf: r.resend_of,
   createdAt: r.created_at.toISOString(),
@@ -81,7 +82,9 @@ export async function listDeadLetters(
            COALESCE((SELECT 'delivered' FROM sms_attempts a JOIN sms_outbox g ON g.id = a.outbox_id
                       WHERE g.org_id = o.org_id AND (g.id = COALESCE(o.resend_of, o.id) OR g.resend_of = COALESCE(o.resend_of, o.id))
                         AND a.delivery_state = 'delivered' LIMIT 1),
-                    (SELECT a.delivery_state FROM sms_attempts a WHERE a.outbox_id = o.id AND a.delivery_state IS NOT NULL
+                    (SELECT a.delivery_state FROM sms_attempts a JOIN sms_outbox g ON g.id = a.outbox_id
+                      WHERE g.org_id = o.org_id AND (g.id = COALESCE(o.resend_of, o.id) OR g.resend_of = COALESCE(o.resend_of, o.id))
+                        AND a.delivery_state IS NOT NULL
                       ORDER BY a.id DESC LIMIT 1)) AS delivery
       FROM sms_outbox o
      WHERE o.status = 'failed'

@@ -364,13 +364,22 @@ export class SmsEngine {
       const next = linksAfter(chain, prior.accountKey);
       if (next.length > 0) {
         // Still receivable: a late receipt for it is recorded, and counted as a
-        // duplicate if both texts arrive.
-        await this.attempts.close(msg, prior.attemptId, {
-          outcome: 'failed',
-          errorClass: 'ambiguous',
-          code: 'UNRECONCILED',
-          message: 'no receipt or lookup within SMS_AMBIGUOUS_MAX_MS; failed over',
-        });
+        // duplicate if both texts arrive. A receipt that came during this very
+        // run wins: the message was sent after all.
+        const given = await this.attempts.giveUp(msg, prior.attemptId, 'no receipt or lookup within SMS_AMBIGUOUS_MAX_MS; failed over');
+        if (!given.gaveUp) {
+          return {
+            kind: 'settled',
+            result: {
+              status: 'sent',
+              provider: link?.kind ?? (prior.provider as ProviderKind),
+              providerMessageId: given.providerMessageId ?? null,
+              from: prior.from,
+              failedOver: false,
+              reconciled: true,
+            },
+          };
+        }
         smsAsyncFailovers.inc({ from: prior.provider, cause: 'ambiguous_timeout' });
         this.log.warn({ outboxId: msg.id, provider: prior.provider, waitedMs: Date.now() - since }, 'sms ambiguous attempt not settled in time; failing over');
         return { kind: 'fail_over', links: next };

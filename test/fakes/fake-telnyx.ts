@@ -30,6 +30,8 @@ export interface TelnyxInbound {
   /** Set as Telnyx does when the profile's autoresponse answered a keyword. */
   autoresponseType?: string;
   messageId?: string;
+  /** A redelivery carries the event id of the first delivery. */
+  eventId?: string;
   /** Sign with this key instead of the account's (a forgery). */
   privateKey?: KeyObject;
   unsigned?: boolean;
@@ -250,10 +252,19 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
     if (fault) {
       switch (fault.kind) {
         case 'hang':
-          if (isSend && authed && (fault.records ?? true)) {
+          // Taken, unless this idempotency key already was: Telnyx would not send it twice.
+          if (isSend && authed && (fault.records ?? true) && !(p.key && idempotent.has(`${p.apiKey}\u0000${p.key}`))) {
             const m = validateSend(p);
             if ('id' in m) accept(p, m);
           }
+          return;
+        case 'reset':
+          // Taken, unless this idempotency key already was: Telnyx would not send it twice.
+          if (isSend && authed && (fault.records ?? true) && !(p.key && idempotent.has(`${p.apiKey}\u0000${p.key}`))) {
+            const m = validateSend(p);
+            if ('id' in m) accept(p, m);
+          }
+          req.socket.destroy();
           return;
         case 'slow':
           server.later(fault.ms, () => respond(req, res, url, p, authed));
@@ -348,7 +359,7 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
     signEvent,
     async sendInbound(t) {
       const messageId = t.messageId ?? randomUUID();
-      const eventId = randomUUID();
+      const eventId = t.eventId ?? randomUUID();
       const body = JSON.stringify({
         data: {
           record_type: 'event',

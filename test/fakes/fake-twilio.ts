@@ -253,6 +253,13 @@ export async function startFakeTwilio(opts: { port?: number; accounts?: TwilioAc
             if ('sid' in m) accept(m);
           }
           return; // never answer; close() destroys the socket
+        case 'reset':
+          if (isCreate && authed && (fault.records ?? true) && route?.[1] === creds?.sid) {
+            const m = validateCreate(route[1]!, new URLSearchParams(raw));
+            if ('sid' in m) accept(m);
+          }
+          req.socket.destroy();
+          return;
         case 'slow':
           server.later(fault.ms, () => respond(req, res, url, route, raw, authed, creds));
           return;

@@ -37,7 +37,7 @@ export interface CallbackResult {
   at: number;
 }
 
-export const DELIVERED: ReceiptPlan = { steps: ['sent', 'delivered'], delayMs: 5, gapMs: 5 };
+export const DELIVERED: ReceiptPlan = { steps: ['sent', 'delivered'], delayMs: 5, gapMs: 25 };
 
 export const step = (s: string | ReceiptStep): ReceiptStep => (typeof s === 'string' ? { status: s } : s);
 
@@ -86,7 +86,7 @@ export class ReceiptScheduler {
     const last = delay + Math.max(0, steps.length - 1) * gap;
     order.forEach((s, i) => {
       // Reordered callbacks all leave once the last status is reached, latest first.
-      const at = plan.reorder ? last + i : delay + i * gap;
+      const at = plan.reorder ? last + i * Math.max(gap, 20) : delay + i * gap;
       for (let d = 0; d <= (plan.duplicates ?? 0); d++) {
         this.later(at + d, () => {
           const p = deliver(s, d + 1)

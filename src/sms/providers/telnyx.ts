@@ -143,7 +143,8 @@ function telnyxWebhooks(publicKey: string | undefined, toleranceSeconds: number,
         const answered = str(payload.autoresponse_type) !== undefined;
         return {
           kind: 'inbound',
-          key: eventId,
+          // One text, however often (and under whichever event ids) it is delivered.
+          key: messageId,
           inbound: { providerMessageId: messageId, from, to, text: str(payload.text) ?? '', keywordReplies: answered ? 'provider' : 'us' },
         };
       }
