@@ -100,7 +100,8 @@ CREATE TABLE sms_webhook_events (
   UNIQUE (provider, signature_sha256)
 );
 CREATE INDEX sms_webhook_events_pending_idx ON sms_webhook_events (received_at) WHERE processed_at IS NULL;
-CREATE INDEX sms_webhook_events_key_idx ON sms_webhook_events (org_id, provider, event_key);
+-- The inbound duplicate check's lookup; receipts are deduplicated by their attempt's state instead.
+CREATE INDEX sms_webhook_events_key_idx ON sms_webhook_events (org_id, provider, event_key) WHERE kind = 'inbound';
 CREATE INDEX sms_webhook_events_unmatched_idx ON sms_webhook_events (received_at) WHERE outcome = 'unmatched';
 
 -- The opt-out registry keeps one row per opted-out phone (sms_opt_outs, the
@@ -190,6 +191,26 @@ BEGIN
 END
 $$;
 
+-- Many webhook requests stored in one statement (one commit): the request
+-- path group-commits them. Items: [{org, provider, account, kind, key,
+-- messageId, sig, url, raw}]; answers (idx, id), id NULL for a replay.
+CREATE FUNCTION sms_store_webhook_events(p_items jsonb) RETURNS TABLE (idx integer, id bigint)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  e jsonb;
+  i integer := 0;
+BEGIN
+  FOR e IN SELECT * FROM jsonb_array_elements(p_items) LOOP
+    idx := i;
+    id := sms_store_webhook_event((e ->> 'org')::uuid, e ->> 'provider', e ->> 'account', e ->> 'kind', e ->> 'key',
+                                  e ->> 'messageId', e ->> 'sig', e ->> 'url', e ->> 'raw');
+    RETURN NEXT;
+    i := i + 1;
+  END LOOP;
+END
+$$;
+
 -- How far a delivery state is along: a receipt only ever moves it forward.
 CREATE FUNCTION sms_delivery_rank(p_state text) RETURNS integer
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -221,8 +242,9 @@ CREATE FUNCTION sms_delivery_rank(p_state text) RETURNS integer
 --   provider. Other classes are only recorded. A STOP-class code also writes
 --   the opt-out registry.
 --
--- Receipts of one appointment are applied one at a time (an advisory lock),
--- so two processes handling the same failure at once decide once.
+-- Receipts of one appointment are applied one at a time (an advisory lock;
+-- the second comes back 'deferred' and is tried again), so two processes
+-- handling the same failure at once decide once.
 CREATE FUNCTION sms_apply_receipt(
   p_org uuid, p_event bigint, p_provider text, p_account text, p_outbox uuid, p_message_id text,
   p_state text, p_code text, p_class text, p_opt_out boolean
@@ -262,9 +284,21 @@ BEGIN
   END IF;
 
   SELECT x.appointment_id INTO v_appt FROM sms_outbox x WHERE x.id = v_outbox;
-  PERFORM pg_advisory_xact_lock(hashtextextended('sms-receipt|' || v_appt::text, 0));
-  SELECT * INTO a FROM sms_attempts WHERE id = v_att FOR UPDATE;
-  SELECT * INTO o FROM sms_outbox WHERE id = a.outbox_id FOR UPDATE;
+  -- Nothing here waits for a lock: whoever holds one (another process on the
+  -- same appointment, a settle under way) finishes first and this receipt is
+  -- tried again ('deferred'). So batches of receipts and settles can never
+  -- deadlock on each other.
+  IF NOT pg_try_advisory_xact_lock(hashtextextended('sms-receipt|' || v_appt::text, 0)) THEN
+    RETURN jsonb_build_object('outcome', 'deferred', 'attemptId', v_att, 'outboxId', v_outbox);
+  END IF;
+  SELECT * INTO a FROM sms_attempts WHERE id = v_att FOR UPDATE SKIP LOCKED;
+  IF NOT FOUND THEN
+    RETURN jsonb_build_object('outcome', 'deferred', 'attemptId', v_att, 'outboxId', v_outbox);
+  END IF;
+  SELECT * INTO o FROM sms_outbox WHERE id = a.outbox_id FOR UPDATE SKIP LOCKED;
+  IF NOT FOUND THEN
+    RETURN jsonb_build_object('outcome', 'deferred', 'attemptId', a.id, 'outboxId', v_outbox);
+  END IF;
   -- A run holds the message. Its own decision comes first, except for the one
   -- thing a waiting message is waiting for: the proof that its ambiguous
   -- attempt was accepted. That is recorded on the attempt at once (the run
@@ -347,6 +381,28 @@ BEGIN
   RETURN jsonb_build_object('outcome', v_outcome, 'attemptId', a.id, 'outboxId', o.id, 'state', p_state,
                             'duplicate', v_dup, 'resendId', v_resend, 'accountKey', a.account_key,
                             'proved', v_proved);
+END
+$$;
+
+-- Many receipts in one statement (one commit), in the order given; each is
+-- sms_apply_receipt. Items: [{org, event, provider, account, outbox,
+-- messageId, state, code, class, optOut}]; answers (idx, result).
+CREATE FUNCTION sms_apply_receipts(p_items jsonb) RETURNS TABLE (idx integer, result jsonb)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
+DECLARE
+  e jsonb;
+  i integer := 0;
+BEGIN
+  FOR e IN SELECT * FROM jsonb_array_elements(p_items) LOOP
+    idx := i;
+    result := sms_apply_receipt((e ->> 'org')::uuid, (e ->> 'event')::bigint, e ->> 'provider', e ->> 'account',
+                                (e ->> 'outbox')::uuid, e ->> 'messageId', e ->> 'state', e ->> 'code', e ->> 'class',
+                                COALESCE((e ->> 'optOut')::boolean, false));
+    RETURN NEXT;
+    i := i + 1;
+  END LOOP;
 END
 $$;
 
@@ -700,9 +756,9 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION sms_store_webhook_event, sms_apply_receipt, sms_give_up_attempt, sms_webhook_event_done, sms_claim_lost_receipts,
+REVOKE ALL ON FUNCTION sms_store_webhook_event, sms_store_webhook_events, sms_apply_receipt, sms_apply_receipts, sms_give_up_attempt, sms_webhook_event_done, sms_claim_lost_receipts,
   sms_delivery_stats, sms_gate_batch, sms_wait_delay, sms_settle FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sms_store_webhook_event TO clinic_app;
-GRANT EXECUTE ON FUNCTION sms_apply_receipt, sms_give_up_attempt, sms_webhook_event_done, sms_claim_lost_receipts, sms_gate_batch,
+GRANT EXECUTE ON FUNCTION sms_store_webhook_event, sms_store_webhook_events TO clinic_app;
+GRANT EXECUTE ON FUNCTION sms_apply_receipt, sms_apply_receipts, sms_give_up_attempt, sms_webhook_event_done, sms_claim_lost_receipts, sms_gate_batch,
   sms_wait_delay, sms_settle TO clinic_worker;
 GRANT EXECUTE ON FUNCTION sms_delivery_stats TO clinic_app, clinic_worker;

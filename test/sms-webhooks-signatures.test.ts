@@ -207,3 +207,45 @@ describe('VERIFY_SMS_BRIDGE.sh: the self-signed probe', () => {
     expect((await events(org.id)).map((e) => [e.kind, e.outcome])).toEqual([['probe', 'probe']]);
   });
 });
+
+describe('who may touch the stored events', () => {
+  it('the request role (clinic_app) may only append: no reading bodies back, no updates, no deletes; row security forced on the new tables', async () => {
+    const org = await clinic([twilioLink()]);
+    const url = urls(org.id).twilioInbound;
+    const { headers, body } = signedTwilioPost(url, { AccountSid: SID, MessageSid: `SM${randomUUID().replace(/-/g, '')}`, From: freshPhone(), To: '+14155550101', Body: 'hello' }, TOKEN);
+    expect((await post(url, headers, body)).status).toBe(200);
+    const app = h.runtime.sql;
+    await expect(app.begin(async (tx) => {
+      await tx`SELECT set_config('app.org_id', ${org.id}, true)`;
+      return tx`SELECT raw_body FROM sms_webhook_events`;
+    })).rejects.toMatchObject({ code: '42501' });
+    await expect(app.begin(async (tx) => {
+      await tx`SELECT set_config('app.org_id', ${org.id}, true)`;
+      return tx`UPDATE sms_webhook_events SET outcome = 'x'`;
+    })).rejects.toMatchObject({ code: '42501' });
+    await expect(app.begin(async (tx) => {
+      await tx`SELECT set_config('app.org_id', ${org.id}, true)`;
+      return tx`DELETE FROM sms_webhook_events`;
+    })).rejects.toMatchObject({ code: '42501' });
+    const forced = await h.owner<{ relname: string; relforcerowsecurity: boolean }[]>`
+      SELECT relname, relforcerowsecurity FROM pg_class WHERE relname IN ('sms_webhook_events', 'sms_opt_out_events') ORDER BY relname`;
+    expect(forced).toEqual([
+      { relname: 'sms_opt_out_events', relforcerowsecurity: true },
+      { relname: 'sms_webhook_events', relforcerowsecurity: true },
+    ]);
+    // The worker reads across clinics (its sweeps) but changes nothing without the event's org.
+    const [seen] = await h.runtime.workerSql<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_webhook_events WHERE org_id = ${org.id}`;
+    expect(seen!.n).toBe(1);
+    const touched = await h.runtime.workerSql`UPDATE sms_webhook_events SET outcome = 'x' WHERE org_id = ${org.id}`;
+    expect(touched.count).toBe(0);
+  });
+
+  it('no phone number, token or key in any metric label', async () => {
+    const text = (await h.http.get('/metrics')).text;
+    expect(text).toMatch(/sms_webhook_signature_failures_total\{provider="twilio",reason="mismatch"\}/);
+    expect(text).toMatch(/sms_receipts_total\{/);
+    expect(text).not.toMatch(/\+1\d{10}/);
+    expect(text).not.toContain(TOKEN);
+    expect(text).not.toContain(telnyx.publicKey);
+  });
+});

@@ -80,7 +80,7 @@ export class InboundProcessor {
       const [seen] = await tx<{ n: number }[]>`
         SELECT count(*)::int AS n FROM sms_webhook_events
          WHERE org_id = ${stored.orgId} AND provider = ${stored.provider} AND event_key = ${stored.eventKey}
-           AND processed_at IS NOT NULL`;
+           AND kind = 'inbound' AND processed_at IS NOT NULL`;
       if (seen!.n > 0) {
         await tx`SELECT sms_webhook_event_done(${stored.orgId}::uuid, ${stored.id}::bigint, 'duplicate')`;
         return { outcome: 'duplicate' as const, clinic: null };

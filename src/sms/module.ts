@@ -65,6 +65,7 @@ export function createSmsModule(opts: {
       receiptTimeoutMs: cfg.SMS_RECEIPT_TIMEOUT_MS,
       sweepEveryMs: Math.min(5_000, Math.max(100, cfg.SMS_WORKER_POLL_MS * 2)),
       lookupTimeoutMs: Math.min(5_000, cfg.SMS_ATTEMPT_TIMEOUT_MS * 2),
+      leaseMs: cfg.SMS_LEASE_MS,
     },
     log,
   );

@@ -16,6 +16,7 @@ import pTimeout from 'p-timeout';
 import type { Sql } from 'postgres';
 import { scrubPhones } from '../log.js';
 import { smsAsyncFailovers, smsDuplicateDeliveries, smsReceiptLookups, smsReceipts } from '../metrics.js';
+import { Batcher } from './batch.js';
 import { ruleFor } from './classify.js';
 import type { ChainLink, ChainLoader } from './config.js';
 import type { InboundProcessor } from './inbound.js';
@@ -40,10 +41,16 @@ export interface ReceiptOptions {
   sweepEveryMs: number;
   /** How long one provider lookup may take. */
   lookupTimeoutMs: number;
+  /** SMS_LEASE_MS: how long a deferred receipt keeps being retried in this process. */
+  leaseMs: number;
 }
 
-/** A receipt waiting for a run that holds its message is tried again after these waits, then left to the sweep. */
-const DEFER_MS = [20, 50, 100, 200, 400, 800, 1600];
+/**
+ * A receipt waiting for a run that holds its message is tried again after
+ * these waits (the last one repeated), for as long as a run may hold a row
+ * (its lease, renewed while it works), then left to the sweep.
+ */
+const DEFER_MS = [20, 50, 100, 200, 400, 800, 1600, 2000];
 /** A stored event not processed after this long is the sweep's. */
 const ORPHAN_AFTER_MS = 2_000;
 const SWEEP_BATCH = 100;
@@ -61,7 +68,22 @@ export function receiptClass(provider: SmsProvider, r: Pick<DeliveryReceipt, 'st
   return { errorClass: rule?.errorClass ?? 'provider', optOut: rule?.optOut === true };
 }
 
+interface ApplyItem {
+  org: string;
+  event: string | null;
+  provider: string;
+  account: string;
+  outbox: string | null;
+  messageId: string;
+  state: DeliveryState;
+  code: string | null;
+  class: ErrorClass | null;
+  optOut: boolean;
+}
+
 export class ReceiptProcessor {
+  /** Receipts processed together are applied in one statement (sms_apply_receipts): one commit for many. */
+  private readonly applies: Batcher<ApplyItem, ApplyResult>;
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<void> | undefined;
   private lastLostSweep = 0;
@@ -76,7 +98,13 @@ export class ReceiptProcessor {
     private readonly worker: OutboxWorker,
     private readonly opts: ReceiptOptions,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.applies = new Batcher(async (items) => {
+      const rows = await sql<{ idx: number; result: ApplyResult }[]>`SELECT * FROM sms_apply_receipts(${sql.json(items as unknown as Record<string, string>[])}::jsonb)`;
+      const byIdx = new Map(rows.map((r) => [r.idx, r.result]));
+      return items.map((_, i) => byIdx.get(i) ?? { outcome: 'deferred' as const });
+    }, { maxBatch: 200, maxInFlight: 2 });
+  }
 
   /** Inbound texts found by the sweep go to their own processor. */
   setInbound(inbound: InboundProcessor): void {
@@ -97,7 +125,7 @@ export class ReceiptProcessor {
         return null;
       }
       const result = await this.apply(stored.orgId, stored.id, link, event.receipt);
-      if (result.outcome === 'deferred') this.retryLater(stored, attempt);
+      if (result.outcome === 'deferred' && attempt >= 0) this.retryLater(stored, attempt);
       return result;
     } catch (err) {
       this.log.warn({ err: scrubPhones((err as Error).message), eventId: stored.id, provider: stored.provider }, 'sms receipt could not be processed yet');
@@ -108,11 +136,18 @@ export class ReceiptProcessor {
   /** Applies a receipt (event null: the answer of a lookup) and acts on what sms_apply_receipt decided. */
   async apply(orgId: string, eventId: string | null, link: ChainLink, r: DeliveryReceipt): Promise<ApplyResult> {
     const { errorClass, optOut } = receiptClass(link.provider, r);
-    const [row] = await this.sql<{ r: ApplyResult }[]>`
-      SELECT sms_apply_receipt(${orgId}::uuid, ${eventId}::bigint, ${link.kind}, ${link.provider.accountKey},
-                               ${r.outboxRef ?? null}::uuid, ${r.providerMessageId}, ${r.status}, ${r.code ?? null},
-                               ${errorClass}, ${optOut}) AS r`;
-    const result = row!.r;
+    const result = await this.applies.call({
+      org: orgId,
+      event: eventId,
+      provider: link.kind,
+      account: link.provider.accountKey,
+      outbox: r.outboxRef ?? null,
+      messageId: r.providerMessageId,
+      state: r.status,
+      code: r.code ?? null,
+      class: errorClass,
+      optOut,
+    });
     smsReceipts.inc({ provider: link.kind, state: r.status, outcome: result.outcome });
     if (result.duplicate) {
       smsDuplicateDeliveries.inc({ provider: link.kind });
@@ -134,8 +169,9 @@ export class ReceiptProcessor {
   }
 
   private retryLater(stored: StoredWebhook, attempt: number): void {
-    const wait = DEFER_MS[attempt];
-    if (wait === undefined || this.stopped) return;
+    const waited = DEFER_MS.slice(0, attempt).reduce((a, b) => a + b, 0) + Math.max(0, attempt - DEFER_MS.length) * DEFER_MS.at(-1)!;
+    if (this.stopped || waited > this.opts.leaseMs + 2_000) return;
+    const wait = DEFER_MS[Math.min(attempt, DEFER_MS.length - 1)]!;
     const t = setTimeout(() => {
       this.deferred.delete(t);
       void this.process(stored, attempt + 1);
@@ -201,8 +237,9 @@ export class ReceiptProcessor {
         ORDER BY e.received_at LIMIT ${SWEEP_BATCH})`;
     for (const r of rows) {
       const stored: StoredWebhook = { id: String(r.id), orgId: r.org_id, provider: r.provider, accountKey: r.account_key, kind: r.kind, eventKey: r.event_key, url: r.request_url, rawBody: r.raw_body };
+      // No retries of its own from here: the next sweep comes soon enough.
       if (r.kind === 'inbound' && this.inbound) await this.inbound.processStored(stored);
-      else await this.process(stored, DEFER_MS.length);
+      else await this.process(stored, -1);
     }
   }
 

@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import type { Request } from 'express';
 import type { Sql } from 'postgres';
 import { smsWebhookEvents, smsWebhookSignatureFailures } from '../metrics.js';
+import { Batcher } from './batch.js';
 import type { ChainLink, ChainLoader } from './config.js';
 import { OUTBOX_REF_PARAM } from './providers/refs.js';
 import type { ProviderKind, WebhookEvent, WebhookRequest, WebhookVerdict } from './types.js';
@@ -110,12 +111,33 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
  * signature of a request already stored (a replay): refused, nothing stored.
  * Each refusal is counted by provider and reason.
  */
+interface StoreItem {
+  org: string;
+  provider: string;
+  account: string;
+  kind: string;
+  key: string;
+  messageId: string | null;
+  sig: string;
+  url: string;
+  raw: string;
+}
+
 export class WebhookIntake {
+  /** Requests arriving together are stored in one statement: one commit for many receipts. */
+  private readonly stores: Batcher<StoreItem, string | null>;
+
   constructor(
-    /** clinic_app: it may only append events (sms_store_webhook_event). */
-    private readonly sql: Sql,
+    /** clinic_app: it may only append events (sms_store_webhook_events). */
+    sql: Sql,
     private readonly chains: ChainLoader,
-  ) {}
+  ) {
+    this.stores = new Batcher(async (items) => {
+      const rows = await sql<{ idx: number; id: string | null }[]>`SELECT * FROM sms_store_webhook_events(${sql.json(items as unknown as Record<string, string>[])}::jsonb)`;
+      const byIdx = new Map(rows.map((r) => [r.idx, r.id]));
+      return items.map((_, i) => (byIdx.get(i) ?? null) as string | null);
+    }, { maxBatch: 200, maxInFlight: 4 });
+  }
 
   async accept(w: IncomingWebhook): Promise<IntakeAnswer> {
     const refuse = (reason: Exclude<IntakeAnswer, { ok: true }>['reason']): IntakeAnswer => {
@@ -158,16 +180,24 @@ export class WebhookIntake {
     const eventKey = event?.key ?? `sig:${sigSha}`;
     const messageId =
       event?.kind === 'receipt' ? event.receipt.providerMessageId : event?.kind === 'inbound' ? event.inbound.providerMessageId : (event?.messageId ?? null);
-    const [row] = await this.sql<{ id: string | null }[]>`
-      SELECT sms_store_webhook_event(${orgId}::uuid, ${link.kind}, ${link.provider.accountKey}, ${kind}, ${eventKey},
-                                     ${messageId}, ${sigSha}, ${w.url}, ${w.rawBody}) AS id`;
-    if (!row?.id) return refuse('replay');
+    const id = await this.stores.call({
+      org: orgId,
+      provider: link.kind,
+      account: link.provider.accountKey,
+      kind,
+      key: eventKey,
+      messageId: messageId ?? null,
+      sig: sigSha,
+      url: w.url,
+      raw: w.rawBody,
+    });
+    if (!id) return refuse('replay');
     smsWebhookEvents.inc({ provider: link.kind, kind });
     return {
       ok: true,
       link,
       event,
-      stored: { id: String(row.id), orgId, provider: link.kind, accountKey: link.provider.accountKey, kind, eventKey, url: w.url, rawBody: w.rawBody },
+      stored: { id: String(id), orgId, provider: link.kind, accountKey: link.provider.accountKey, kind, eventKey, url: w.url, rawBody: w.rawBody },
     };
   }
 }
