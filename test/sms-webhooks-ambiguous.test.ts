@@ -7,7 +7,7 @@ import { ADMIN_TOKEN } from './helpers/harness.js';
 import { book, freshPhone, outboxFor, settled, twilioLink } from './helpers/sms.js';
 import { clinic, deliveries, h, metric, sentTo, telnyx, telnyxSigned, twilio, untilDelivery, useWebhookSuite } from './helpers/webhooks.js';
 
-const MAX_WAIT_MS = 1500;
+const MAX_WAIT_MS = 1000;
 // Fewer runs than the wait has lookups: a wait that used up runs would end as a dead letter.
 const MAX_RUNS = 3;
 useWebhookSuite({ SMS_AMBIGUOUS_MAX_MS: String(MAX_WAIT_MS), SMS_MAX_ATTEMPTS: String(MAX_RUNS) });
@@ -68,7 +68,7 @@ describe('an ambiguous attempt waits for evidence', () => {
     const phone = freshPhone();
     await twilio.setFault({ kind: 'hang', records: true });
     // Twilio did take it, and says so only after we gave up waiting.
-    twilio.setReceipts({ steps: ['sent', 'delivered'], delayMs: MAX_WAIT_MS + 1200, gapMs: 10 }, phone);
+    twilio.setReceipts({ steps: ['sent', 'delivered'], delayMs: MAX_WAIT_MS + 900, gapMs: 10 }, phone);
     const dup0 = await metric('sms_duplicate_deliveries_total', {});
     const { result } = await book(h, org, { patientPhone: phone });
     await settled(h, result.appointmentId, 10_000);
@@ -98,7 +98,7 @@ describe('an ambiguous attempt waits for evidence', () => {
     await twilio.setFault({ kind: 'hang', records: true });
     twilio.setReceipts({ steps: [], lose: true }, phone);
     const { result } = await book(h, org, { patientPhone: phone });
-    await new Promise((r) => setTimeout(r, MAX_WAIT_MS + 600));
+    await new Promise((r) => setTimeout(r, MAX_WAIT_MS + 400));
     const row = await outboxFor(h, result.appointmentId);
     // Waiting: pending between looks, sending while a look is under way.
     expect(['pending', 'sending']).toContain(row.status);

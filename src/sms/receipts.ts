@@ -88,6 +88,8 @@ export class ReceiptProcessor {
   private sweeping: Promise<void> | undefined;
   private lastLostSweep = 0;
   private readonly deferred = new Set<NodeJS.Timeout>();
+  /** Receipts waiting for a run of this process that holds their message, by outbox row. */
+  private readonly waitingFor = new Map<string, Map<string, { stored: StoredWebhook; attempt: number }>>();
   private inbound: InboundProcessor | undefined;
   private stopped = false;
 
@@ -99,6 +101,14 @@ export class ReceiptProcessor {
     private readonly opts: ReceiptOptions,
     private readonly log: Logger,
   ) {
+    // The run a receipt waited for has settled its row: go now rather than at the next retry,
+    // before the row's next run decides anything (say, to fail over).
+    worker.onSettled((outboxId) => {
+      const waiting = this.waitingFor.get(outboxId);
+      if (!waiting) return;
+      this.waitingFor.delete(outboxId);
+      for (const { stored, attempt } of waiting.values()) void this.process(stored, attempt + 1);
+    });
     this.applies = new Batcher(async (items) => {
       const rows = await sql<{ idx: number; result: ApplyResult }[]>`SELECT * FROM sms_apply_receipts(${sql.json(items as unknown as Record<string, string>[])}::jsonb)`;
       const byIdx = new Map(rows.map((r) => [r.idx, r.result]));
@@ -125,7 +135,16 @@ export class ReceiptProcessor {
         return null;
       }
       const result = await this.apply(stored.orgId, stored.id, link, event.receipt);
-      if (result.outcome === 'deferred' && attempt >= 0) this.retryLater(stored, attempt);
+      if (result.outcome === 'deferred') {
+        if (result.outboxId) {
+          const waiting = this.waitingFor.get(result.outboxId) ?? new Map<string, { stored: StoredWebhook; attempt: number }>();
+          waiting.set(stored.id, { stored, attempt: Math.max(0, attempt) });
+          this.waitingFor.set(result.outboxId, waiting);
+        }
+        if (attempt >= 0) this.retryLater(stored, attempt);
+      } else if (result.outboxId) {
+        this.waitingFor.get(result.outboxId)?.delete(stored.id);
+      }
       return result;
     } catch (err) {
       this.log.warn({ err: scrubPhones((err as Error).message), eventId: stored.id, provider: stored.provider }, 'sms receipt could not be processed yet');
@@ -209,6 +228,7 @@ export class ReceiptProcessor {
     this.timer = undefined;
     for (const t of this.deferred) clearTimeout(t);
     this.deferred.clear();
+    this.waitingFor.clear();
     await this.sweeping;
   }
 

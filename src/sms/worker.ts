@@ -40,6 +40,7 @@ export class OutboxWorker {
   private readonly held = new Set<string>();
   private renewTimer: NodeJS.Timeout | undefined;
   private readonly gates: Batcher<string, GateVerdict>;
+  private readonly settledListeners: Array<(outboxId: string) => void> = [];
   private readonly settles: Batcher<{ row: OutboxRow; settlement: Settlement }, OutboxStatus | 'not_held'>;
 
   constructor(
@@ -74,6 +75,11 @@ export class OutboxWorker {
     this.wake?.();
     await this.loop;
     await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** Called with a row's id whenever a run of this worker has settled it (receipts waiting for that run go next). */
+  onSettled(fn: (outboxId: string) => void): void {
+    this.settledListeners.push(fn);
   }
 
   /** Claims and processes one specific message now (dead-letter retry). */
@@ -188,6 +194,7 @@ export class OutboxWorker {
       log.warn({ wanted: s.status }, 'sms outbox lease lost before settling; leaving the row to its new holder');
       return { status: 'sending', reason: 'lease_lost' };
     }
+    for (const fn of this.settledListeners) fn(row.id);
     switch (s.status) {
       case 'sent':
         smsFinal.inc({ status: 'sent', reason: s.failedOver ? 'failed_over' : 'primary' });
