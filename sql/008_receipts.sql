@@ -211,6 +211,18 @@ BEGIN
 END
 $$;
 
+-- Whether any attempt of a confirmation (its original row p_root, and the
+-- row that resends it) other than p_except has a delivered receipt. Two index
+-- lookups: one on the original's attempts, one through the resend rows.
+CREATE FUNCTION sms_confirmation_delivered(p_root uuid, p_except bigint) RETURNS boolean
+  LANGUAGE sql STABLE
+  AS $$
+    SELECT EXISTS (SELECT 1 FROM sms_attempts x
+                    WHERE x.outbox_id = p_root AND x.delivery_state = 'delivered' AND x.id IS DISTINCT FROM p_except)
+        OR EXISTS (SELECT 1 FROM sms_outbox g JOIN sms_attempts x ON x.outbox_id = g.id
+                    WHERE g.resend_of = p_root AND x.delivery_state = 'delivered' AND x.id IS DISTINCT FROM p_except)
+  $$;
+
 -- How far a delivery state is along: a receipt only ever moves it forward.
 CREATE FUNCTION sms_delivery_rank(p_state text) RETURNS integer
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -318,10 +330,7 @@ BEGIN
     v_outcome := 'applied';
     v_proved := a.outcome NOT IN ('accepted', 'reconciled');
     IF p_state = 'delivered' THEN
-      v_dup := EXISTS (
-        SELECT 1 FROM sms_attempts x JOIN sms_outbox g ON g.id = x.outbox_id
-         WHERE g.org_id = p_org AND (g.id = v_root OR g.resend_of = v_root)
-           AND x.id <> a.id AND x.delivery_state = 'delivered');
+      v_dup := sms_confirmation_delivered(v_root, a.id);
     END IF;
     UPDATE sms_attempts
        SET delivery_state = p_state,
@@ -361,9 +370,7 @@ BEGIN
          AND NOT EXISTS (SELECT 1 FROM sms_attempts x WHERE x.outbox_id = o.id AND x.id > a.id
                             AND x.outcome IN ('accepted', 'reconciled', 'in_flight'))
          -- ... and nothing of it reached the patient.
-         AND NOT EXISTS (SELECT 1 FROM sms_attempts x JOIN sms_outbox g ON g.id = x.outbox_id
-                          WHERE g.org_id = p_org AND (g.id = v_root OR g.resend_of = v_root)
-                            AND x.delivery_state = 'delivered') THEN
+         AND NOT sms_confirmation_delivered(v_root, NULL) THEN
         INSERT INTO sms_outbox (org_id, appointment_id, kind, to_phone, body, expires_at, dry_run,
                                 bypass_rate_limit, resend_of, resend_after_account)
         VALUES (o.org_id, o.appointment_id, o.kind || ':resend', o.to_phone, o.body, o.expires_at, false,
@@ -731,9 +738,7 @@ BEGIN
   SELECT o.status,
          EXISTS (SELECT 1 FROM sms_attempts a WHERE a.outbox_id = o.id AND a.outcome IN ('accepted', 'reconciled')
                     AND a.delivery_state IS DISTINCT FROM 'undelivered' AND a.delivery_state IS DISTINCT FROM 'failed')
-         OR EXISTS (SELECT 1 FROM sms_attempts a JOIN sms_outbox g ON g.id = a.outbox_id
-                     WHERE g.org_id = o.org_id AND a.delivery_state = 'delivered'
-                       AND (g.id = COALESCE(o.resend_of, o.id) OR g.resend_of = COALESCE(o.resend_of, o.id)))
+         OR sms_confirmation_delivered(COALESCE(o.resend_of, o.id), NULL)
          OR EXISTS (SELECT 1 FROM sms_outbox n WHERE n.org_id = o.org_id AND n.appointment_id = o.appointment_id
                        AND n.id <> o.id AND n.status = 'sent' AND n.created_at > o.created_at)
     INTO v_status, v_delivered
@@ -756,9 +761,9 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION sms_store_webhook_event, sms_store_webhook_events, sms_apply_receipt, sms_apply_receipts, sms_give_up_attempt, sms_webhook_event_done, sms_claim_lost_receipts,
+REVOKE ALL ON FUNCTION sms_confirmation_delivered, sms_store_webhook_event, sms_store_webhook_events, sms_apply_receipt, sms_apply_receipts, sms_give_up_attempt, sms_webhook_event_done, sms_claim_lost_receipts,
   sms_delivery_stats, sms_gate_batch, sms_wait_delay, sms_settle FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sms_store_webhook_event, sms_store_webhook_events TO clinic_app;
-GRANT EXECUTE ON FUNCTION sms_apply_receipt, sms_apply_receipts, sms_give_up_attempt, sms_webhook_event_done, sms_claim_lost_receipts, sms_gate_batch,
+GRANT EXECUTE ON FUNCTION sms_confirmation_delivered, sms_apply_receipt, sms_apply_receipts, sms_give_up_attempt, sms_webhook_event_done, sms_claim_lost_receipts, sms_gate_batch,
   sms_wait_delay, sms_settle TO clinic_worker;
 GRANT EXECUTE ON FUNCTION sms_delivery_stats TO clinic_app, clinic_worker;
