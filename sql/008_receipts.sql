@@ -131,6 +131,11 @@ CREATE FUNCTION sms_opt_outs_history() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
+  -- The service roles act under the row's clinic already; an operator
+  -- changing the registry by hand (as the owner) need not remember to.
+  IF current_org() IS NULL THEN
+    PERFORM set_config('app.org_id', COALESCE(NEW.org_id, OLD.org_id)::text, true);
+  END IF;
   IF TG_OP = 'INSERT' THEN
     INSERT INTO sms_opt_out_events (org_id, phone, action, source) VALUES (NEW.org_id, NEW.phone, 'opt_out', NEW.source);
     RETURN NEW;
