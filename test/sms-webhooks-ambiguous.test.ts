@@ -27,7 +27,9 @@ describe('an ambiguous attempt waits for evidence', () => {
     const phone = freshPhone();
     await twilio.setFault(fault);
     const { result } = await book(h, org, { patientPhone: phone });
-    expect(result).toMatchObject({ success: true, smsStatus: 'queued' });
+    // Queued; or sent, when the receipt proved the attempt before the response budget ran out.
+    expect(result.success).toBe(true);
+    expect(['queued', 'sent']).toContain(result.smsStatus);
     const row = await settled(h, result.appointmentId);
     expect(row).toMatchObject({ status: 'sent', provider: 'twilio' });
     await untilDelivery(result.appointmentId, (d) => d[0]?.delivery_state === 'delivered');
@@ -46,7 +48,8 @@ describe('an ambiguous attempt waits for evidence', () => {
     const before = await metric('sms_async_failovers_total', { from: 'twilio', cause: 'ambiguous_timeout' });
     const started = Date.now();
     const { result } = await book(h, org, { patientPhone: phone });
-    expect(result.smsStatus).toBe('queued');
+    // Queued; or sent, if the failover was accepted before the response budget ran out.
+    expect(['queued', 'sent']).toContain(result.smsStatus);
     const row = await settled(h, result.appointmentId, 10_000);
     const waited = Date.now() - started;
     expect(row).toMatchObject({ status: 'sent', provider: 'telnyx' });
