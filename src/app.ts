@@ -14,9 +14,11 @@ import { oauthRouter } from './http/oauth.js';
 import { openApiRouter } from './http/openapi.js';
 import { RouteRegistry, type Access, type GuardFactory } from './http/registry.js';
 import { smsAdminRouter } from './http/sms-admin.js';
+import { smsStatusRouter } from './http/sms-status.js';
 import { vapiRouter } from './http/vapi.js';
 import { elevenLabsRouter } from './platforms/elevenlabs.js';
 import { retellRouter } from './platforms/retell.js';
+import { webhooksRouter } from './http/webhooks.js';
 import { httpDuration } from './metrics.js';
 import { VERSION } from './version.js';
 
@@ -79,6 +81,8 @@ export function buildApp(deps: AppDeps): App {
   app.use(elevenLabsRouter(deps, registry));
   app.use(adminRouter(deps, registry));
   app.use(smsAdminRouter(deps, registry));
+  app.use(webhooksRouter(deps, registry));
+  app.use(smsStatusRouter(deps, registry));
   app.use(consoleRouter(deps, registry));
   app.use(openApiRouter(registry, VERSION));
   app.use((_req, _res, next) => next(new AppError(404, 'not_found', 'No such endpoint.')));
