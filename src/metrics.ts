@@ -173,22 +173,25 @@ export interface BacklogFigures {
   optOuts: number;
 }
 
-let backlogSource: (() => Promise<BacklogFigures>) | undefined;
-let backlogRead: { at: number; figures: Promise<BacklogFigures | null> } | undefined;
+/** The registered sources, latest last: a process normally has one runtime, a test file may have several. */
+const backlogSources: Array<() => Promise<BacklogFigures>> = [];
+let backlogRead: { at: number; source: () => Promise<BacklogFigures>; figures: Promise<BacklogFigures | null> } | undefined;
 
 /** Registers where the backlog gauges read from; returns the function that unregisters it. */
 export function setBacklogSource(source: () => Promise<BacklogFigures>): () => void {
-  backlogSource = source;
-  backlogRead = undefined;
+  backlogSources.push(source);
   return () => {
-    if (backlogSource === source) backlogSource = undefined;
+    const i = backlogSources.lastIndexOf(source);
+    if (i >= 0) backlogSources.splice(i, 1);
   };
 }
 
 function backlog(): Promise<BacklogFigures | null> {
-  const source = backlogSource;
+  const source = backlogSources[backlogSources.length - 1];
   if (!source) return Promise.resolve(null);
-  if (!backlogRead || Date.now() - backlogRead.at > 1000) backlogRead = { at: Date.now(), figures: source().catch(() => null) };
+  if (!backlogRead || backlogRead.source !== source || Date.now() - backlogRead.at > 1000) {
+    backlogRead = { at: Date.now(), source, figures: source().catch(() => null) };
+  }
   return backlogRead.figures;
 }
 

@@ -189,17 +189,18 @@ export async function readStatus(deps: StatusDeps, opts: { orgId?: string } = {}
     orgId ? oneOrg(deps.sql, orgId) : allOrgs(workerSql),
     orgId ? oneSwitch(workerSql, orgId) : listSmsSwitches(workerSql),
     readHealth(workerSql, deps.chains, { staleMs: deps.staleMs, ...(orgId ? { orgId } : {}), localBreaker: (o, a) => deps.engine.breakerHere(o, a) }),
-    inScope((tx, only) => tx<AttemptAgg[]>`
-      SELECT org_id, account_key,
-             count(*) FILTER (WHERE outcome <> 'skipped')::int AS attempts,
-             count(*) FILTER (WHERE outcome = 'failed')::int AS refused,
-             (CASE WHEN GROUPING(account_key) = 1 THEN count(DISTINCT outbox_id) FILTER (WHERE failed_over AND outcome <> 'skipped')
-                   ELSE count(*) FILTER (WHERE failed_over AND outcome <> 'skipped') END)::int AS failovers,
-             percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) FILTER (WHERE outcome <> 'skipped') AS p50,
-             percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) FILTER (WHERE outcome <> 'skipped') AS p99
-        FROM sms_attempts
-       WHERE started_at >= ${since} ${only}
-       GROUP BY GROUPING SETS ((org_id, account_key), (org_id))`),
+    inScope((tx) => tx<AttemptAgg[]>`
+      SELECT a.org_id, a.account_key,
+             count(*) FILTER (WHERE a.outcome <> 'skipped')::int AS attempts,
+             count(*) FILTER (WHERE a.outcome = 'failed')::int AS refused,
+             -- At once, in the same run; a resend after a failure receipt is an async failover, counted apart.
+             (CASE WHEN GROUPING(a.account_key) = 1 THEN count(DISTINCT a.outbox_id) FILTER (WHERE a.failed_over AND a.outcome <> 'skipped' AND o.resend_of IS NULL)
+                   ELSE count(*) FILTER (WHERE a.failed_over AND a.outcome <> 'skipped' AND o.resend_of IS NULL) END)::int AS failovers,
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY a.latency_ms) FILTER (WHERE a.outcome <> 'skipped') AS p50,
+             percentile_cont(0.99) WITHIN GROUP (ORDER BY a.latency_ms) FILTER (WHERE a.outcome <> 'skipped') AS p99
+        FROM sms_attempts a JOIN sms_outbox o ON o.id = a.outbox_id
+       WHERE a.started_at >= ${since} ${orgId ? tx`AND a.org_id = ${orgId}` : tx``}
+       GROUP BY GROUPING SETS ((a.org_id, a.account_key), (a.org_id))`),
     inScope((tx, only) => tx<DeliveryAgg[]>`
       SELECT org_id, account_key, accepted::int, delivered::int, undelivered::int, failed::int,
              awaiting_receipt::int, async_failovers::int

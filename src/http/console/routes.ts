@@ -29,6 +29,7 @@ import { setFailoverEnabled } from '../../sms/config.js';
 import { deleteDeadLetter, listDeadLetters, retryDeadLetter, type DeadLetter } from '../../sms/dead-letters.js';
 import { healthSettings } from '../../sms/health.js';
 import { listMessages } from '../../sms/history.js';
+import { listOptOuts } from '../../sms/opt-outs.js';
 import { lastAcceptedSends, readDeliverySeries, readStatus, type StatusDeps } from '../../sms/status.js';
 import { STARTED_AT, VERSION } from '../../version.js';
 import type { RouteRegistry } from '../registry.js';
@@ -536,7 +537,7 @@ async function filteredDeadLetters(deps: AppDeps, f: { org?: string | undefined;
   return { items, truncated };
 }
 
-/** The clinic's opt-out registry, phones masked. */
-async function listClinicOptOuts(_deps: AppDeps, _orgId: string): Promise<Array<{ phone: string; source: string; optedOutAt: string }> | null> {
-  return null;
+/** The clinic's opt-out registry, newest first, phones masked. */
+async function listClinicOptOuts(deps: AppDeps, orgId: string) {
+  return (await listOptOuts(deps.sql, orgId, { limit: 20 })).items;
 }

@@ -239,14 +239,8 @@ ${messagesTable(d.messages, now)}
 </div>`;
 }
 
-/** Delivery states arrive with the receipts work; until then they are absent. */
-type WithDelivery = Omit<MessageView, 'attempts'> & {
-  deliveryState?: string | null;
-  attempts: Array<MessageView['attempts'][number] & { deliveryState?: string | null; deliveryCode?: string | null }>;
-};
-
 function messagesTable(messages: MessageView[], now: number): Html {
-  const rows = (messages as unknown as WithDelivery[]).map((m) => {
+  const rows = messages.map((m) => {
     const state = m.deliveryState ? `${m.status}, ${m.deliveryState}` : m.status;
     const cls = m.status === 'failed' || m.deliveryState === 'undelivered' || m.deliveryState === 'failed' ? 'bad' : m.status === 'sent' ? 'ok' : 'none';
     return html`<tr>
