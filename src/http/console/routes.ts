@@ -109,6 +109,9 @@ const CSP = helmet.contentSecurityPolicy({
   },
 });
 
+// helmet's default (no-referrer) makes a browser send `Origin: null` with the console's own forms.
+const REFERRER = helmet.referrerPolicy({ policy: 'same-origin' });
+
 const NO_STORE = { 'Cache-Control': 'no-store' };
 const csrfField = { csrf: z.string().max(200).describe("The session's CSRF token (a hidden field of every console form).") };
 const back = z
@@ -144,7 +147,7 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
   };
   const failedLogins = new RateLimiterMemory({ keyPrefix: 'ops-login', points: cfg.OPS_LOGIN_FAILURES_PER_SOURCE, duration: cfg.OPS_LOGIN_WINDOW_SECONDS });
 
-  router.use('/ops', CSP);
+  router.use('/ops', CSP, REFERRER);
 
   const migrationFiles = loadMigrations().then((ms) => ({ files: ms.length, latest: ms[ms.length - 1]?.name ?? '–' }));
   const readiness = async (): Promise<ServerFacts['ready'] & { applied: boolean | null }> => {

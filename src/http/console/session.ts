@@ -48,13 +48,15 @@ export function setCookie(res: Response, req: Request, cfg: Config, name: string
 export const clearCookie = (res: Response, req: Request, cfg: Config, name: string) => setCookie(res, req, cfg, name, '', 0);
 
 /**
- * Why a state-changing request is refused as cross-site, or null. Browsers
- * send Sec-Fetch-Site on every request and Origin on every POST; a client
- * that sends neither (curl) is judged by its CSRF token alone.
+ * Why a state-changing request is refused as cross-site, or null. Current
+ * browsers send Sec-Fetch-Site on every request, older ones at least Origin on
+ * a POST; a client that sends neither (curl) is judged by its CSRF token alone.
  */
 export function crossSiteProblem(req: Request, cfg: Config): string | null {
+  // The browser's own word, where it gives one, decides: it also covers `Origin: null`, which a
+  // same-origin form sends under some referrer policies.
   const site = req.get('sec-fetch-site');
-  if (site !== undefined && site !== 'same-origin' && site !== 'none') return `Sec-Fetch-Site: ${site}`;
+  if (site !== undefined) return site === 'same-origin' || site === 'none' ? null : `Sec-Fetch-Site: ${site}`;
   const origin = req.get('origin');
   if (origin === undefined) return null;
   const allowed = new Set([`${req.protocol}://${req.get('host') ?? ''}`]);

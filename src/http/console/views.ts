@@ -40,7 +40,6 @@ export function layout(ctx: PageContext, body: Html): Html {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="htmx-config" content="${HTMX_CONFIG}">
-<meta name="referrer" content="no-referrer">
 <title>${ctx.title} · clinic-voice-tools console</title>
 <link rel="stylesheet" href="/ops/assets/console.css">
 <script src="/ops/assets/htmx.min.js" defer></script>
@@ -106,7 +105,11 @@ function linkState(l: LinkStatus): { cls: string; word: string; detail: string }
   if (l.credentials === 'undecryptable') return { cls: 'bad', word: 'CREDENTIALS BROKEN', detail: 'the credentials do not decrypt' };
   if (l.health.state === 'down')
     return { cls: 'bad', word: 'DOWN', detail: [l.health.errorClass, l.health.errorCode].filter(Boolean).join(' ') || 'probe failed' };
-  if (l.breaker.shared === 'open' || l.breaker.here === 'open') return { cls: 'bad', word: 'BREAKER OPEN', detail: 'skipped by the engine' };
+  if (l.breaker.shared === 'open') return { cls: 'bad', word: 'BREAKER OPEN', detail: 'skipped by every process' };
+  if (l.breaker.here === 'open' && l.health.state === 'up')
+    // After an outage this process's breaker stays open until its next message for the clinic, its trial send.
+    return { cls: 'warn', word: 'RECOVERING', detail: "the account answers; this process's next message is a trial send" };
+  if (l.breaker.here === 'open') return { cls: 'bad', word: 'BREAKER OPEN', detail: 'skipped by this process' };
   if (l.breaker.here === 'half-open') return { cls: 'warn', word: 'TRIAL', detail: 'one half-open trial send' };
   if (l.health.state === 'up') return { cls: 'ok', word: 'up', detail: `probe ${ms(l.health.latencyMs)}` };
   return { cls: 'none', word: 'unknown', detail: 'no fresh probe' };
@@ -155,7 +158,7 @@ export function clinicsTable(r: StatusReport, series: Map<string, HourBucket[]>,
 <td>${chainList(c)}</td>
 <td>${failoverForm(c, csrf, '/ops')}</td>
 <td class="num">${h.accepted}</td><td class="num">${h.delivered}</td><td class="num${failed ? ' bad' : ''}">${failed}</td>
-<td>${deliveryChart(series.get(c.orgId), 24)}<span class="rate">${pct(h.deliveryRate)}</span></td>
+<td class="nowrap">${deliveryChart(series.get(c.orgId), 24)}<span class="rate">${pct(h.deliveryRate)}</span></td>
 <td class="num">${c.outbox.depth}${c.outbox.oldestDueAgeSeconds !== null ? html`<br><span class="muted">due ${ago(c.outbox.oldestDueAgeSeconds)}</span>` : ''}</td>
 <td class="num">${c.deadLetters ? html`<a href="/ops/dead-letters?org=${c.orgId}" id="dl-${c.orgId}">${c.deadLetters}</a>` : '0'}</td>
 <td class="num">${c.bookingsToday}</td>
