@@ -211,3 +211,33 @@ describe('/metrics', () => {
     }
   });
 });
+
+describe("the console's hourly delivery series", () => {
+  it('buckets the last 24 hours by hour; with its cache, the finished hours are reused and the current one is read fresh', async () => {
+    const { SeriesCache, readDeliverySeries } = await import('../src/sms/status.js');
+    const org = await clinic();
+    const a = await book(h, org);
+    const b = await book(h, org);
+    for (const x of [a, b]) await untilDelivery(x.result.appointmentId, (ds) => ds.some((d) => d.delivery_state === 'delivered'));
+    // One of them three hours ago.
+    await h.owner`UPDATE sms_attempts SET started_at = started_at - interval '3 hours'
+                   WHERE outbox_id = (SELECT id FROM sms_outbox WHERE appointment_id = ${a.result.appointmentId})`;
+    const cache = new SeriesCache();
+    const plain = (await readDeliverySeries(h.runtime.workerSql, { hours: 24 })).get(org.id)!;
+    const cached = (await readDeliverySeries(h.runtime.workerSql, { hours: 24, cache })).get(org.id)!;
+    expect(cached).toEqual(plain);
+    expect(plain).toHaveLength(24);
+    expect(plain.map((x) => x.delivered).reduce((n, d) => n + d)).toBe(2);
+    // Each in the bucket of the hour its attempt started (read back, so an hour turning over mid-test changes nothing).
+    const hours = await h.owner<{ hour: Date }[]>`
+      SELECT date_trunc('hour', a.started_at) AS hour FROM sms_attempts a JOIN sms_outbox o ON o.id = a.outbox_id
+       WHERE o.appointment_id IN (${a.result.appointmentId}, ${b.result.appointmentId}) ORDER BY a.started_at`;
+    expect(hours[1]!.hour.getTime() - hours[0]!.hour.getTime()).toBe(3 * 3_600_000);
+    for (const { hour } of hours) expect(plain.find((x) => x.hour === hour.toISOString())).toMatchObject({ accepted: 1, delivered: 1, rate: 1 });
+    // A new message this hour shows at once, cache or not.
+    const c = await book(h, org);
+    await untilDelivery(c.result.appointmentId, (ds) => ds.some((d) => d.delivery_state === 'delivered'));
+    const latest = (await readDeliverySeries(h.runtime.workerSql, { hours: 24, cache })).get(org.id)!;
+    expect(latest.reduce((n, x) => n + x.delivered, 0)).toBe(3);
+  });
+});

@@ -30,7 +30,7 @@ import { deleteDeadLetter, listDeadLetters, retryDeadLetter, type DeadLetter } f
 import { healthSettings } from '../../sms/health.js';
 import { listMessages } from '../../sms/history.js';
 import { listOptOuts } from '../../sms/opt-outs.js';
-import { lastAcceptedSends, readDeliverySeries, readStatus, type StatusDeps } from '../../sms/status.js';
+import { SeriesCache, lastAcceptedSends, readDeliverySeries, readStatus, type StatusDeps } from '../../sms/status.js';
 import { STARTED_AT, VERSION } from '../../version.js';
 import type { RouteRegistry } from '../registry.js';
 import { randomBytes } from 'node:crypto';
@@ -145,6 +145,7 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
     engine: deps.sms.engine,
     staleMs: healthSettings(cfg).staleMs,
   };
+  const seriesCache = new SeriesCache();
   const failedLogins = new RateLimiterMemory({ keyPrefix: 'ops-login', points: cfg.OPS_LOGIN_FAILURES_PER_SOURCE, duration: cfg.OPS_LOGIN_WINDOW_SECONDS });
 
   router.use('/ops', CSP, REFERRER);
@@ -303,7 +304,7 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
       responses: { 200: { description: 'HTML.', contentType: 'text/html' }, 303: { description: 'Not signed in: to /ops/login.' } },
     },
     async (req, res) => {
-      const [report, series] = await Promise.all([readStatus(statusDeps), readDeliverySeries(workerSql, { hours: 24 })]);
+      const [report, series] = await Promise.all([readStatus(statusDeps), readDeliverySeries(workerSql, { hours: 24, cache: seriesCache })]);
       await page(req, res, 'Overview', 'overview', overviewPage(report, series, opsSession(res).csrf, refresh, notice(req)));
     },
   );
