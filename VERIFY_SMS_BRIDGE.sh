@@ -9,8 +9,9 @@ Usage: ./VERIFY_SMS_BRIDGE.sh [BASE_URL] [--live] [--platform vapi|retell|eleven
 
 Checks a deployment of the clinic voice tools layer by layer and prints one
 PASS/FAIL line each: auth, org check, SMS credentials, provider reachability,
-booking (Vapi and legacy shapes), idempotent replay, smsStatus. Exits non-zero
-on any failure.
+webhook URLs (reachable, refusing unsigned requests, accepting a request
+signed as the provider signs it), booking (Vapi and legacy shapes), idempotent
+replay, smsStatus. Exits non-zero on any failure.
 
   BASE_URL        default http://localhost:3000
   --live          send the confirmation SMS through the clinic's real
@@ -176,6 +177,32 @@ if [ "$(printf '%s' "$DIAG" | status_of)" = 200 ]; then
   fi
 else
   fail "sms credentials" "diagnostics $(answered "$(printf '%s' "$DIAG" | status_of)")"
+fi
+
+# 3b. Provider webhooks: the server posts to each of the clinic's webhook URLs the
+# way the provider would (a self-signed probe): an unsigned request must be
+# refused, and one signed with the clinic's own Twilio auth token accepted. A
+# refused signed probe means the URL Twilio signs is not the one the service
+# checks (PUBLIC_URL / TRUST_PROXY). Only Telnyx can sign Telnyx requests.
+WH=$(http GET '/api/sms/diagnostics?probe=webhooks' '' "${AUTH[@]}")
+if [ "$(printf '%s' "$WH" | status_of)" = 200 ]; then
+  W=$(printf '%s' "$WH" | body_of)
+  COUNT=$(printf '%s' "$W" | json '(j.webhooks || []).length')
+  if [ "${COUNT:-0}" = 0 ]; then
+    info "webhooks" "not checked: no provider in the chain sends webhooks"
+  else
+    i=0
+    while [ "$i" -lt "$COUNT" ]; do
+      LINE=$(printf '%s' "$W" | json "(w => \`\${w.kind} \${w.url} reachable=\${w.reachable} unsigned-refused=\${w.unsignedRefused} signed-accepted=\${w.signedAccepted === null ? 'not-checked' : w.signedAccepted}\`)(j.webhooks[$i])")
+      OK=$(printf '%s' "$W" | json "(w => w.reachable && w.unsignedRefused && w.signedAccepted !== false)(j.webhooks[$i])")
+      KIND=$(printf '%s' "$W" | json "j.webhooks[$i].kind")
+      if [ "$OK" = true ]; then pass "webhook $KIND" "$LINE"
+      else fail "webhook $KIND" "$LINE (check PUBLIC_URL, TRUST_PROXY and that the provider can reach it)"; fi
+      i=$((i + 1))
+    done
+  fi
+else
+  fail "webhooks" "diagnostics $(answered "$(printf '%s' "$WH" | status_of)")"
 fi
 
 # Find two open slots in the next two weeks.

@@ -14,6 +14,11 @@
  *      (target: p99 within SMS_RESPONSE_BUDGET_MS);
  *   5. outbox drain throughput through a relay (the fake receiver signs,
  *      verifies and dedupes as the contract says).
+ *   6. the primary ambiguous for the whole run (hangs, or resets every
+ *      connection, after taking the message), 4 callers booking 30 patients,
+ *      with the fakes' signed receipts coming back to PUBLIC_URL: every
+ *      confirmation delivered without an admin (target 100 %), and every
+ *      duplicate counted (target: counted = true duplicates).
  *
  *   npm run bench:sms            BENCH_DRAIN=5000 BENCH_SAMPLES=200 npm run bench:sms
  *   BENCH_PG_DIAG=1 npm run bench:sms   also prints PostgreSQL time per SQL function after the drain
@@ -22,6 +27,7 @@
  *   BENCH_DRAIN_ONLY=1   only the drain and its ceiling
  *   BENCH_CPU=1          CPU seconds the drain cost in this process, the fakes and PostgreSQL (Linux /proc)
  *   BENCH_RELAY_DRAIN=5000   messages in the relay drain
+ *   BENCH_AMBIGUOUS_MAX_MS=10000   SMS_AMBIGUOUS_MAX_MS for scenario 5 (the default 2 minutes would make it slow)
  */
 import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -35,11 +41,13 @@ import pino from 'pino';
 import postgres from 'postgres';
 import { loadConfig } from '../src/config.js';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
+import { freePort } from '../src/net.js';
 import { createRuntime } from '../src/runtime.js';
 import { generateKeySpec } from '../src/crypto.js';
 import type { Fault } from '../test/fakes/faults.js';
 import { FAKE_RELAY_SECRET } from '../test/fakes/fake-relay.js';
 import { DEFAULT_SNS_ACCOUNT } from '../test/fakes/fake-sns.js';
+import type { ReceiptPlan } from '../test/fakes/receipts.js';
 import { DEFAULT_TELNYX_API_KEY } from '../test/fakes/fake-telnyx.js';
 import { DEFAULT_TWILIO_ACCOUNT as TWILIO } from '../test/fakes/fake-twilio.js';
 
@@ -52,6 +60,7 @@ const DRAIN_TARGET = 1500;
 const CEILING_LOOPS = Number(process.env.BENCH_CEILING_LOOPS ?? 4);
 const DRAIN_ONLY = process.env.BENCH_DRAIN_ONLY === '1';
 const RELAY_DRAIN = Number(process.env.BENCH_RELAY_DRAIN ?? DRAIN);
+const AMBIGUOUS_MAX_MS = Number(process.env.BENCH_AMBIGUOUS_MAX_MS ?? 10_000);
 const ADMIN = `bench-admin-${randomUUID()}`;
 
 /** CPU seconds (user + system) of the given processes so far, from /proc; Linux only. */
@@ -111,11 +120,18 @@ async function main() {
       fakes.on('message', onMsg);
       fakes.send({ ...msg, id });
     });
-  const urls = await new Promise<{ twilioUrl: string; telnyxUrl: string; snsUrl: string; relayUrl: string }>((resolve) =>
+  const urls = await new Promise<{ twilioUrl: string; telnyxUrl: string; snsUrl: string; relayUrl: string; telnyxPublicKey: string }>((resolve) =>
     fakes.once('message', (m: any) => resolve(m)),
   );
   const fault = (provider: 'twilio' | 'telnyx' | 'sns' | 'relay', f: Fault | null) => ask({ type: 'fault', provider, fault: f });
   const counts = () => ask<{ twilio: number; telnyx: number; sns: number; relay: number; twilioRequests: number; relayRequests: number }>({ type: 'counts' });
+  const receipts = (provider: 'twilio' | 'telnyx', plan: ReceiptPlan) => ask({ type: 'receipts', provider, plan });
+  const fakeMessages = async (provider: 'twilio' | 'telnyx') =>
+    (await ask<{ messages: Array<{ id: string; to: string; at: number }> }>({ type: 'messages', provider })).messages;
+  // Scenarios 1-5 as before: no status callbacks. Scenario 6 turns them on.
+  await receipts('twilio', { steps: [] });
+  await receipts('telnyx', { steps: [] });
+  const port = await freePort();
 
   const cfg = loadConfig({
     NODE_ENV: 'test',
@@ -132,6 +148,8 @@ async function main() {
     TWILIO_API_BASE_URL: urls.twilioUrl,
     TELNYX_API_BASE_URL: `${urls.telnyxUrl}/v2`,
     AWS_ENDPOINT_URL_SNS: urls.snsUrl,
+    PUBLIC_URL: `http://127.0.0.1:${port}`,
+    SMS_AMBIGUOUS_MAX_MS: String(AMBIGUOUS_MAX_MS),
   });
   // Logs are produced and serialised as in production, then discarded.
   const log = pino({ level: cfg.LOG_LEVEL }, pino.destination({ dest: '/dev/null', sync: false }));
@@ -149,7 +167,7 @@ async function main() {
     log,
     embedded: false,
   });
-  const server = runtime.app.listen(0, '127.0.0.1');
+  const server = runtime.app.listen(port, '127.0.0.1');
   await new Promise((r) => server.once('listening', r));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const owner = postgres(db.ownerUrl, { max: 4, onnotice: () => {} });
@@ -394,6 +412,95 @@ async function main() {
     const after = await counts();
     const delivered = after.relay - before.relay;
     say(`relay drain: ${ids.length} messages in ${secs.toFixed(2)} s = ${(ids.length / secs).toFixed(0)} msgs/s; relay requests ${after.relayRequests - before.relayRequests}, messages at the receiver ${delivered} (duplicates: ${delivered - ids.length})`);
+  }
+
+  // 6. The primary ambiguous for the whole run, 4 callers, 30 patients, receipts coming back.
+  if (!DRAIN_ONLY) {
+    const PATIENTS = 30;
+    const variants: Array<{ name: string; fault: Fault; twilioPlan: ReceiptPlan }> = [
+      { name: 'primary hangs after taking each message (lookups too), its receipts on time', fault: { kind: 'hang', records: true }, twilioPlan: { steps: ['sent', 'delivered'], delayMs: 300, gapMs: 500 } },
+      { name: 'primary resets every connection after taking the message, its receipts on time', fault: { kind: 'reset', records: true }, twilioPlan: { steps: ['sent', 'delivered'], delayMs: 300, gapMs: 500 } },
+      {
+        name: `primary hangs, its receipts arrive only after SMS_AMBIGUOUS_MAX_MS (${AMBIGUOUS_MAX_MS} ms)`,
+        fault: { kind: 'hang', records: true },
+        twilioPlan: { steps: ['sent', 'delivered'], delayMs: AMBIGUOUS_MAX_MS + 5_000, gapMs: 500 },
+      },
+    ];
+    for (const [vi, v] of variants.entries()) {
+      await receipts('twilio', v.twilioPlan);
+      await receipts('telnyx', { steps: ['sent', 'delivered'], delayMs: 300, gapMs: 500 });
+      await fault('twilio', v.fault);
+      const org = await newClinic([twilioLink, { ...telnyxLink, webhookPublicKey: urls.telnyxPublicKey }]);
+      const client = await api('POST', `/api/admin/orgs/${org.id}/clients`, {});
+      const tok = await fetch(`${base}/oauth/token`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'client_credentials', client_id: client.clientId, client_secret: client.clientSecret }),
+      });
+      const token = ((await tok.json()) as { access_token: string }).access_token;
+      // As a server with SMS_WORKER_ENABLED does: the outbox worker and the receipt sweeps.
+      runtime.sms.worker.start();
+      runtime.sms.receipts.start();
+      const day = DateTime.now().setZone('America/New_York').plus({ days: 5 + dayOffset });
+      dayOffset += 1;
+      const phones: string[] = [];
+      const bookedAt = new Map<string, number>();
+      let n = 0;
+      await Promise.all(
+        Array.from({ length: 4 }, async () => {
+          while (n < PATIENTS) {
+            const i = n++;
+            const phone = `+1312555${String(4000 + vi * 100 + i)}`;
+            phones.push(phone);
+            const at = day.startOf('day').plus({ minutes: 15 * i });
+            bookedAt.set(phone, Date.now());
+            await api('POST', '/api/vapi/tools', {
+              message: {
+                type: 'tool-calls',
+                toolCallList: [{ id: `bench-amb-${randomUUID()}`, type: 'function', function: { name: 'bookClinicAppointment', arguments: { patientName: `Pat ${i}`, patientPhone: phone, appointmentDate: at.toISODate(), appointmentTime: at.toFormat('HH:mm') } } }],
+              },
+            }, token);
+          }
+        }),
+      );
+      const deliveredPatients = async () =>
+        owner<Array<{ to_phone: string; delivered_at: Date }>>`
+          SELECT o.to_phone, min(a.delivered_at) AS delivered_at FROM sms_outbox o JOIN sms_attempts a ON a.outbox_id = o.id
+           WHERE o.org_id = ${org.id} AND a.delivery_state = 'delivered' GROUP BY o.to_phone`;
+      const deadline = Date.now() + AMBIGUOUS_MAX_MS + 60_000;
+      let got = await deliveredPatients();
+      while (got.length < PATIENTS && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 200));
+        got = await deliveredPatients();
+      }
+      // Late receipts (the third variant) come after the failover: give them their time, then count.
+      if (v.twilioPlan.delayMs! > AMBIGUOUS_MAX_MS) await new Promise((r) => setTimeout(r, 8_000));
+      await fault('twilio', null);
+      await runtime.sms.worker.stop();
+      await runtime.sms.receipts.stop();
+      const tw = await fakeMessages('twilio');
+      const tx = await fakeMessages('telnyx');
+      const wanted = new Set(phones);
+      const perPhone = new Map<string, number>();
+      for (const m of [...tw, ...tx]) if (wanted.has(m.to)) perPhone.set(m.to, (perPhone.get(m.to) ?? 0) + 1);
+      // Every fake message to a patient reports delivered in this scenario, so a phone with two messages got two texts.
+      const trueDuplicates = [...perPhone.values()].filter((c) => c > 1).length;
+      const [counted] = await owner<{ n: number }[]>`
+        SELECT count(*)::int AS n FROM sms_attempts a JOIN sms_outbox o ON o.id = a.outbox_id WHERE o.org_id = ${org.id} AND a.duplicate_delivery`;
+      const [dead] = await owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_outbox WHERE org_id = ${org.id} AND status = 'failed'`;
+      const [ambiguous] = await owner<{ n: number }[]>`
+        SELECT count(DISTINCT o.id)::int AS n FROM sms_outbox o JOIN sms_attempts a ON a.outbox_id = o.id
+         WHERE o.org_id = ${org.id} AND a.provider = 'twilio' AND a.error_class = 'ambiguous'`;
+      const final = await deliveredPatients();
+      const waits = final.map((r) => r.delivered_at.getTime() - (bookedAt.get(r.to_phone) ?? 0));
+      say(
+        `ambiguous primary, ${v.name}: delivered ${final.length}/${PATIENTS} (${((100 * final.length) / PATIENTS).toFixed(0)} %) [target 100 %: ${final.length === PATIENTS ? 'MET' : 'NOT MET'}]; ` +
+          `ambiguous sends ${ambiguous!.n}; dead letters ${dead!.n}; admin retries 0; duplicates counted ${counted!.n}, true ${trueDuplicates} [target counted = true: ${counted!.n === trueDuplicates ? 'MET' : 'NOT MET'}]; ` +
+          `booking to delivered receipt ${fmt(waits)}`,
+      );
+    }
+    await receipts('twilio', { steps: [] });
+    await receipts('telnyx', { steps: [] });
   }
 
   const [dups] = await owner<{ n: number }[]>`

@@ -30,6 +30,8 @@ try {
     LOG_LEVEL: 'silent',
     DEMO_CLIENT_ID: 'cli_demo',
     DEMO_CLIENT_SECRET: 'cs_demo_docs_secret_0123456789',
+    // So the webhook URLs in the examples read as a deployment's, not as this run's random port.
+    PUBLIC_URL: 'https://clinic-tools.example.com',
   });
   const secrets = { jwtSecret: 'docs-jwt-secret-0123456789abcdefghijkl', adminToken: ADMIN, credentialsKey: generateKeySpec(), appDbPassword: 'docs-app', workerDbPassword: 'docs-worker', generated: [] };
   const runtime = await createRuntime({ cfg, secrets, ownerUrl: db.ownerUrl, log: pino({ level: 'silent' }), embedded: true });

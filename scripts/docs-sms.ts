@@ -9,6 +9,8 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { DELIVERY_MOVES, DELIVERY_STATES, RECEIPT_ACTIONS } from '../src/sms/delivery.js';
+import { KEYWORD_LIST } from '../src/sms/inbound.js';
 import { MOVES } from '../src/sms/outbox.js';
 import { CODE_TABLES } from '../src/sms/providers/index.js';
 import type { ErrorClass } from '../src/sms/types.js';
@@ -50,9 +52,29 @@ function movesSection(): string {
   return lines.join('\n');
 }
 
+function deliverySection(): string {
+  const lines = ['| state | rank | meaning |', '|---|---|---|'];
+  for (const s of DELIVERY_STATES) lines.push(`| ${s.state} | ${s.rank} | ${s.meaning} |`);
+  lines.push('', '| from | to | made by |', '|---|---|---|');
+  for (const m of DELIVERY_MOVES) lines.push(`| ${m.from ?? '(not accepted)'} | ${m.to} | ${m.by} |`);
+  lines.push('', '| class of a final failure | what follows |', '|---|---|');
+  for (const c of ['provider', 'recipient', 'transient'] as const) lines.push(`| ${c} | ${RECEIPT_ACTIONS[c]} |`);
+  return lines.join('\n');
+}
+
+function keywordsSection(): string {
+  const lines = ['| action | keywords |', '|---|---|'];
+  for (const action of ['opt_out', 'opt_in', 'help'] as const) {
+    lines.push(`| ${action} | ${KEYWORD_LIST.filter((k) => k.action === action).map((k) => k.keyword).join(', ')} |`);
+  }
+  return lines.join('\n');
+}
+
 export type Section = { name: string; render: () => string };
 export const SECTIONS: Section[] = [
   { name: 'outbox-moves', render: movesSection },
+  { name: 'delivery-states', render: deliverySection },
+  { name: 'keywords', render: keywordsSection },
   { name: 'error-codes', render: codesSection },
 ];
 

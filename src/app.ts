@@ -15,6 +15,7 @@ import { smsAdminRouter } from './http/sms-admin.js';
 import { vapiRouter } from './http/vapi.js';
 import { elevenLabsRouter } from './platforms/elevenlabs.js';
 import { retellRouter } from './platforms/retell.js';
+import { webhooksRouter } from './http/webhooks.js';
 import { httpDuration } from './metrics.js';
 import { VERSION } from './version.js';
 
@@ -79,6 +80,7 @@ export function buildApp(deps: AppDeps): App {
   app.use(elevenLabsRouter(deps, registry));
   app.use(adminRouter(deps, registry));
   app.use(smsAdminRouter(deps, registry));
+  app.use(webhooksRouter(deps, registry));
   app.use(openApiRouter(registry, VERSION));
   app.use((_req, _res, next) => next(new AppError(404, 'not_found', 'No such endpoint.')));
   app.use(errorHandler);

@@ -21,8 +21,16 @@ const schema = z.object({
   PORT: intFrom(3000, 0, 65535),
   HOST: z.string().default('0.0.0.0'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  /** Public base URL, used only in the commands printed on first run. */
-  PUBLIC_URL: optionalString,
+  /**
+   * The service's public base URL (scheme, host, optional path prefix): the
+   * status-callback URL named on every send and the webhook URLs shown to
+   * clinics are built on it, and a Twilio signature is checked against it plus
+   * the request's path and query. Unset: no callback URL is named, and the URL
+   * is taken from the request (req.protocol and host, which honour TRUST_PROXY).
+   */
+  PUBLIC_URL: optionalString.refine((v) => v === undefined || /^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/.test(v), {
+    message: 'must be an http(s) URL without query or fragment, e.g. https://tools.example.com',
+  }),
 
   /** Owner/migration connection. Unset: an embedded PostgreSQL is started. */
   DATABASE_URL: optionalString,
@@ -108,8 +116,19 @@ const schema = z.object({
    * answer late before it counts as ambiguous.
    */
   SMS_SDK_TIMEOUT_MARGIN_MS: intFrom(1000, 0, 60_000),
-  /** After this long an ambiguous attempt that still cannot be reconciled is given up on and the message may be resent. */
-  SMS_RECONCILE_WINDOW_MS: intFrom(600_000, 1000, 86_400_000),
+  /**
+   * How long an ambiguous attempt (the provider may have it and cannot say)
+   * waits for evidence, a receipt or a lookup that answers, before the message
+   * fails over once to the next provider. See docs/sms.md for the choice of 2 minutes.
+   */
+  SMS_AMBIGUOUS_MAX_MS: intFrom(120_000, 100, 86_400_000),
+  /** An accepted message with no final receipt after this long is looked up at the provider, once. */
+  SMS_RECEIPT_TIMEOUT_MS: intFrom(600_000, 100, 86_400_000),
+  /**
+   * How far a Telnyx webhook's telnyx-timestamp may be from now. At most 300:
+   * the Telnyx SDK's own verification refuses anything older.
+   */
+  TELNYX_WEBHOOK_TOLERANCE_SECONDS: intFrom(300, 1, 300),
   SMS_LEASE_MS: intFrom(30_000, 200, 3_600_000),
   SMS_WORKER_POLL_MS: intFrom(500, 10, 60_000),
   SMS_WORKER_BATCH: intFrom(20, 1, 500),

@@ -110,3 +110,52 @@ export const tokenThrottled = new client.Counter({
   labelNames: ['by'] as const,
   registers: [registry],
 });
+
+export const smsReceipts = new client.Counter({
+  name: 'sms_receipts_total',
+  help: 'Delivery receipts (webhooks and lookups) by provider, the state they report and what came of them (applied, duplicate, stale, unmatched, deferred)',
+  labelNames: ['provider', 'state', 'outcome'] as const,
+  registers: [registry],
+});
+
+export const smsAsyncFailovers = new client.Counter({
+  name: 'sms_async_failovers_total',
+  help: 'Confirmations sent again elsewhere after the first provider accepted them: a failure receipt (cause receipt) or no evidence within SMS_AMBIGUOUS_MAX_MS (cause ambiguous_timeout), by the provider left',
+  labelNames: ['from', 'cause'] as const,
+  registers: [registry],
+});
+
+export const smsDuplicateDeliveries = new client.Counter({
+  name: 'sms_duplicate_deliveries_total',
+  help: 'Confirmations delivered twice (both attempts have a delivered receipt), by the provider of the second',
+  labelNames: ['provider'] as const,
+  registers: [registry],
+});
+
+export const smsWebhookSignatureFailures = new client.Counter({
+  name: 'sms_webhook_signature_failures_total',
+  help: 'Provider webhooks refused with 403 before anything was done, by provider and reason (missing, malformed, mismatch, stale, replay, unknown_clinic, no_link, no_key)',
+  labelNames: ['provider', 'reason'] as const,
+  registers: [registry],
+});
+
+export const smsWebhookEvents = new client.Counter({
+  name: 'sms_webhook_events_total',
+  help: 'Signed provider webhooks stored, by provider and kind (receipt, inbound, probe, other)',
+  labelNames: ['provider', 'kind'] as const,
+  registers: [registry],
+});
+
+export const smsInbound = new client.Counter({
+  name: 'sms_inbound_total',
+  help: 'Inbound texts by provider and what they were (opt_out, opt_in, help, message, duplicate), and who answered (provider, us, none)',
+  labelNames: ['provider', 'action', 'answered_by'] as const,
+  registers: [registry],
+});
+
+export const smsReceiptLookups = new client.Counter({
+  name: 'sms_receipt_lookups_total',
+  help: 'Lookups of accepted messages whose receipt never came (after SMS_RECEIPT_TIMEOUT_MS), by provider and result (answered, no_news, not_found, failed)',
+  labelNames: ['provider', 'result'] as const,
+  registers: [registry],
+});

@@ -227,9 +227,9 @@ describe("reference receiver's receipts", () => {
       expect(res.status).toBe(204);
       const hooks = relayWebhooks(SECRET);
       const req = { url: sink.url, headers: got[0]!.headers as Record<string, string>, rawBody: got[0]!.raw };
-      expect(hooks.verify(req)).toBe(true);
-      expect(hooks.parseReceipt(req)).toMatchObject({ providerMessageId: 'SM123', status: 'undelivered', code: 'invalid_recipient' });
-      expect(relayWebhooks('another-secret-0123456789abcdefghij').verify(req)).toBe(false);
+      expect(await hooks.verify(req)).toEqual({ ok: true });
+      expect(hooks.parse(req, 'receipt')).toMatchObject({ kind: 'receipt', receipt: { providerMessageId: 'SM123', status: 'undelivered', code: 'invalid_recipient' } });
+      expect(await relayWebhooks('another-secret-0123456789abcdefghij').verify(req)).toEqual({ ok: false, reason: 'mismatch' });
     } finally {
       await sink.close();
     }

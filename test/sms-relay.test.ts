@@ -172,7 +172,7 @@ describe('relay adapter: the answers', () => {
   });
 });
 
-describe('relay receipts: webhooks.verify and parseReceipt', () => {
+describe('relay receipts: webhooks.verify and parse', () => {
   const secret = 'receipt-secret-0123456789abcdef0123456789';
   const now = 1_800_000_000_000;
   const hooks = relayWebhooks(secret, { now: () => now });
@@ -183,42 +183,38 @@ describe('relay receipts: webhooks.verify and parseReceipt', () => {
   });
   const receipt = JSON.stringify({ messageId: 'rly_1', status: 'delivered', at: '2026-12-01T10:00:00.000Z' });
 
-  it('accepts a receipt signed with the link secret, within the tolerance', () => {
-    expect(hooks.verify(signed(receipt))).toBe(true);
-    expect(hooks.verify(signed(receipt, Math.floor(now / 1000) - 299))).toBe(true);
+  it('accepts a receipt signed with the link secret, within the tolerance', async () => {
+    expect(await hooks.verify(signed(receipt))).toEqual({ ok: true });
+    expect(await hooks.verify(signed(receipt, Math.floor(now / 1000) - 299))).toEqual({ ok: true });
   });
 
-  it('refuses a wrong signature, another secret, an altered body, a stale or future timestamp, missing headers', () => {
+  it('refuses a wrong signature, another secret, an altered body, a stale or future timestamp, missing headers', async () => {
     const ts = Math.floor(now / 1000);
-    expect(hooks.verify(signed(receipt, ts, signRelay('another-secret', ts, receipt)))).toBe(false);
-    expect(hooks.verify({ ...signed(receipt), rawBody: receipt.replace('delivered', 'failed') })).toBe(false);
-    expect(hooks.verify(signed(receipt, ts - 301))).toBe(false);
-    expect(hooks.verify(signed(receipt, ts + 301))).toBe(false);
-    expect(hooks.verify(signed(receipt, ts, 'A'.repeat(64)))).toBe(false);
-    expect(hooks.verify(signed(receipt, ts, 'abc'))).toBe(false);
-    expect(hooks.verify({ url: '', headers: {}, rawBody: receipt })).toBe(false);
+    expect((await hooks.verify(signed(receipt, ts, signRelay('another-secret', ts, receipt)))).ok).toBe(false);
+    expect((await hooks.verify({ ...signed(receipt), rawBody: receipt.replace('delivered', 'failed') })).ok).toBe(false);
+    expect(await hooks.verify(signed(receipt, ts - 301))).toEqual({ ok: false, reason: 'stale' });
+    expect((await hooks.verify(signed(receipt, ts + 301))).ok).toBe(false);
+    expect((await hooks.verify(signed(receipt, ts, 'A'.repeat(64)))).ok).toBe(false);
+    expect((await hooks.verify(signed(receipt, ts, 'abc'))).ok).toBe(false);
+    expect(await hooks.verify({ url: '', headers: {}, rawBody: receipt })).toEqual({ ok: false, reason: 'missing' });
   });
 
-  it('reads headers whatever their case', () => {
+  it('reads headers whatever their case', async () => {
     const r = signed(receipt);
     expect(
-      hooks.verify({
+      await hooks.verify({
         ...r,
         headers: { 'X-Relay-Timestamp': r.headers['x-relay-timestamp'], 'X-Relay-Signature': r.headers['x-relay-signature'] },
       }),
-    ).toBe(true);
+    ).toEqual({ ok: true });
   });
 
-  it('parses {messageId, status, code?, at?} and refuses anything else', () => {
-    expect(hooks.parseReceipt(signed(receipt))).toEqual({
-      providerMessageId: 'rly_1',
-      status: 'delivered',
-      at: new Date('2026-12-01T10:00:00.000Z'),
-    });
-    expect(hooks.parseReceipt(signed(JSON.stringify({ messageId: 'rly_2', status: 'undelivered', code: 'invalid_recipient' })))).toEqual({
-      providerMessageId: 'rly_2',
-      status: 'undelivered',
-      code: 'invalid_recipient',
+  it('parses {messageId, status, code?, at?} into a receipt event and refuses anything else', () => {
+    expect(hooks.parse(signed(receipt), 'receipt')).toEqual({ kind: 'receipt', key: 'rly_1:delivered', receipt: { providerMessageId: 'rly_1', status: 'delivered' } });
+    expect(hooks.parse(signed(JSON.stringify({ messageId: 'rly_2', status: 'undelivered', code: 'invalid_recipient' })), 'receipt')).toEqual({
+      kind: 'receipt',
+      key: 'rly_2:undelivered',
+      receipt: { providerMessageId: 'rly_2', status: 'undelivered', code: 'invalid_recipient' },
     });
     for (const bad of [
       'not json',
@@ -227,7 +223,7 @@ describe('relay receipts: webhooks.verify and parseReceipt', () => {
       JSON.stringify({ messageId: 7, status: 'sent' }),
       '[]',
     ]) {
-      expect(hooks.parseReceipt(signed(bad)), bad).toBeNull();
+      expect(hooks.parse(signed(bad), 'receipt'), bad).toBeNull();
     }
   });
 });

@@ -66,7 +66,9 @@ function operation(spec: RouteSpec) {
   };
   if (spec.body) {
     const types =
-      spec.bodyType === 'form'
+      spec.bodyType === 'raw'
+        ? [spec.rawContentType ?? 'application/octet-stream']
+        : spec.bodyType === 'form'
         ? ['application/x-www-form-urlencoded']
         : spec.bodyType === 'form-or-json'
           ? ['application/x-www-form-urlencoded', 'application/json']

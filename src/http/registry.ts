@@ -44,7 +44,13 @@ export interface RouteSpec<Q extends z.ZodType = z.ZodType, B extends z.ZodType 
   query?: Q;
   /** Request body. `json` bodies keep their raw bytes for signature checks. */
   body?: B;
-  bodyType?: 'json' | 'form' | 'form-or-json' | 'any-json';
+  /**
+   * `raw`: the bytes only (req.rawBody), whatever the content type, for
+   * provider webhooks that must verify a signature before anything reads the
+   * body; `rawContentType` is what the provider sends, for the API description.
+   */
+  bodyType?: 'json' | 'form' | 'form-or-json' | 'any-json' | 'raw';
+  rawContentType?: string;
   /**
    * The handler validates the body itself (lenient platform envelopes whose
    * refusals have their own codes); the schema then only describes it.
@@ -159,6 +165,7 @@ export class RouteRegistry {
       (req as Request).rawBody = buf;
     };
     const form = express.urlencoded({ extended: false, limit, parameterLimit: 100, verify: keepRaw });
+    if (spec.bodyType === 'raw') return [express.raw({ limit, type: () => true, verify: keepRaw })];
     if (spec.bodyType === 'form') return [form];
     if (spec.bodyType === 'form-or-json') return [form, express.json({ limit, verify: keepRaw })];
     // Platforms do not always send a JSON content type; their envelope is parsed whatever it says.

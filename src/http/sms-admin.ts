@@ -1,13 +1,17 @@
-import { Router } from 'express';
+import { Router, type Request } from 'express';
 import { z } from 'zod';
 import { isUuid } from '../booking/appointments.js';
 import type { AppDeps } from '../deps.js';
 import { AppError, notFound } from '../errors.js';
-import { getSmsConfig, putSmsConfig, setFailoverEnabled, smsConfigProblem, smsConfigSchema } from '../sms/config.js';
+import { getSmsConfig, putSmsConfig, setFailoverEnabled, smsConfigProblem, smsConfigSchema, type ChainLink, type SmsConfigView } from '../sms/config.js';
 import { deleteDeadLetter, listDeadLetters, retryDeadLetter } from '../sms/dead-letters.js';
+import { getOrg } from '../orgs/orgs.js';
+import { listOptOuts } from '../sms/opt-outs.js';
+import { WEBHOOK_PATHS, publicBase, webhookUrls } from '../sms/webhooks.js';
 import { orgIdParam, pageQuery } from './admin.js';
 import { scopeOf } from './auth.js';
 import type { RouteRegistry } from './registry.js';
+import { PROBE_HEADER } from './webhooks.js';
 
 const NO_STORE = { 'Cache-Control': 'no-store' };
 const EXAMPLE_ID = '5eed0000-0000-4000-8000-000000000001';
@@ -22,6 +26,21 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
   const { workerSql, keyring, cfg } = deps;
   const { chains, worker } = deps.sms;
   const tags = ['sms'];
+
+  /**
+   * The stored chain, plus what to paste into each provider's console: the
+   * webhook URLs on PUBLIC_URL (or, without it, on this request's own URL,
+   * which is only right if providers reach the service at the same address).
+   */
+  const withWebhooks = (req: Request, orgId: string, view: SmsConfigView) => ({
+    ...view,
+    webhooks: {
+      publicUrl: cfg.PUBLIC_URL ?? null,
+      // Without PUBLIC_URL no send names a status callback: receipts come only if the console names one.
+      statusCallbackOnSend: cfg.PUBLIC_URL !== undefined,
+      ...webhookUrls(publicBase(req, cfg.PUBLIC_URL), orgId, view.providers.map((p) => p.kind)),
+    },
+  });
 
   registry.mount(
     router,
@@ -61,7 +80,7 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       chains.invalidate(orgId);
       deps.orgCache.invalidate(orgId);
       req.log.info({ orgId, providers: body.providers.map((p) => p.kind) }, 'sms configuration replaced');
-      res.json(await getSmsConfig(deps.sql, keyring, orgId));
+      res.json(withWebhooks(req, orgId, (await getSmsConfig(deps.sql, keyring, orgId))!));
     },
   );
 
@@ -72,14 +91,41 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       path: '/api/admin/orgs/:id/sms',
       access: 'admin',
       tags,
-      summary: "Read a clinic's SMS provider chain (no credentials)",
-      responses: { 200: { description: 'The chain, credentials masked.' }, 404: { description: 'SMS is not configured for this org.' } },
+      summary: "Read a clinic's SMS provider chain (no credentials) and the webhook URLs to paste into each provider's console",
+      responses: {
+        200: { description: 'The chain, credentials masked; `webhooks`: the Twilio inbound and status-callback URLs and the Telnyx webhook URL.' },
+        404: { description: 'SMS is not configured for this org.' },
+      },
       example: { params: { id: EXAMPLE_ID } },
     },
     async (req, res) => {
-      const view = await getSmsConfig(deps.sql, keyring, orgIdParam(req));
+      const orgId = orgIdParam(req);
+      const view = await getSmsConfig(deps.sql, keyring, orgId);
       if (!view) throw new AppError(404, 'not_found', 'SMS is not configured for this org.');
-      res.json(view);
+      res.json(withWebhooks(req, orgId, view));
+    },
+  );
+
+  registry.mount(
+    router,
+    {
+      method: 'get',
+      path: '/api/admin/orgs/:id/opt-outs',
+      access: 'admin',
+      tags,
+      summary: "The clinic's opt-out registry: phones that get no texts on any provider, newest first",
+      description:
+        'Written by STOP (and its synonyms) on any provider, by a provider refusing a send to a phone that opted out there (21610, ' +
+        '40300), and removed by START. Phones masked unless `unmask=true`.',
+      query: z.object({ ...pageQuery, unmask: z.enum(['true', 'false']).transform((v) => v === 'true').optional() }),
+      responses: { 200: { description: '`{items:[{id, phone, source, optedOutAt, previousOptOuts}], next}`' }, 404: { description: 'not_found' } },
+      example: { params: { id: EXAMPLE_ID }, query: { limit: '50' } },
+    },
+    async (req, res, { query }) => {
+      const orgId = orgIdParam(req);
+      if (!(await getOrg(deps.sql, orgId))) throw notFound('org');
+      const page = await listOptOuts(deps.sql, orgId, query);
+      res.set(NO_STORE).json(page);
     },
   );
 
@@ -180,10 +226,20 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       path: '/api/sms/diagnostics',
       access: 'clinic',
       tags,
-      summary: "The token's clinic: do its SMS credentials decrypt, do its providers answer",
-      responses: { 200: { description: '`{configured, enabled, providers:[{position, kind, decrypts, senders, reachable}]}`' } },
+      summary: "The token's clinic: do its SMS credentials decrypt, do its providers answer, do its webhook URLs work",
+      description:
+        '`probe=webhooks` also POSTs to each provider webhook URL of the clinic (on PUBLIC_URL): an unsigned request must be refused ' +
+        'with 403, and for Twilio a request signed with the clinic\'s own auth token, as Twilio would sign it, must be accepted (200). ' +
+        'Telnyx requests cannot be signed here (only Telnyx holds its private key), so for Telnyx only reachability and the refusal are checked.',
+      query: z.object({ probe: z.enum(['webhooks']).optional() }),
+      responses: {
+        200: {
+          description:
+            '`{configured, enabled, providers:[{position, kind, decrypts, senders, reachable}], webhooks?:[{position, kind, url, reachable, unsignedRefused, signedAccepted}]}`',
+        },
+      },
     },
-    async (req, res) => {
+    async (req, res, { query }) => {
       const { org } = scopeOf(res);
       chains.invalidate(org.id);
       const chain = await chains.load(org.id);
@@ -202,10 +258,48 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
         ...chain.broken.map(async (b) => ({ position: b.position, kind: b.kind, decrypts: false, senders: 0, reachable: null })),
       ]);
       providers.sort((a, b) => a.position - b.position);
+      const webhooks = query.probe === 'webhooks' ? await probeWebhooks(publicBase(req, cfg.PUBLIC_URL), org.id, chain.links) : undefined;
       req.log.info({ orgId: org.id }, 'sms diagnostics');
-      res.json({ configured: true, enabled: chain.enabled, providers });
+      res.json({ configured: true, enabled: chain.enabled, providers, ...(webhooks ? { webhooks } : {}) });
     },
   );
 
   return router;
+}
+
+/** One POST to a webhook URL of ours; 0 when nothing answered. */
+async function post(url: string, headers: Record<string, string>, body: string): Promise<number> {
+  try {
+    const res = await fetch(url, { method: 'POST', headers: { ...headers, [PROBE_HEADER]: '1' }, body, signal: AbortSignal.timeout(5_000) });
+    await res.arrayBuffer();
+    return res.status;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Our own webhook URLs, called the way providers call them: reachable at all,
+ * refusing an unsigned request, and (where we can sign as the provider does)
+ * accepting a signed one. A signed probe that is refused means the URL the
+ * provider signs is not the URL this service checks: PUBLIC_URL or TRUST_PROXY.
+ */
+async function probeWebhooks(base: string, orgId: string, links: ChainLink[]) {
+  const out = [];
+  for (const l of links) {
+    if (l.kind !== 'twilio' && l.kind !== 'telnyx') continue;
+    const url = `${base}${l.kind === 'twilio' ? WEBHOOK_PATHS.twilioStatus(orgId) : WEBHOOK_PATHS.telnyx(orgId)}`;
+    const unsigned = await post(url, { 'content-type': l.kind === 'twilio' ? 'application/x-www-form-urlencoded' : 'application/json' }, l.kind === 'twilio' ? 'MessageSid=SMprobe' : '{}');
+    const signed = l.provider.webhooks?.probeRequest?.(url);
+    const signedStatus = signed ? await post(url, signed.headers, signed.body) : null;
+    out.push({
+      position: l.position,
+      kind: l.kind,
+      url,
+      reachable: unsigned !== 0,
+      unsignedRefused: unsigned === 403,
+      signedAccepted: signedStatus === null ? null : signedStatus === 200,
+    });
+  }
+  return out;
 }

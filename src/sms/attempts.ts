@@ -38,6 +38,11 @@ export interface AttemptLog {
       optOut?: boolean | undefined;
     },
   ): Promise<void>;
+  /**
+   * Gives up on an ambiguous attempt before failing over, unless a receipt
+   * proved it meanwhile (then `gaveUp` is false and the message is sent).
+   */
+  giveUp(msg: EngineMessage, attemptId: number, message: string): Promise<{ gaveUp: boolean; providerMessageId?: string | null }>;
   /** A provider passed over without a call (breaker open, no sender numbers). */
   skip(msg: EngineMessage, link: ChainLink, reason: { errorClass: string; code: string; message: string }): Promise<void>;
 }
@@ -93,6 +98,11 @@ export function sqlAttemptLog(sql: Sql, batch = { maxBatch: 500, maxInFlight: 2 
         SELECT sms_finish_attempt(${msg.orgId}::uuid, ${attemptId}, ${r.outcome}, ${r.errorClass ?? null},
                                   ${r.code ?? null}, ${scrubPhones(r.message) ?? null}, ${null},
                                   ${r.latencyMs ?? null}, ${r.optOut ?? false}, ${msg.leaseHolder})`;
+    },
+    async giveUp(msg, attemptId, message) {
+      const [row] = await sql<{ r: { gaveUp: boolean; providerMessageId?: string | null } }[]>`
+        SELECT sms_give_up_attempt(${msg.orgId}::uuid, ${attemptId}, ${msg.leaseHolder}, ${message}) AS r`;
+      return row!.r;
     },
     async skip(msg, link, reason) {
       await sql`

@@ -6,7 +6,7 @@ import { withOrg, type Tx } from '../db/pool.js';
 import type { Config } from '../config.js';
 import { decryptSecret, encryptSecret, needsReencrypt, type Keyring } from '../crypto.js';
 import { LRUCache } from 'lru-cache';
-import { createProvider, type Credentials } from './providers/index.js';
+import { createProvider, type Credentials, type LinkSettings } from './providers/index.js';
 import { relayUrlProblem } from './providers/relay.js';
 import { createSandboxProvider } from './providers/sandbox.js';
 import type { ProviderKind, SmsProvider } from './types.js';
@@ -28,6 +28,13 @@ const pool = z.array(e164).min(1).max(100);
 
 /** Per link: how long one attempt may take before it counts as timed out (default SMS_ATTEMPT_TIMEOUT_MS). */
 const attemptTimeoutMs = z.number().int().min(100).max(60_000).optional();
+/** An Ed25519 public key as the Telnyx portal shows it: standard base64 of exactly 32 bytes. */
+const ed25519PublicKey = z
+  .string()
+  .max(64)
+  .refine((v) => /^[A-Za-z0-9+/]{43}=$/.test(v) && Buffer.from(v, 'base64').length === 32, {
+    message: 'must be the base64 of a 32-byte Ed25519 public key (Telnyx portal: Keys & Credentials > Public Key)',
+  });
 
 const twilioLink = z.object({
   kind: z.literal('twilio'),
@@ -35,6 +42,13 @@ const twilioLink = z.object({
   authToken: z.string().min(16).max(128),
   senderNumbers: pool,
   attemptTimeoutMs,
+  keywordReplies: z
+    .enum(['twilio', 'ours'])
+    .optional()
+    .describe(
+      'Who answers STOP/START/HELP texted to this account: `twilio` (default: Twilio\'s own keyword handling or a Messaging ' +
+        'Service\'s Advanced Opt-Out replies) or `ours` (Twilio keyword handling is switched off for the account, or a standalone short code).',
+    ),
 });
 const telnyxLink = z.object({
   kind: z.literal('telnyx'),
@@ -42,6 +56,9 @@ const telnyxLink = z.object({
   messagingProfileId: z.string().max(100).optional(),
   senderNumbers: pool,
   attemptTimeoutMs,
+  webhookPublicKey: ed25519PublicKey
+    .optional()
+    .describe("The account's webhook signing key (base64, 32 bytes). Without it every Telnyx webhook for this clinic is refused."),
 });
 /** The sandbox sends nothing, so its sender is only a label: Twilio's test number unless one is given. */
 const SANDBOX_SENDER = '+15005550006';
@@ -82,6 +99,7 @@ export const smsConfigSchema = z.object({
   rateLimitPerHour: z.number().int().min(1).max(1000).optional(),
   /** Use links after position 0. Omitted: unchanged, and NEW_CLINIC_FAILOVER for a clinic's first configuration. */
   failoverEnabled: z.boolean().optional(),
+  contactPhone: e164.optional().describe('The number HELP answers name (with the clinic name), in E.164.'),
   providers: z.array(z.discriminatedUnion('kind', [twilioLink, telnyxLink, sandboxLink, snsLink, relayLink])).min(1).max(5),
 });
 export type SmsConfigInput = z.infer<typeof smsConfigSchema>;
@@ -114,7 +132,15 @@ export interface SmsConfigView {
   enabled: boolean;
   rateLimitPerHour: number;
   failoverEnabled: boolean;
-  providers: SmsLinkView[];
+  contactPhone: string | null;
+  providers: Array<SmsLinkView & LinkSettings>;
+}
+
+/** The settings of a link that are not secret, as stored in sms_providers.link_settings. */
+function linkSettingsOf(link: SmsConfigInput['providers'][number]): LinkSettings {
+  if (link.kind === 'twilio') return { keywordReplies: link.keywordReplies ?? 'twilio' };
+  if (link.kind === 'telnyx') return link.webhookPublicKey ? { webhookPublicKey: link.webhookPublicKey } : {};
+  return {};
 }
 
 function credentialsOf(link: SmsConfigInput['providers'][number]): Credentials {
@@ -161,18 +187,19 @@ export async function putSmsConfig(sql: Sql, keyring: Keyring, orgId: string, in
     const [prior] = await tx<{ failover_enabled: boolean }[]>`SELECT failover_enabled FROM sms_settings WHERE org_id = ${orgId} FOR UPDATE`;
     const failover = input.failoverEnabled ?? prior?.failover_enabled ?? NEW_CLINIC_FAILOVER;
     await tx`
-      INSERT INTO sms_settings (org_id, enabled, rate_limit_per_hour, failover_enabled)
-      VALUES (${orgId}, ${input.enabled}, ${input.rateLimitPerHour ?? defaultLimit}, ${failover})
+      INSERT INTO sms_settings (org_id, enabled, rate_limit_per_hour, failover_enabled, contact_phone)
+      VALUES (${orgId}, ${input.enabled}, ${input.rateLimitPerHour ?? defaultLimit}, ${failover}, ${input.contactPhone ?? null})
       ON CONFLICT (org_id) DO UPDATE
         SET enabled = EXCLUDED.enabled, rate_limit_per_hour = EXCLUDED.rate_limit_per_hour,
-            failover_enabled = EXCLUDED.failover_enabled, updated_at = now()`;
+            failover_enabled = EXCLUDED.failover_enabled, contact_phone = EXCLUDED.contact_phone, updated_at = now()`;
     await auditFailover(tx, orgId, prior?.failover_enabled ?? null, failover, actor);
     await tx`DELETE FROM sms_providers WHERE org_id = ${orgId}`;
     for (const [position, link] of input.providers.entries()) {
       const enc = link.kind === 'sandbox' ? null : encryptSecret(keyring, JSON.stringify(credentialsOf(link)), aad(orgId, position, link.kind));
       await tx`
-        INSERT INTO sms_providers (org_id, position, kind, credentials_enc, sender_numbers, attempt_timeout_ms)
-        VALUES (${orgId}, ${position}, ${link.kind}, ${enc}, ${senderPool(link)}, ${link.attemptTimeoutMs ?? null})`;
+        INSERT INTO sms_providers (org_id, position, kind, credentials_enc, sender_numbers, attempt_timeout_ms, link_settings)
+        VALUES (${orgId}, ${position}, ${link.kind}, ${enc}, ${senderPool(link)}, ${link.attemptTimeoutMs ?? null},
+                ${tx.json(linkSettingsOf(link) as Record<string, string>)})`;
     }
     return true;
   });
@@ -200,6 +227,7 @@ export interface StoredLink {
   kind: ProviderKind;
   credentials_enc: string | null;
   attempt_timeout_ms: number | null;
+  link_settings: LinkSettings;
 }
 
 interface ProviderRow {
@@ -208,6 +236,7 @@ interface ProviderRow {
   credentials_enc: string | null;
   sender_numbers: string[];
   attempt_timeout_ms: number | null;
+  link_settings: LinkSettings;
 }
 
 const mask = (s: string) => `${s.slice(0, 4)}…${s.slice(-4)}`;
@@ -228,15 +257,16 @@ function hintOf(c: Credentials | null): Pick<SmsLinkView, 'account' | 'region' |
 
 export async function getSmsConfig(sql: Sql, keyring: Keyring, orgId: string): Promise<SmsConfigView | null> {
   return withOrg(sql, orgId, async (tx) => {
-    const [settings] = await tx<{ enabled: boolean; rate_limit_per_hour: number; failover_enabled: boolean }[]>`
-      SELECT enabled, rate_limit_per_hour, failover_enabled FROM sms_settings`;
+    const [settings] = await tx<{ enabled: boolean; rate_limit_per_hour: number; failover_enabled: boolean; contact_phone: string | null }[]>`
+      SELECT enabled, rate_limit_per_hour, failover_enabled, contact_phone FROM sms_settings`;
     if (!settings) return null;
     const rows = await tx<ProviderRow[]>`
-      SELECT position, kind, credentials_enc, sender_numbers, attempt_timeout_ms FROM sms_providers ORDER BY position`;
+      SELECT position, kind, credentials_enc, sender_numbers, attempt_timeout_ms, link_settings FROM sms_providers ORDER BY position`;
     return {
       enabled: settings.enabled,
       rateLimitPerHour: settings.rate_limit_per_hour,
       failoverEnabled: settings.failover_enabled,
+      contactPhone: settings.contact_phone,
       providers: rows.map((r) => {
         let hint: ReturnType<typeof hintOf>;
         try {
@@ -251,6 +281,7 @@ export async function getSmsConfig(sql: Sql, keyring: Keyring, orgId: string): P
           credentials: r.credentials_enc ? ('configured' as const) : ('none' as const),
           ...hint,
           ...(r.attempt_timeout_ms !== null ? { attemptTimeoutMs: r.attempt_timeout_ms } : {}),
+          ...r.link_settings,
         };
       }),
     };
@@ -267,6 +298,7 @@ export interface ChainLink {
   attemptTimeoutMs?: number;
   /** The key of this link's shared health record (health.ts); absent on dry runs. */
   healthKey?: string;
+  settings: LinkSettings;
 }
 
 export interface LoadedChain {
@@ -338,7 +370,7 @@ export class ChainLoader {
       const [settings] = await tx<{ enabled: boolean; failover_enabled: boolean }[]>`SELECT enabled, failover_enabled FROM sms_settings`;
       if (!settings) return null;
       const rows = await tx<ProviderRow[]>`
-        SELECT position, kind, credentials_enc, sender_numbers, attempt_timeout_ms FROM sms_providers ORDER BY position`;
+        SELECT position, kind, credentials_enc, sender_numbers, attempt_timeout_ms, link_settings FROM sms_providers ORDER BY position`;
       const chain: LoadedChain = { enabled: settings.enabled, failoverEnabled: settings.failover_enabled, links: [], broken: [] };
       for (const r of rows) {
         try {
@@ -349,6 +381,7 @@ export class ChainLoader {
             provider,
             pool: r.sender_numbers,
             healthKey,
+            settings: r.link_settings,
             ...(r.attempt_timeout_ms !== null ? { attemptTimeoutMs: r.attempt_timeout_ms } : {}),
           });
           if (r.credentials_enc && needsReencrypt(this.keyring, r.credentials_enc)) {
@@ -380,7 +413,7 @@ export class ChainLoader {
    */
   client(orgId: string, r: StoredLink): { provider: SmsProvider; healthKey: string } {
     const slot = `${orgId}|${r.position}`;
-    const blob = `${r.kind}|${r.attempt_timeout_ms ?? ''}|${r.credentials_enc ?? ''}`;
+    const blob = `${r.kind}|${r.attempt_timeout_ms ?? ''}|${r.credentials_enc ?? ''}|${JSON.stringify(r.link_settings)}`;
     const kept = this.built.get(slot);
     if (kept && kept.blob === blob) return kept;
     const built = { blob, ...this.build(orgId, r) };
@@ -402,7 +435,8 @@ export class ChainLoader {
       sdkTimeoutMarginMs: this.cfg.SMS_SDK_TIMEOUT_MARGIN_MS,
       baseUrls: { twilio: this.cfg.TWILIO_API_BASE_URL, telnyx: this.cfg.TELNYX_API_BASE_URL, sns: this.cfg.AWS_ENDPOINT_URL_SNS },
       orgId,
-    });
+      telnyxWebhookToleranceSeconds: this.cfg.TELNYX_WEBHOOK_TOLERANCE_SECONDS,
+    }, r.link_settings);
     const fp = createHash('sha256').update(`sms-health:${plain}`).digest('hex').slice(0, 16);
     return { provider, healthKey: healthKeyOf(provider.accountKey, fp) };
   }

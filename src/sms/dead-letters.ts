@@ -27,6 +27,8 @@ interface FailedRow {
   /** failed_at in microseconds since the epoch, as text: a Date would drop the microseconds the ORDER BY uses. */
   failed_us: string;
   provider_attempts: number;
+  delivery: string | null;
+  resend_of: string | null;
 }
 
 const view = (r: FailedRow) => ({
@@ -43,6 +45,11 @@ const view = (r: FailedRow) => ({
   errorCode: r.last_error_code,
   runs: r.attempts,
   providerAttempts: Number(r.provider_attempts),
+  // What reached the patient, across the confirmation (this row and the row it resends or that resends it):
+  // delivered when any attempt was, else the latest state. A retry is refused once it is delivered,
+  // or accepted without a failure receipt since.
+  deliveryState: r.delivery,
+  resendOf: r.resend_of,
   createdAt: r.created_at.toISOString(),
   failedAt: r.failed_at.toISOString(),
 });
@@ -70,7 +77,15 @@ export async function listDeadLetters(
     SELECT o.id, o.org_id, o.appointment_id, o.kind, o.to_phone, o.body, o.attempts, o.provider, o.last_error,
            o.last_error_class, o.last_error_code, o.failure_reason, o.created_at, o.failed_at,
            (extract(epoch FROM o.failed_at) * 1000000)::bigint::text AS failed_us,
-           (SELECT count(*) FROM sms_attempts a WHERE a.outbox_id = o.id AND a.outcome <> 'skipped') AS provider_attempts
+           (SELECT count(*) FROM sms_attempts a WHERE a.outbox_id = o.id AND a.outcome <> 'skipped') AS provider_attempts,
+           o.resend_of,
+           COALESCE((SELECT 'delivered' FROM sms_attempts a JOIN sms_outbox g ON g.id = a.outbox_id
+                      WHERE g.org_id = o.org_id AND (g.id = COALESCE(o.resend_of, o.id) OR g.resend_of = COALESCE(o.resend_of, o.id))
+                        AND a.delivery_state = 'delivered' LIMIT 1),
+                    (SELECT a.delivery_state FROM sms_attempts a JOIN sms_outbox g ON g.id = a.outbox_id
+                      WHERE g.org_id = o.org_id AND (g.id = COALESCE(o.resend_of, o.id) OR g.resend_of = COALESCE(o.resend_of, o.id))
+                        AND a.delivery_state IS NOT NULL
+                      ORDER BY a.id DESC LIMIT 1)) AS delivery
       FROM sms_outbox o
      WHERE o.status = 'failed'
        ${q.orgId ? sql`AND o.org_id = ${q.orgId}` : sql``}

@@ -3,13 +3,13 @@ import pRetry from 'p-retry';
 import pTimeout, { TimeoutError } from 'p-timeout';
 import type { Logger } from 'pino';
 import { scrubPhones } from '../log.js';
-import { smsAttemptDuration, smsAttempts, smsFailovers } from '../metrics.js';
+import { smsAsyncFailovers, smsAttemptDuration, smsAttempts, smsFailovers } from '../metrics.js';
 import type { AttemptLog, EngineMessage } from './attempts.js';
 import { Breakers, type SharedHealth } from './breakers.js';
 import type { ChainLink } from './config.js';
 import type { FailureDetail, InFlightAttempt, Settlement } from './outbox.js';
 import { pickSender } from './sticky.js';
-import { ProviderSendError, type SendAccepted } from './types.js';
+import { ProviderSendError, type ProviderKind, type SendAccepted } from './types.js';
 
 export type { EngineMessage } from './attempts.js';
 
@@ -22,7 +22,11 @@ export type { EngineMessage } from './attempts.js';
  *   - recipient errors stop everything (no other carrier can fix a bad number,
  *     and resending after STOP is a compliance breach);
  *   - ambiguous outcomes (timeout after the request left) are reconciled with
- *     the provider before anything is resent anywhere.
+ *     the provider before anything is resent anywhere; with no answer the
+ *     message waits for evidence (a receipt or a later lookup) and fails over
+ *     once after SMS_AMBIGUOUS_MAX_MS;
+ *   - a resend row (a failure receipt after acceptance) walks only the links
+ *     after the account that failed.
  *
  * Each attempt runs under a per-(org, account) circuit breaker and a per-attempt
  * timeout; an open (or probing) breaker sends the message straight on to the
@@ -57,11 +61,15 @@ export interface EngineOptions {
    */
   lateAnswerGraceMs: number;
   /**
-   * After this long, an ambiguous attempt that still cannot be reconciled is
-   * given up on and the message is sent again: a late duplicate is judged
-   * better than a confirmation that never arrives.
+   * After this long without evidence (no receipt, no lookup that answers), an
+   * ambiguous attempt is given up on and the message fails over once to the
+   * next provider: a late duplicate is judged better than a confirmation that
+   * never arrives. The attempt stays receivable: a late receipt for it is
+   * still recorded, and a second delivery counted as a duplicate.
    */
-  reconcileWindowMs: number;
+  ambiguousMaxMs: number;
+  /** The status-callback URL to name on a send, or undefined to name none (PUBLIC_URL unset). */
+  callbackUrl?: (kind: ProviderKind, orgId: string, outboxId: string) => string | undefined;
 }
 
 /** A lookup may also find a message created a little before the attempt's own clock said it started. */
@@ -87,25 +95,46 @@ export class SmsEngine {
   }
 
   /**
-   * `failover: false` (the clinic's switch) walks position 0 alone; an attempt a
-   * previous run left in flight is still reconciled against the whole chain.
+   * One delivery run. `failover: false` (the clinic's switch) walks position 0
+   * alone. `resendAfter` (a resend row) names the account whose failure receipt
+   * this message replaces: only the links after it are tried, and with the
+   * switch off there are none. An attempt a previous run left in flight is
+   * reconciled against the whole chain: it may be on a link the switch now
+   * leaves out.
    */
-  async deliver(msg: EngineMessage, chain: ChainLink[], inFlight: InFlightAttempt | null, opts: { failover?: boolean } = {}): Promise<DeliveryResult> {
+  async deliver(
+    msg: EngineMessage,
+    chain: ChainLink[],
+    inFlight: InFlightAttempt | null,
+    opts: { failover?: boolean; resendAfter?: string | null } = {},
+  ): Promise<DeliveryResult> {
     await this.breakers.ready();
-    let links = opts.failover === false ? chain.filter((l) => l.position === 0) : chain;
+    const failover = opts.failover !== false;
+    const primaryOnly = chain.filter((l) => l.position === 0);
+    let links = failover ? chain : primaryOnly;
+    if (opts.resendAfter) {
+      links = failover ? linksAfter(chain, opts.resendAfter) : [];
+      if (links.length === 0) {
+        const message = failover ? 'no other provider in the chain to resend through' : 'failover is switched off for this clinic';
+        return { status: 'failed', reason: 'no_failover_provider', message };
+      }
+    }
     if (inFlight) {
       const settled = await this.reconcile(msg, chain, inFlight);
       if (settled.kind === 'settled') return settled.result;
       // A resend to the same provider under the same idempotency key; once it is
       // accepted, the settle marks the earlier attempt as superseded.
       if (settled.kind === 'same_provider_only') links = settled.links;
+      // No evidence within SMS_AMBIGUOUS_MAX_MS: once to the next provider, or,
+      // with the switch off, again on the primary alone.
+      if (settled.kind === 'fail_over') return failover ? this.walk(msg, settled.links, true) : this.walk(msg, primaryOnly);
     }
-    return this.walk(msg, links);
+    return this.walk(msg, links, Boolean(opts.resendAfter));
   }
 
   /** Tries each link in order until one accepts, a recipient error stops the walk, or an ambiguous attempt must wait. */
-  private async walk(msg: EngineMessage, links: ChainLink[]): Promise<DeliveryResult> {
-    let failedOver = false;
+  private async walk(msg: EngineMessage, links: ChainLink[], startFailedOver = false): Promise<DeliveryResult> {
+    let failedOver = startFailedOver;
     let last: ProviderSendError | undefined;
     for (const [i, link] of links.entries()) {
       const next = links[i + 1];
@@ -153,8 +182,9 @@ export class SmsEngine {
         const found = await this.lookup(msg, link, r.from, new Date(r.startedAt - LOOKUP_SLACK_MS));
         if (found === 'unknown') {
           // The provider may have it and cannot tell us: resending anywhere risks
-          // a duplicate. The attempt stays in flight for the next run to reconcile.
-          return { status: 'pending', reason: 'ambiguous_unreconciled', ...detail(e, link) };
+          // a duplicate. The attempt stays in flight and the message waits for
+          // evidence (its receipt, or a later lookup) without using up its runs.
+          return { status: 'pending', reason: 'ambiguous_unreconciled', ...detail(e, link), wait: { from: new Date(r.startedAt).toISOString() } };
         }
         if (found) {
           return {
@@ -227,6 +257,7 @@ export class SmsEngine {
     const startedAt = Date.now();
     const started = performance.now();
     const abort = new AbortController();
+    const statusCallbackUrl = this.opts.callbackUrl?.(link.kind, msg.orgId, msg.id);
     const sending = link.provider.send({
       to: msg.to,
       from: from ?? preferred ?? '',
@@ -236,6 +267,7 @@ export class SmsEngine {
       messageId: msg.id,
       orgId: msg.orgId,
       ...(msg.run !== undefined ? { attempt: msg.run } : {}),
+      ...(statusCallbackUrl ? { statusCallbackUrl } : {}),
     });
     let accepted: SendAccepted;
     try {
@@ -317,7 +349,12 @@ export class SmsEngine {
     msg: EngineMessage,
     chain: ChainLink[],
     prior: InFlightAttempt,
-  ): Promise<{ kind: 'settled'; result: DeliveryResult } | { kind: 'not_found' } | { kind: 'same_provider_only'; links: ChainLink[] }> {
+  ): Promise<
+    | { kind: 'settled'; result: DeliveryResult }
+    | { kind: 'not_found' }
+    | { kind: 'same_provider_only'; links: ChainLink[] }
+    | { kind: 'fail_over'; links: ChainLink[] }
+  > {
     const link = chain.find((l) => l.provider.accountKey === prior.accountKey);
     const started = new Date(prior.startedAt).getTime();
     const found = link ? await this.lookup(msg, link, prior.from, new Date(started - LOOKUP_SLACK_MS)) : 'unknown';
@@ -339,10 +376,35 @@ export class SmsEngine {
       await this.attempts.close(msg, prior.attemptId, { outcome: 'failed', errorClass: 'ambiguous', code: 'NOT_FOUND', message: 'not found at provider on reconcile' });
       return { kind: 'not_found' };
     }
-    if (Date.now() - started > this.opts.reconcileWindowMs) {
-      await this.attempts.close(msg, prior.attemptId, { outcome: 'failed', errorClass: 'ambiguous', code: 'UNRECONCILED', message: 'reconcile window passed; resending' });
-      this.log.warn({ outboxId: msg.id, provider: prior.provider }, 'sms attempt could not be reconciled within the window; resending');
-      return { kind: 'not_found' };
+    // The wait counts from the first ambiguous attempt of this message: a
+    // provider resent under its idempotency key must not restart it.
+    const since = Math.min(started, prior.waitingSince ? new Date(prior.waitingSince).getTime() : started);
+    if (Date.now() - since >= this.opts.ambiguousMaxMs) {
+      const next = linksAfter(chain, prior.accountKey);
+      if (next.length > 0) {
+        // Still receivable: a late receipt for it is recorded, and counted as a
+        // duplicate if both texts arrive. A receipt that came during this very
+        // run wins: the message was sent after all.
+        const given = await this.attempts.giveUp(msg, prior.attemptId, 'no receipt or lookup within SMS_AMBIGUOUS_MAX_MS; failed over');
+        if (!given.gaveUp) {
+          return {
+            kind: 'settled',
+            result: {
+              status: 'sent',
+              provider: link?.kind ?? (prior.provider as ProviderKind),
+              providerMessageId: given.providerMessageId ?? null,
+              from: prior.from,
+              failedOver: false,
+              reconciled: true,
+            },
+          };
+        }
+        smsAsyncFailovers.inc({ from: prior.provider, cause: 'ambiguous_timeout' });
+        this.log.warn({ outboxId: msg.id, provider: prior.provider, waitedMs: Date.now() - since }, 'sms ambiguous attempt not settled in time; failing over');
+        return { kind: 'fail_over', links: next };
+      }
+      // Nothing after it in the chain: resending on a provider that may have it
+      // (and cannot say) would risk the duplicate for nothing. Keep waiting.
     }
     // The provider cannot tell us. A provider that honours idempotency keys
     // (Telnyx) can be asked again with the same key; anything else waits.
@@ -355,10 +417,17 @@ export class SmsEngine {
         errorClass: 'ambiguous',
         code: 'UNRECONCILED',
         provider: prior.provider,
-        message: 'previous attempt may have been accepted; waiting to reconcile',
+        message: 'previous attempt may have been accepted; waiting for its receipt or a lookup',
+        wait: { from: new Date(since).toISOString() },
       },
     };
   }
+}
+
+/** The links after the one with `accountKey`; every other link when it is no longer in the chain. */
+export function linksAfter(chain: ChainLink[], accountKey: string): ChainLink[] {
+  const i = chain.findIndex((l) => l.provider.accountKey === accountKey);
+  return i < 0 ? chain.filter((l) => l.provider.accountKey !== accountKey) : chain.slice(i + 1);
 }
 
 function detail(e: ProviderSendError, link?: ChainLink): Omit<FailureDetail, 'reason'> {

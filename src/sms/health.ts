@@ -222,7 +222,7 @@ export class HealthMonitor implements SharedHealth {
     const rows = await withOperator(
       this.sql,
       (tx) => tx<LinkRow[]>`
-      SELECT p.org_id, p.position, p.kind, p.credentials_enc, p.attempt_timeout_ms
+      SELECT p.org_id, p.position, p.kind, p.credentials_enc, p.attempt_timeout_ms, p.link_settings
         FROM sms_providers p
         JOIN sms_settings s ON s.org_id = p.org_id
         JOIN orgs o ON o.id = p.org_id
@@ -442,7 +442,7 @@ interface StatusHealthRow {
  */
 export async function readHealth(workerSql: Sql, chains: ChainLoader, opts: { staleMs: number; orgId?: string }): Promise<ClinicHealth[]> {
   const list = (tx: Tx) => tx<StatusLinkRow[]>`
-    SELECT p.org_id, p.position, p.kind, p.credentials_enc, p.attempt_timeout_ms, COALESCE(s.enabled, false) AS enabled
+    SELECT p.org_id, p.position, p.kind, p.credentials_enc, p.attempt_timeout_ms, p.link_settings, COALESCE(s.enabled, false) AS enabled
       FROM sms_providers p LEFT JOIN sms_settings s ON s.org_id = p.org_id
      ORDER BY p.org_id, p.position`;
   const links = opts.orgId ? await withOrg(workerSql, opts.orgId, list) : await withOperator(workerSql, list);

@@ -9,6 +9,9 @@ import { SmsEngine } from './engine.js';
 import { HealthMonitor, healthSettings } from './health.js';
 import { createNotifier } from './notifier.js';
 import { sqlAttemptLog } from './attempts.js';
+import { InboundProcessor } from './inbound.js';
+import { ReceiptProcessor } from './receipts.js';
+import { WebhookIntake, statusCallbackUrl } from './webhooks.js';
 import { OutboxWorker } from './worker.js';
 
 export interface SmsModule {
@@ -17,6 +20,12 @@ export interface SmsModule {
   worker: OutboxWorker;
   chains: ChainLoader;
   health: HealthMonitor;
+  /** Provider webhooks on the request path: verify and store. */
+  intake: WebhookIntake;
+  /** Acting on stored receipts, and the sweeps (lost receipts, unfinished events). */
+  receipts: ReceiptProcessor;
+  /** Acting on stored inbound texts: opt-outs, HELP, the inbox. */
+  inbound: InboundProcessor;
   stop(): Promise<void>;
 }
 
@@ -29,7 +38,7 @@ export function createSmsModule(opts: {
   log: Logger;
   now: () => DateTime;
 }): SmsModule {
-  const { cfg, workerSql, keyring, log } = opts;
+  const { cfg, sql, workerSql, keyring, log } = opts;
   // A clinic's chain and switches are reused as long as its other settings are (ORG_CACHE_TTL_MS).
   const chains = new ChainLoader(workerSql, keyring, cfg, cfg.ORG_CACHE_TTL_MS);
   const health = new HealthMonitor(workerSql, chains, healthSettings(cfg), log);
@@ -45,16 +54,34 @@ export function createSmsModule(opts: {
       breakerCooldownMs: cfg.SMS_BREAKER_COOLDOWN_MS,
       reconcileTimeoutMs: Math.min(1_000, cfg.SMS_ATTEMPT_TIMEOUT_MS),
       lateAnswerGraceMs: cfg.SMS_SDK_TIMEOUT_MARGIN_MS + 250,
-      reconcileWindowMs: cfg.SMS_RECONCILE_WINDOW_MS,
+      ambiguousMaxMs: cfg.SMS_AMBIGUOUS_MAX_MS,
+      callbackUrl: (kind, orgId, outboxId) => statusCallbackUrl(cfg.PUBLIC_URL, kind, orgId, outboxId),
     },
     sqlAttemptLog(workerSql),
     log,
     health,
   );
   const worker = new OutboxWorker(workerSql, engine, chains, cfg, log);
+  const receipts = new ReceiptProcessor(
+    workerSql,
+    chains,
+    worker,
+    {
+      receiptTimeoutMs: cfg.SMS_RECEIPT_TIMEOUT_MS,
+      sweepEveryMs: Math.min(5_000, Math.max(100, cfg.SMS_WORKER_POLL_MS * 2)),
+      lookupTimeoutMs: Math.min(5_000, cfg.SMS_ATTEMPT_TIMEOUT_MS * 2),
+      leaseMs: cfg.SMS_LEASE_MS,
+    },
+    log,
+  );
+  const inbound = new InboundProcessor(workerSql, chains, log);
+  receipts.setInbound(inbound);
   // Every process reads the shared health; healthSettings() says whether this one also probes.
   health.start();
-  if (cfg.SMS_WORKER_ENABLED) worker.start();
+  if (cfg.SMS_WORKER_ENABLED) {
+    worker.start();
+    receipts.start();
+  }
   const notifier = createNotifier({ workerSql, worker, budgetMs: cfg.SMS_RESPONSE_BUDGET_MS, log });
   return {
     notifier,
@@ -62,7 +89,11 @@ export function createSmsModule(opts: {
     worker,
     chains,
     health,
-    stop: async () => {
+    intake: new WebhookIntake(sql, chains),
+    receipts,
+    inbound,
+    async stop() {
+      await receipts.stop();
       await Promise.all([worker.stop(), health.stop()]);
     },
   };

@@ -30,14 +30,16 @@ export interface Move {
  */
 export const MOVES: readonly Move[] = [
   { move: 'enqueue', from: null, to: 'pending', by: 'booking transaction', when: 'one row per (clinic, appointment, kind), ever' },
-  { move: 'claim', from: 'pending', to: 'sending', by: 'worker', when: 'due (`next_attempt_at <= now()`); takes the lease (`locked_by`, `locked_until`) and counts a run' },
+  { move: 'claim', from: 'pending', to: 'sending', by: 'worker', when: 'due (`next_attempt_at <= now()`); takes the lease (`locked_by`, `locked_until`) and counts a run, except while the row waits for evidence (`waiting_since`)' },
   { move: 'take over', from: 'sending', to: 'sending', by: 'worker', when: "the holder's lease ran out: it died or stalled; the attempt it left in flight is reconciled first" },
   { move: 'renew', from: 'sending', to: 'sending', by: 'lease holder', when: 'every third of `SMS_LEASE_MS` while the run works' },
   { move: 'sent', from: 'sending', to: 'sent', by: 'lease holder (settle)', when: 'an attempt was accepted or reconciled; closed in the same statement' },
   { move: 'retry', from: 'sending', to: 'pending', by: 'lease holder (settle)', when: 'runs left: `next_attempt_at` = now + exponential backoff with jitter, computed in SQL' },
+  { move: 'wait', from: 'sending', to: 'pending', by: 'lease holder (settle)', when: 'an ambiguous attempt no lookup could settle: `waiting_since` is set, the row is looked at again (receipt or lookup) as long after as it has waited, never runs out of runs, and fails over once after `SMS_AMBIGUOUS_MAX_MS`' },
   { move: 'fail', from: 'sending', to: 'failed', by: 'lease holder (settle)', when: 'a permanent no-send, or the last of `SMS_MAX_ATTEMPTS` runs ended in retry (`retries_exhausted`)' },
   { move: 'cancel', from: 'sending', to: 'cancelled', by: 'lease holder (settle)', when: 'the appointment was cancelled or moved (`superseded`)' },
-  { move: 'requeue', from: 'failed', to: 'pending', by: 'admin retry', when: 'no attempt was ever accepted and no later confirmation was delivered' },
+  { move: 'resend', from: null, to: 'pending', by: 'receipt processor', when: 'a final failure receipt of the sender/provider/filtering class on the confirmation\'s current attempt, nothing of it delivered: a row `<kind>:resend` (unique, so once, ever) goes through the providers after the one that failed' },
+  { move: 'requeue', from: 'failed', to: 'pending', by: 'admin retry', when: 'no attempt was delivered, or accepted without a final failure receipt since, and no later confirmation was sent' },
   { move: 'delete', from: 'failed', to: null, by: 'admin delete', when: 'a dead letter only' },
 ];
 
@@ -60,6 +62,8 @@ export interface InFlightAttempt {
   accountKey: string;
   from: string | null;
   startedAt: string;
+  /** Set while the row waits for evidence about an ambiguous attempt: since when (the first such attempt's start). */
+  waitingSince?: string | null;
 }
 
 /** The attempt a `sent` settle closes together with its row. */
@@ -92,7 +96,8 @@ export type Settlement =
       reconciled: boolean;
       attempt?: DeliveredAttempt;
     }
-  | ({ status: 'pending' | 'failed' } & FailureDetail)
+  | ({ status: 'pending'; wait?: { from: string } | undefined } & FailureDetail)
+  | ({ status: 'failed' } & FailureDetail)
   | { status: 'cancelled'; reason: 'appointment_cancelled' | 'superseded' };
 
 /**
@@ -103,7 +108,15 @@ export type Settlement =
 export type RunResult = Settlement | { status: 'sending'; reason: 'lease_lost' } | { status: 'gone' };
 
 /** The gate's answer: go on sending (reconciling `inFlight` first), or settle now. */
-export type GateVerdict = { status: 'sending'; inFlight: InFlightAttempt | null } | Settlement | { status: 'gone' };
+export type GateVerdict =
+  | {
+      status: 'sending';
+      inFlight: InFlightAttempt | null;
+      /** A resend row: the account whose failure receipt it replaces; it goes through the links after that one. */
+      resendAfter: string | null;
+    }
+  | Settlement
+  | { status: 'gone' };
 
 /** The words of processNow() and of the admin retry response (`run`), kept as they were. */
 export type RunOutcome =
@@ -128,6 +141,8 @@ export function runOutcome(r: RunResult): RunOutcome {
   }
 }
 
+export const DEFAULT_AMBIGUOUS_MAX_MS = 120_000;
+
 /** SQLSTATE the database raises when this worker no longer holds a row's lease. */
 export const LEASE_LOST = 'SM001';
 
@@ -141,6 +156,8 @@ export interface OutboxOptions {
   retryMaxMs: number;
   maxAttempts: number;
   defaultRateLimit: number;
+  /** How long an ambiguous attempt waits for evidence before the message fails over (SMS_AMBIGUOUS_MAX_MS). */
+  ambiguousMaxMs?: number;
 }
 
 const COLUMNS = ['id', 'org_id', 'appointment_id', 'kind', 'to_phone', 'body', 'attempts', 'dry_run'];
@@ -152,6 +169,7 @@ interface GateRow {
   provider_message_id: string | null;
   from_number: string | null;
   in_flight: InFlightAttempt | null;
+  resend_after: string | null;
 }
 
 /** The statements of the moves above, for one worker. Each takes a whole batch. */
@@ -172,7 +190,9 @@ export class Outbox {
     return this.sql<OutboxRow[]>`
       UPDATE sms_outbox o
          SET status = 'sending', locked_until = now() + ${this.opts.leaseMs} * interval '1 millisecond',
-             locked_by = ${this.workerId}, attempts = o.attempts + 1, updated_at = now()
+             locked_by = ${this.workerId}, updated_at = now(),
+             -- A run that only looks for evidence about an ambiguous attempt is not a delivery run.
+             attempts = o.attempts + CASE WHEN o.waiting_since IS NULL THEN 1 ELSE 0 END
         FROM (${ids}) due
        WHERE o.id = due.id
       RETURNING ${this.sql.unsafe(COLUMNS.map((c) => `o.${c}`).join(', '))}`;
@@ -211,7 +231,7 @@ export class Outbox {
     const payload = items.map(({ row, settlement: s }) => ({ id: row.id, org: row.org_id, ...wire(s) }));
     const rows = await this.sql<{ outbox_id: string; status: OutboxStatus | 'not_held' }[]>`
       SELECT * FROM sms_settle(${this.workerId}, ${this.sql.json(payload)}::jsonb, ${this.opts.retryBaseMs},
-                               ${this.opts.retryMaxMs}, ${this.opts.maxAttempts})`;
+                               ${this.opts.retryMaxMs}, ${this.opts.maxAttempts}, ${this.opts.ambiguousMaxMs ?? DEFAULT_AMBIGUOUS_MAX_MS})`;
     const byId = new Map(rows.map((r) => [r.outbox_id, r.status]));
     return items.map(({ row }) => byId.get(row.id) ?? 'not_held');
   }
@@ -233,7 +253,7 @@ function verdictOf(g: GateRow | undefined): GateVerdict {
     case 'gone':
       return { status: 'gone' };
     case 'send':
-      return { status: 'sending', inFlight: g.in_flight };
+      return { status: 'sending', inFlight: g.in_flight, resendAfter: g.resend_after };
     case 'already_sent':
       // A previous run got it accepted (or reconciled) but died before recording it on the row.
       return { status: 'sent', provider: g.provider ?? 'unknown', providerMessageId: g.provider_message_id, from: g.from_number, failedOver: false, reconciled: true };
@@ -267,5 +287,6 @@ function wire(s: Settlement): Record<string, unknown> {
     errorClass: s.errorClass ?? null,
     code: s.code ?? null,
     provider: s.provider ?? null,
+    ...(s.status === 'pending' && s.wait ? { wait: true, waitFrom: s.wait.from } : {}),
   };
 }

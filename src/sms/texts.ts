@@ -300,3 +300,27 @@ function truncateSeptets(text: string, max: number): string {
 function septets(gsmText: string): number {
   return segmentInfo(gsmText).units;
 }
+
+/** What a keyword texted to a clinic number does (src/sms/inbound.ts). */
+export type KeywordAction = 'opt_out' | 'opt_in' | 'help';
+
+/**
+ * Our answer to STOP / START / HELP, sent only when the provider does not
+ * answer keywords itself: the clinic's name first (so the patient knows who
+ * this is), GSM-7, one segment wherever the clinic name allows.
+ */
+export function renderKeywordReply(action: KeywordAction, clinicName: string, contactPhone: string | null): string {
+  const clinic = truncateClinic(cleanField(clinicName), 60) || 'Clinic';
+  switch (action) {
+    case 'opt_out':
+      return toGsm7(`${clinic}: you will get no more texts from us. Reply START to receive them again.`);
+    case 'opt_in':
+      return toGsm7(`${clinic}: you will get appointment texts from us again. Reply STOP to opt out, HELP for help.`);
+    case 'help':
+      return toGsm7(
+        contactPhone
+          ? `${clinic}: appointment texts. For help call ${contactPhone}. Reply STOP to opt out.`
+          : `${clinic}: appointment texts. For help please call the clinic. Reply STOP to opt out.`,
+      );
+  }
+}

@@ -35,6 +35,12 @@ export interface SendRequest {
   orgId?: string;
   /** The message's delivery run (1 on the first); in-run retries of a transient error repeat it. */
   attempt?: number;
+  /**
+   * Where the provider should report delivery (Twilio StatusCallback, Telnyx
+   * webhook_url); named only when PUBLIC_URL is set. Stable per outbox row, so
+   * a resend under the same idempotency key has the same body.
+   */
+  statusCallbackUrl?: string;
 }
 
 export interface SendAccepted {
@@ -43,10 +49,15 @@ export interface SendAccepted {
   status: string;
 }
 
-/** A message found at the provider while reconciling an ambiguous attempt. */
+/** A message found at the provider while reconciling an ambiguous attempt, or looked up by id. */
 export interface FoundMessage {
   providerMessageId: string;
+  /** The provider's own status word. */
   status: string;
+  /** That status in our words, when it says something about delivery (lookups of lost receipts). */
+  delivery?: DeliveryState | undefined;
+  /** The provider's asynchronous error code, when it failed. */
+  code?: string | undefined;
 }
 
 export interface ReconcileQuery {
@@ -93,26 +104,56 @@ export interface WebhookRequest {
   rawBody: string;
 }
 
+/** What became of an accepted message, in our words; only ever moves forward (docs/sms.md). */
+export type DeliveryState = 'sent' | 'delivered' | 'undelivered' | 'failed';
+
 /** A delivery receipt for one accepted attempt, in our words; `code` is looked up in the adapter's `codes`. */
 export interface DeliveryReceipt {
   providerMessageId: string;
-  status: 'sent' | 'delivered' | 'undelivered' | 'failed';
-  code?: string;
-  at?: Date;
+  status: DeliveryState;
+  code?: string | undefined;
+  /** Our outbox row, when the callback URL we named on the send carried it. */
+  outboxRef?: string | undefined;
 }
 
 /** A message a patient sent to one of the clinic's numbers. */
 export interface InboundMessage {
+  providerMessageId: string;
   from: string;
   to: string;
   text: string;
+  /**
+   * Who answers STOP / START / HELP on this number: 'provider' when the
+   * provider replies to keywords itself (Twilio's keyword handling, a Telnyx
+   * autoresponse), 'us' when it does not and the reply is ours to send.
+   */
+  keywordReplies: 'provider' | 'us';
 }
 
-/** The webhook side of an adapter: every parse runs only on a request whose signature verified. */
+/** One verified webhook request, parsed. `key` identifies the event for idempotent processing. */
+export type WebhookEvent =
+  | { kind: 'receipt'; key: string; receipt: DeliveryReceipt }
+  | { kind: 'inbound'; key: string; inbound: InboundMessage }
+  | { kind: 'other'; key: string; messageId?: string | undefined };
+
+/** A signature check's answer; the reason is what the refusal metric counts. */
+export type WebhookVerdict = { ok: true } | { ok: false; reason: 'missing' | 'malformed' | 'mismatch' | 'stale' };
+
+/**
+ * The webhook side of an adapter. `parse` runs only on a request whose
+ * signature verified; `hint` says which route it came in on.
+ */
 export interface ProviderWebhooks {
-  verify(req: WebhookRequest): boolean;
-  parseReceipt(req: WebhookRequest): DeliveryReceipt | null;
-  parseInbound?(req: WebhookRequest): InboundMessage | null;
+  verify(req: WebhookRequest): Promise<WebhookVerdict>;
+  parse(req: WebhookRequest, hint: 'receipt' | 'inbound'): WebhookEvent | null;
+  /** How an answer to an inbound text is sent: in the webhook's response (TwiML), or as a message of its own. */
+  replies: 'response' | 'send';
+  /**
+   * A request to `url` signed exactly as the provider would sign it, for our
+   * own reachability probe; absent when only the provider holds the signing
+   * key (Telnyx signs with its private key).
+   */
+  probeRequest?(url: string): { headers: Record<string, string>; body: string };
 }
 
 /** A cheap health check that sends nothing: can the provider's API be reached with this account? */

@@ -40,6 +40,7 @@ export class OutboxWorker {
   private readonly held = new Set<string>();
   private renewTimer: NodeJS.Timeout | undefined;
   private readonly gates: Batcher<string, GateVerdict>;
+  private readonly settledListeners: Array<(outboxId: string) => void> = [];
   private readonly settles: Batcher<{ row: OutboxRow; settlement: Settlement }, OutboxStatus | 'not_held'>;
 
   constructor(
@@ -56,6 +57,7 @@ export class OutboxWorker {
       retryMaxMs: cfg.SMS_RETRY_MAX_MS,
       maxAttempts: cfg.SMS_MAX_ATTEMPTS,
       defaultRateLimit: cfg.SMS_RATE_LIMIT_PER_HOUR,
+      ambiguousMaxMs: cfg.SMS_AMBIGUOUS_MAX_MS,
     });
     const batch = opts.batch ?? { maxBatch: 500, maxInFlight: 2 };
     this.gates = new Batcher((ids) => this.outbox.gate(ids), batch);
@@ -73,6 +75,11 @@ export class OutboxWorker {
     this.wake?.();
     await this.loop;
     await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** Called with a row's id whenever a run of this worker has settled it (receipts waiting for that run go next). */
+  onSettled(fn: (outboxId: string) => void): void {
+    this.settledListeners.push(fn);
   }
 
   /** Claims and processes one specific message now (dead-letter retry). */
@@ -144,7 +151,7 @@ export class OutboxWorker {
     try {
       const g = await this.gates.call(row.id);
       if (g.status === 'gone') return g;
-      const settlement = g.status === 'sending' ? await this.deliver(row, g.inFlight) : g;
+      const settlement = g.status === 'sending' ? await this.deliver(row, g.inFlight, g.resendAfter) : g;
       return await this.settle(row, settlement, log);
     } catch (err) {
       if (isLeaseLost(err)) {
@@ -164,7 +171,11 @@ export class OutboxWorker {
     }
   }
 
-  private async deliver(row: OutboxRow, inFlight: Extract<GateVerdict, { status: 'sending' }>['inFlight']): Promise<Settlement> {
+  private async deliver(
+    row: OutboxRow,
+    inFlight: Extract<GateVerdict, { status: 'sending' }>['inFlight'],
+    resendAfter: string | null,
+  ): Promise<Settlement> {
     const chain = await this.chainFor(row);
     if (chain === 'unavailable') {
       // Configured, but no credentials decrypt (e.g. CREDENTIALS_KEY lost a key):
@@ -173,7 +184,7 @@ export class OutboxWorker {
     }
     if (!chain) return { status: 'failed', reason: 'not_configured', message: 'SMS is not configured or disabled for this clinic' };
     const msg: EngineMessage = { id: row.id, orgId: row.org_id, to: row.to_phone, body: row.body, leaseHolder: this.id, run: row.attempts };
-    return this.engine.deliver(msg, chain.links, inFlight, { failover: chain.failover });
+    return this.engine.deliver(msg, chain.links, inFlight, { failover: chain.failover, resendAfter });
   }
 
   /** Moves the row (with the other rows settling now, in one statement), then counts and logs what happened. */
@@ -183,6 +194,7 @@ export class OutboxWorker {
       log.warn({ wanted: s.status }, 'sms outbox lease lost before settling; leaving the row to its new holder');
       return { status: 'sending', reason: 'lease_lost' };
     }
+    for (const fn of this.settledListeners) fn(row.id);
     switch (s.status) {
       case 'sent':
         smsFinal.inc({ status: 'sent', reason: s.failedOver ? 'failed_over' : 'primary' });
@@ -196,6 +208,10 @@ export class OutboxWorker {
         log.warn({ reason: s.reason, code: s.code, provider: s.provider }, 'sms failed permanently');
         return s;
       case 'pending': {
+        if (s.wait) {
+          log.warn({ reason: s.reason, code: s.code, provider: s.provider }, 'sms waits for evidence about an ambiguous attempt');
+          return s;
+        }
         const dead = status === 'failed';
         if (dead) smsFinal.inc({ status: 'failed', reason: 'retries_exhausted' });
         log.warn({ reason: s.reason, code: s.code, attempts: row.attempts, dead }, dead ? 'sms retries exhausted' : 'sms will retry');
@@ -234,7 +250,7 @@ export class OutboxWorker {
     if (row.dry_run) {
       // A dry run exercises the whole pipeline, but only the sandbox "sends".
       const pool = loaded?.links[0]?.pool.length ? loaded.links[0].pool : ['+15005550006'];
-      return { links: [{ position: 0, kind: 'sandbox', provider: this.chains.sandboxProvider, pool }], failover: false };
+      return { links: [{ position: 0, kind: 'sandbox', provider: this.chains.sandboxProvider, pool, settings: {} }], failover: false };
     }
     if (!loaded || !loaded.enabled) return null;
     if (loaded.broken.length) this.log.error({ orgId: row.org_id, broken: loaded.broken }, 'sms credentials could not be decrypted');

@@ -2,9 +2,10 @@
  * A local stand-in for Telnyx Messaging API v2, reachable by the real telnyx SDK
  * through `baseURL: fake.url + '/v2'`.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomUUID, sign, type KeyObject } from 'node:crypto';
 import type http from 'node:http';
 import { FaultSwitch, sendJson, smsSegments, startTrackedServer, type Fault } from './faults.js';
+import { ReceiptScheduler, postWebhook, type CallbackResult, type ReceiptPlan, type ReceiptStep } from './receipts.js';
 
 export interface FakeTelnyxMessage {
   id: string;
@@ -16,6 +17,26 @@ export interface FakeTelnyxMessage {
   dateCreated: Date;
   idempotencyKey: string | undefined;
   messagingProfileId: string | null;
+  webhookUrl: string | null;
+  errors: Array<{ code: string; title: string }>;
+}
+
+export interface TelnyxInbound {
+  /** The messaging profile's webhook URL (ours). */
+  url: string;
+  from: string;
+  to: string;
+  text: string;
+  /** Set as Telnyx does when the profile's autoresponse answered a keyword. */
+  autoresponseType?: string;
+  messageId?: string;
+  /** A redelivery carries the event id of the first delivery. */
+  eventId?: string;
+  /** Sign with this key instead of the account's (a forgery). */
+  privateKey?: KeyObject;
+  unsigned?: boolean;
+  /** telnyx-timestamp to sign with (unix seconds); default now. */
+  timestamp?: number;
 }
 
 export interface FakeTelnyxRequest {
@@ -36,6 +57,16 @@ export interface FakeTelnyx {
   addApiKey(key: string): void;
   /** A messaging profile of one API key (the default key unless given); adding it again updates it. */
   addMessagingProfile(id: string, opts?: { apiKey?: string; enabled?: boolean }): void;
+  /** The account's webhook public key, as the Telnyx portal shows it (base64 of 32 raw bytes). */
+  readonly publicKey: string;
+  /** How message.sent / message.finalized go from now on, for every message or those to one phone. */
+  setReceipts(plan: ReceiptPlan, to?: string): void;
+  readonly callbacks: CallbackResult[];
+  callbacksSettled(): Promise<void>;
+  /** A patient's text to one of the account's numbers, as a signed message.received event. */
+  sendInbound(t: TelnyxInbound): Promise<{ status: number; body: string; eventId: string; messageId: string }>;
+  /** Signs a body as Telnyx does: Ed25519 over `${timestamp}|${body}`. */
+  signEvent(body: string, opts?: { timestamp?: number; privateKey?: KeyObject }): Record<string, string>;
   stop(): Promise<void>;
   restart(): Promise<void>;
   close(): Promise<void>;
@@ -79,7 +110,7 @@ function toWire(m: FakeTelnyxMessage) {
     cc: [],
     text: m.body,
     media: [],
-    webhook_url: null,
+    webhook_url: m.webhookUrl,
     webhook_failover_url: null,
     encoding,
     parts: segments,
@@ -89,7 +120,21 @@ function toWire(m: FakeTelnyxMessage) {
     sent_at: null,
     completed_at: null,
     valid_until: new Date(m.dateCreated.getTime() + 4 * 3_600_000).toISOString(),
-    errors: [],
+    errors: m.errors,
+  };
+}
+
+/** The webhook key pair of the fake account: Telnyx keeps the private half, the clinic pastes the public one. */
+function newKeyPair(): { publicKey: string; privateKey: KeyObject } {
+  const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+  const x = (publicKey.export({ format: 'jwk' }) as { x: string }).x;
+  return { publicKey: Buffer.from(x, 'base64url').toString('base64'), privateKey };
+}
+
+export function telnyxSignature(body: string, timestamp: number, privateKey: KeyObject): Record<string, string> {
+  return {
+    'telnyx-signature-ed25519': sign(null, Buffer.from(`${timestamp}|${body}`, 'utf8'), privateKey).toString('base64'),
+    'telnyx-timestamp': String(timestamp),
   };
 }
 
@@ -102,6 +147,50 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
   // Scope is org + method + path; one org per API key is close enough here.
   const idempotent = new Map<string, { bodyHash: string; response: unknown }>();
   let requests = 0;
+  const keyPair = newKeyPair();
+  const receipts = new ReceiptScheduler();
+  const nowSeconds = () => Math.floor(Date.now() / 1000);
+  const signEvent = (body: string, o: { timestamp?: number; privateKey?: KeyObject } = {}) => ({
+    'content-type': 'application/json',
+    'user-agent': 'telnyx-webhooks',
+    ...telnyxSignature(body, o.timestamp ?? nowSeconds(), o.privateKey ?? keyPair.privateKey),
+  });
+
+  /** A status of ours in Telnyx's event words: message.sent, then message.finalized with the final status. */
+  function eventOf(m: FakeTelnyxMessage, st: ReceiptStep) {
+    const final = st.status !== 'sent' && st.status !== 'sending' && st.status !== 'queued';
+    return {
+      data: {
+        record_type: 'event',
+        id: randomUUID(),
+        event_type: final ? 'message.finalized' : 'message.sent',
+        occurred_at: new Date().toISOString(),
+        payload: { ...toWire(m), to: [{ phone_number: m.to, status: st.status, carrier: 'T-MOBILE USA, INC.', line_type: 'Wireless' }] },
+      },
+      meta: { attempt: 1, delivered_to: m.webhookUrl },
+    };
+  }
+
+  /** Takes a valid message: stored, then its status moves and is reported as the receipt plan says. */
+  function track(m: FakeTelnyxMessage): void {
+    // One event per step, made once: a retried delivery is the same event (same id), signed anew.
+    const events = new Map<ReceiptStep, ReturnType<typeof eventOf>>();
+    receipts.schedule(
+      { id: m.id, to: m.to },
+      m.webhookUrl,
+      (st) => {
+        m.status = st.status;
+        if (st.code !== undefined) m.errors = [{ code: String(st.code), title: 'Delivery failed' }];
+        events.set(st, eventOf(m, st));
+      },
+      async (st, attempt) => {
+        const ev = events.get(st) ?? eventOf(m, st);
+        events.set(st, ev);
+        const body = JSON.stringify({ ...ev, meta: { ...ev.meta, attempt } });
+        return (await postWebhook(m.webhookUrl!, signEvent(body), body)).status;
+      },
+    );
+  }
 
   type Parsed = { apiKey: string; key: string | undefined; body: Record<string, unknown> | null; raw: string };
 
@@ -129,12 +218,15 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
       dateCreated: new Date(),
       idempotencyKey: p.key,
       messagingProfileId: typeof b.messaging_profile_id === 'string' ? b.messaging_profile_id : null,
+      webhookUrl: typeof b.webhook_url === 'string' ? b.webhook_url : null,
+      errors: [],
     };
   }
 
   /** Accepts a valid send, remembering the success for idempotent replay. */
   function accept(p: Parsed, m: FakeTelnyxMessage): unknown {
     messages.push(m);
+    track(m);
     const response = { data: toWire(m) };
     if (p.key) idempotent.set(`${p.apiKey}\u0000${p.key}`, { bodyHash: sha(p.raw), response });
     return response;
@@ -164,10 +256,19 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
     if (fault) {
       switch (fault.kind) {
         case 'hang':
-          if (isSend && authed && (fault.records ?? true)) {
+          // Taken, unless this idempotency key already was: Telnyx would not send it twice.
+          if (isSend && authed && (fault.records ?? true) && !(p.key && idempotent.has(`${p.apiKey}\u0000${p.key}`))) {
             const m = validateSend(p);
             if ('id' in m) accept(p, m);
           }
+          return;
+        case 'reset':
+          // Taken, unless this idempotency key already was: Telnyx would not send it twice.
+          if (isSend && authed && (fault.records ?? true) && !(p.key && idempotent.has(`${p.apiKey}\u0000${p.key}`))) {
+            const m = validateSend(p);
+            if ('id' in m) accept(p, m);
+          }
+          req.socket.destroy();
           return;
         case 'slow':
           server.later(fault.ms, () => respond(req, res, url, p, authed));
@@ -275,12 +376,54 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
     addMessagingProfile(id, o = {}) {
       profiles.set(id, { apiKey: o.apiKey ?? DEFAULT_TELNYX_API_KEY, enabled: o.enabled ?? true });
     },
+    publicKey: keyPair.publicKey,
+    setReceipts: (plan, to) => receipts.setPlan(plan, to),
+    callbacks: receipts.results,
+    callbacksSettled: () => receipts.settle(),
+    signEvent,
+    async sendInbound(t) {
+      const messageId = t.messageId ?? randomUUID();
+      const eventId = t.eventId ?? randomUUID();
+      const body = JSON.stringify({
+        data: {
+          record_type: 'event',
+          id: eventId,
+          event_type: 'message.received',
+          occurred_at: new Date().toISOString(),
+          payload: {
+            record_type: 'message',
+            direction: 'inbound',
+            id: messageId,
+            type: 'SMS',
+            messaging_profile_id: '400176f1-0000-4000-8000-000000000000',
+            from: { phone_number: t.from, carrier: 'T-Mobile USA', line_type: 'Wireless' },
+            to: [{ phone_number: t.to, status: 'webhook_delivered', carrier: 'Telnyx', line_type: 'Wireless' }],
+            text: t.text,
+            media: [],
+            encoding: 'GSM-7',
+            parts: 1,
+            received_at: new Date().toISOString(),
+            errors: [],
+            ...(t.autoresponseType ? { autoresponse_type: t.autoresponseType } : {}),
+          },
+        },
+        meta: { attempt: 1, delivered_to: t.url },
+      });
+      const headers = t.unsigned
+        ? { 'content-type': 'application/json' }
+        : signEvent(body, { ...(t.timestamp !== undefined ? { timestamp: t.timestamp } : {}), ...(t.privateKey ? { privateKey: t.privateKey } : {}) });
+      const res = await postWebhook(t.url, headers, body);
+      return { status: res.status, body: res.body, eventId, messageId };
+    },
     stop: () => server.stop(),
     async restart() {
       if (faults.active?.kind === 'down') faults.set(null);
       await server.restart();
     },
-    close: () => server.close(),
+    async close() {
+      await receipts.close();
+      await server.close();
+    },
   };
 }
 

@@ -2,9 +2,10 @@
  * A local stand-in for the Twilio Messages API (2010-04-01), close enough to the
  * wire format that the real twilio-node SDK can talk to it via `client.api.baseUrl`.
  */
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import type http from 'node:http';
 import { FaultSwitch, sendJson, sendText, smsSegments, startTrackedServer, type Fault } from './faults.js';
+import { ReceiptScheduler, postWebhook, type CallbackResult, type ReceiptPlan, type ReceiptStep } from './receipts.js';
 
 export interface TwilioAccount {
   sid: string;
@@ -19,6 +20,25 @@ export interface FakeTwilioMessage {
   body: string;
   status: string;
   dateCreated: Date;
+  /** The StatusCallback the send named. */
+  statusCallback: string | null;
+  errorCode: number | null;
+}
+
+export interface InboundText {
+  /** Our inbound webhook URL (the number's "A message comes in"). */
+  url: string;
+  from: string;
+  to: string;
+  body: string;
+  accountSid?: string;
+  /** Set as Twilio does when the number's Messaging Service has Advanced Opt-Out. */
+  optOutType?: 'STOP' | 'START' | 'HELP';
+  messageSid?: string;
+  /** Sign with this token instead of the account's (a forgery). */
+  token?: string;
+  /** Send no signature at all. */
+  unsigned?: boolean;
 }
 
 export interface FakeTwilioRequest {
@@ -40,6 +60,14 @@ export interface FakeTwilio {
   addAccount(sid: string, token: string): void;
   /** What a fetch of the account (the health probe) reports; `active` unless set. */
   setAccountStatus(sid: string, status: 'active' | 'suspended' | 'closed'): void;
+  /** How status callbacks go from now on, for every message or those to one phone. */
+  setReceipts(plan: ReceiptPlan, to?: string): void;
+  /** Every status callback delivered, with our server's answer. */
+  readonly callbacks: CallbackResult[];
+  /** Waits until every callback already on its way was answered. */
+  callbacksSettled(): Promise<void>;
+  /** A patient's text to one of the account's numbers, POSTed to our inbound URL as Twilio does. */
+  sendInbound(t: InboundText): Promise<{ status: number; body: string; contentType: string; messageSid: string }>;
   stop(): Promise<void>;
   restart(): Promise<void>;
   close(): Promise<void>;
@@ -74,6 +102,26 @@ function rfc2822(d: Date): string {
   return d.toUTCString().replace('GMT', '+0000');
 }
 
+/**
+ * X-Twilio-Signature, computed here from Twilio's published algorithm (not by
+ * the SDK the server verifies with): base64 HMAC-SHA1, keyed by the auth
+ * token, over the full URL followed by every POST field, sorted by name, as
+ * name + value.
+ */
+export function twilioSignature(token: string, url: string, params: Record<string, string>): string {
+  const data = Object.keys(params)
+    .sort()
+    .reduce((acc, k) => acc + k + params[k], url);
+  return createHmac('sha1', token).update(Buffer.from(data, 'utf8')).digest('base64');
+}
+
+/** A form POST as Twilio sends a webhook, signed with `token`. */
+export function signedTwilioPost(url: string, params: Record<string, string>, token: string | null) {
+  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', 'user-agent': 'TwilioProxy/1.1' };
+  if (token !== null) headers['x-twilio-signature'] = twilioSignature(token, url, params);
+  return { headers, body: new URLSearchParams(params).toString() };
+}
+
 function errorBody(e: TwilioError) {
   return { code: e.code, message: e.message, more_info: `https://www.twilio.com/docs/errors/${e.code}`, status: e.status };
 }
@@ -89,8 +137,8 @@ function toWire(m: FakeTwilioMessage) {
     date_sent: null,
     date_updated: rfc2822(m.dateCreated),
     direction: 'outbound-api',
-    error_code: null,
-    error_message: null,
+    error_code: m.errorCode,
+    error_message: m.errorCode ? `Error ${m.errorCode}` : null,
     from: m.from,
     messaging_service_sid: null,
     num_media: '0',
@@ -147,7 +195,37 @@ export async function startFakeTwilio(opts: { port?: number; accounts?: TwilioAc
   const faults = new FaultSwitch();
   const messages: FakeTwilioMessage[] = [];
   const log: FakeTwilioRequest[] = [];
+  const receipts = new ReceiptScheduler();
   let requests = 0;
+
+  /** Takes a valid message: stored, then its status moves and is reported as the receipt plan says. */
+  function accept(m: FakeTwilioMessage): void {
+    messages.push(m);
+    receipts.schedule(
+      { id: m.sid, to: m.to },
+      m.statusCallback,
+      (st: ReceiptStep) => {
+        m.status = st.status;
+        m.errorCode = st.code === undefined ? m.errorCode : Number(st.code);
+      },
+      async (st: ReceiptStep) => {
+        const params: Record<string, string> = {
+          ApiVersion: '2010-04-01',
+          AccountSid: m.accountSid,
+          MessageSid: m.sid,
+          SmsSid: m.sid,
+          MessageStatus: st.status,
+          SmsStatus: st.status,
+          From: m.from,
+          To: m.to,
+          ...(st.code !== undefined ? { ErrorCode: String(st.code) } : {}),
+        };
+        const token = accounts.get(m.accountSid) ?? '';
+        const { headers, body } = signedTwilioPost(m.statusCallback!, params, token);
+        return (await postWebhook(m.statusCallback!, headers, body)).status;
+      },
+    );
+  }
 
   /** Validates a create request; returns the message it would accept or the error Twilio would send. */
   function validateCreate(accountSid: string, form: URLSearchParams): FakeTwilioMessage | TwilioError {
@@ -160,14 +238,26 @@ export async function startFakeTwilio(opts: { port?: number; accounts?: TwilioAc
     const magic = MAGIC_TO[to] ?? MAGIC_FROM[from];
     if (magic) return magic;
     if (!E164.test(to)) return { status: 400, code: 21211, message: `The 'To' number ${to} is not a valid phone number.` };
-    return { sid: 'SM' + randomBytes(16).toString('hex'), accountSid, to, from, body, status: 'queued', dateCreated: new Date() };
+    return {
+      sid: 'SM' + randomBytes(16).toString('hex'),
+      accountSid,
+      to,
+      from,
+      body,
+      status: 'queued',
+      dateCreated: new Date(),
+      statusCallback: form.get('StatusCallback'),
+      errorCode: null,
+    };
   }
 
   function handle(req: http.IncomingMessage, res: http.ServerResponse, raw: string): void {
     const url = new URL(req.url ?? '/', 'http://fake');
     log.push({ method: req.method ?? '', path: url.pathname, query: url.searchParams, authorization: req.headers.authorization });
-    const route = /^\/2010-04-01\/Accounts\/([^/]+)\/Messages\.json$/.exec(url.pathname);
-    const isCreate = req.method === 'POST' && route !== null;
+    const one = /^\/2010-04-01\/Accounts\/([^/]+)\/Messages\/(SM[0-9a-f]{32})\.json$/.exec(url.pathname);
+    const list = /^\/2010-04-01\/Accounts\/([^/]+)\/Messages\.json$/.exec(url.pathname);
+    const route = list ?? one;
+    const isCreate = req.method === 'POST' && list !== null;
     if (isCreate) requests += 1;
     const isProbe = req.method === 'GET' && ACCOUNT_ROUTE.test(url.pathname);
 
@@ -180,9 +270,17 @@ export async function startFakeTwilio(opts: { port?: number; accounts?: TwilioAc
         case 'hang':
           if (isCreate && authed && (fault.records ?? true) && route?.[1] === creds?.sid) {
             const m = validateCreate(route[1]!, new URLSearchParams(raw));
-            if ('sid' in m) messages.push(m);
+            // Accepted with the answer lost: Twilio still delivers it and reports on it.
+            if ('sid' in m) accept(m);
           }
           return; // never answer; close() destroys the socket
+        case 'reset':
+          if (isCreate && authed && (fault.records ?? true) && route?.[1] === creds?.sid) {
+            const m = validateCreate(route[1]!, new URLSearchParams(raw));
+            if ('sid' in m) accept(m);
+          }
+          req.socket.destroy();
+          return;
         case 'slow':
           server.later(fault.ms, () => respond(req, res, url, route, raw, authed, creds));
           return;
@@ -231,18 +329,25 @@ export async function startFakeTwilio(opts: { port?: number; accounts?: TwilioAc
       return;
     }
     const accountSid = route?.[1];
+    const single = /\/Messages\/(SM[0-9a-f]{32})\.json$/.exec(url.pathname);
     if (!route || !accountSid || accountSid !== creds?.sid) {
       sendJson(res, 404, errorBody({ status: 404, code: 20404, message: `The requested resource ${url.pathname} was not found` }));
       return;
     }
-    if (req.method === 'POST') {
+    if (req.method === 'POST' && !single) {
       const m = validateCreate(accountSid, new URLSearchParams(raw));
       if (!('sid' in m)) {
         sendJson(res, m.status, errorBody(m));
         return;
       }
-      messages.push(m);
+      accept(m);
       sendJson(res, 201, toWire(m));
+      return;
+    }
+    if (req.method === 'GET' && single) {
+      const m = messages.find((x) => x.sid === single[1] && x.accountSid === accountSid);
+      if (m) sendJson(res, 200, toWire(m));
+      else sendJson(res, 404, errorBody({ status: 404, code: 20404, message: `The requested resource ${url.pathname} was not found` }));
       return;
     }
     if (req.method === 'GET') {
@@ -304,11 +409,47 @@ export async function startFakeTwilio(opts: { port?: number; accounts?: TwilioAc
     setAccountStatus(sid, status) {
       statuses.set(sid, status);
     },
+    setReceipts: (plan, to) => receipts.setPlan(plan, to),
+    callbacks: receipts.results,
+    callbacksSettled: () => receipts.settle(),
+    async sendInbound(t) {
+      const accountSid = t.accountSid ?? [...accounts.keys()][0]!;
+      const messageSid = t.messageSid ?? 'SM' + randomBytes(16).toString('hex');
+      const params: Record<string, string> = {
+        ToCountry: 'US',
+        ToState: 'CA',
+        SmsMessageSid: messageSid,
+        NumMedia: '0',
+        ToCity: '',
+        FromZip: '',
+        SmsSid: messageSid,
+        FromState: 'CA',
+        SmsStatus: 'received',
+        FromCity: '',
+        Body: t.body,
+        FromCountry: 'US',
+        To: t.to,
+        MessagingServiceSid: 'MG' + 'b2'.repeat(16),
+        ToZip: '',
+        NumSegments: '1',
+        MessageSid: messageSid,
+        AccountSid: accountSid,
+        From: t.from,
+        ApiVersion: '2010-04-01',
+        ...(t.optOutType ? { OptOutType: t.optOutType } : {}),
+      };
+      const token = t.unsigned ? null : (t.token ?? accounts.get(accountSid) ?? '');
+      const { headers, body } = signedTwilioPost(t.url, params, token);
+      return { ...(await postWebhook(t.url, headers, body)), messageSid };
+    },
     stop: () => server.stop(),
     async restart() {
       if (faults.active?.kind === 'down') faults.set(null);
       await server.restart();
     },
-    close: () => server.close(),
+    async close() {
+      await receipts.close();
+      await server.close();
+    },
   };
 }

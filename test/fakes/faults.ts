@@ -13,6 +13,8 @@ export type Fault = (
   | { kind: 'slow'; ms: number }
   /** Accept the request and never answer. `records` (default true) stores the message first: "accepted, response lost". */
   | { kind: 'hang'; records?: boolean }
+  /** Read the request, then reset the connection. `records` (default true) stores the message first: "accepted, connection dropped". */
+  | { kind: 'reset'; records?: boolean }
   | { kind: 'status'; status: number; code?: string | number; message?: string }
   | { kind: 'http429' }
   | { kind: 'http5xx'; status?: number }

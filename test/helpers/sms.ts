@@ -15,8 +15,8 @@ export const TWILIO_POOL = ['+14155550101', '+14155550102', '+14155550103'];
 export const TELNYX_POOL = ['+13125550101', '+13125550102'];
 
 export type Link = (
-  | { kind: 'twilio'; accountSid: string; authToken: string; senderNumbers: string[] }
-  | { kind: 'telnyx'; apiKey: string; senderNumbers: string[]; messagingProfileId?: string }
+  | { kind: 'twilio'; accountSid: string; authToken: string; senderNumbers: string[]; keywordReplies?: 'twilio' | 'ours' }
+  | { kind: 'telnyx'; apiKey: string; senderNumbers: string[]; messagingProfileId?: string; webhookPublicKey?: string }
   | { kind: 'sandbox'; senderNumbers: string[] }
   | { kind: 'sns'; accessKeyId: string; secretAccessKey: string; region: string; senderId?: string; originationNumber?: string }
   | { kind: 'relay'; url: string; signingSecret: string; senderNumbers?: string[]; receipts?: boolean }

@@ -4,7 +4,7 @@
  * credentials" (the chain loader, docs/sms.md's code table) reads it from here.
  */
 import { NETWORK_CODES } from '../classify.js';
-import type { CodeRule, CodeTable, SmsProvider } from '../types.js';
+import type { CodeRule, CodeTable, ProviderKind, SmsProvider } from '../types.js';
 import { RELAY_CODES, createRelayProvider } from './relay.js';
 import { SNS_CODES, createSnsProvider } from './sns.js';
 import { TELNYX_CODES, createTelnyxProvider } from './telnyx.js';
@@ -25,7 +25,24 @@ export interface AdapterSettings {
   baseUrls: { twilio?: string | undefined; telnyx?: string | undefined; sns?: string | undefined };
   /** The clinic the link belongs to (the relay names it on the wire). */
   orgId: string;
+  /** TELNYX_WEBHOOK_TOLERANCE_SECONDS. */
+  telnyxWebhookToleranceSeconds?: number;
 }
+
+/** A link's settings that are not secret (sms_providers.link_settings; returned by GET .../sms). */
+export interface LinkSettings {
+  /** Telnyx: the account's webhook signing key, base64 of 32 raw bytes. */
+  webhookPublicKey?: string | undefined;
+  /** Twilio: who answers STOP / START / HELP on the account's numbers. */
+  keywordReplies?: 'twilio' | 'ours' | undefined;
+}
+
+/**
+ * The provider kinds that report delivery by webhook. Their accepted
+ * messages wait for a receipt (and are looked up once when it does not come);
+ * any other kind's accepted message is final as accepted.
+ */
+export const RECEIPT_KINDS: readonly ProviderKind[] = ['twilio', 'telnyx'];
 
 /** Each adapter's own code table, by the name its codes are namespaced under; `net` holds the socket-level codes. */
 export const CODE_TABLES: Readonly<Record<'twilio' | 'telnyx' | 'sns' | 'relay' | 'net', CodeTable>> = {
@@ -42,7 +59,7 @@ export const CODE_TABLE: Readonly<Record<string, CodeRule>> = Object.fromEntries
 );
 
 /** A client for one link's credentials (sandbox links are served by the loader's own sandbox). */
-export function createProvider(creds: Exclude<Credentials, { kind: 'sandbox' }>, s: AdapterSettings): SmsProvider {
+export function createProvider(creds: Exclude<Credentials, { kind: 'sandbox' }>, s: AdapterSettings, link: LinkSettings = {}): SmsProvider {
   const timing = { timeoutMs: s.timeoutMs, sdkTimeoutMarginMs: s.sdkTimeoutMarginMs };
   switch (creds.kind) {
     case 'twilio':
@@ -50,6 +67,7 @@ export function createProvider(creds: Exclude<Credentials, { kind: 'sandbox' }>,
         accountSid: creds.accountSid,
         authToken: creds.authToken,
         ...timing,
+        ...(link.keywordReplies ? { keywordReplies: link.keywordReplies } : {}),
         ...(s.baseUrls.twilio ? { baseUrl: s.baseUrls.twilio } : {}),
       });
     case 'telnyx':
@@ -57,6 +75,8 @@ export function createProvider(creds: Exclude<Credentials, { kind: 'sandbox' }>,
         apiKey: creds.apiKey,
         ...timing,
         ...(creds.messagingProfileId ? { messagingProfileId: creds.messagingProfileId } : {}),
+        ...(link.webhookPublicKey ? { webhookPublicKey: link.webhookPublicKey } : {}),
+        ...(s.telnyxWebhookToleranceSeconds ? { webhookToleranceSeconds: s.telnyxWebhookToleranceSeconds } : {}),
         ...(s.baseUrls.telnyx ? { baseUrl: s.baseUrls.telnyx } : {}),
       });
     case 'sns':

@@ -17,6 +17,8 @@ import {
   type DeliveryReceipt,
   type ErrorClass,
   type ProviderWebhooks,
+  type WebhookEvent,
+  type WebhookVerdict,
   type SendAccepted,
   type SendRequest,
   type SmsProvider,
@@ -106,38 +108,48 @@ function header(req: WebhookRequest, name: string): string | undefined {
 
 const RECEIPT_STATUSES = new Set<DeliveryReceipt['status']>(['sent', 'delivered', 'undelivered', 'failed']);
 
-/** Receipt verification and parsing for POST /webhooks/relay/:orgId; pure, so the route only has to find the link. */
+/**
+ * Receipt verification and parsing for POST /webhooks/relay/:orgId: the same
+ * signature as our sends (HMAC-SHA256 over `${timestamp}.${rawBody}` under
+ * the link's secret), within a timestamp tolerance. Pure, so the route only
+ * has to find the link.
+ */
 export function relayWebhooks(secret: string, opts: { toleranceSeconds?: number; now?: () => number } = {}): ProviderWebhooks {
   const tolerance = opts.toleranceSeconds ?? RELAY_TOLERANCE_SECONDS;
   const now = opts.now ?? Date.now;
   return {
-    verify(req) {
+    replies: 'send',
+    async verify(req): Promise<WebhookVerdict> {
       const ts = header(req, RELAY_TIMESTAMP_HEADER);
       const sig = header(req, RELAY_SIGNATURE_HEADER);
-      if (!ts || !/^\d{1,12}$/.test(ts) || !sig || !/^[0-9a-f]{64}$/.test(sig)) return false;
-      if (Math.abs(now() / 1000 - Number(ts)) > tolerance) return false;
+      if (!ts || !sig) return { ok: false, reason: 'missing' };
+      if (!/^\d{1,12}$/.test(ts) || !/^[0-9a-f]{64}$/.test(sig)) return { ok: false, reason: 'malformed' };
+      if (Math.abs(now() / 1000 - Number(ts)) > tolerance) return { ok: false, reason: 'stale' };
       const expected = Buffer.from(signRelay(secret, ts, req.rawBody), 'hex');
-      return timingSafeEqual(Buffer.from(sig, 'hex'), expected);
+      return timingSafeEqual(Buffer.from(sig, 'hex'), expected) ? { ok: true } : { ok: false, reason: 'mismatch' };
     },
-    parseReceipt(req) {
-      let body: unknown;
-      try {
-        body = JSON.parse(req.rawBody);
-      } catch {
-        return null;
-      }
-      if (!isObject(body) || typeof body.messageId !== 'string' || !body.messageId || body.messageId.length > 200) return null;
-      const status = body.status as DeliveryReceipt['status'];
-      if (!RECEIPT_STATUSES.has(status)) return null;
-      const receipt: DeliveryReceipt = { providerMessageId: body.messageId, status };
-      if (typeof body.code === 'string' && body.code) receipt.code = body.code.slice(0, 64);
-      if (typeof body.at === 'string') {
-        const at = new Date(body.at);
-        if (!Number.isNaN(at.getTime())) receipt.at = at;
-      }
-      return receipt;
+    parse(req): WebhookEvent | null {
+      const receipt = parseRelayReceipt(req.rawBody);
+      // The relay's message id and the state it reports identify the receipt: a redelivery is the same event.
+      return receipt ? { kind: 'receipt', key: `${receipt.providerMessageId}:${receipt.status}`, receipt } : null;
     },
   };
+}
+
+/** `{messageId, status, code?}` (an `at` the receiver may add is informational), or null for anything else. */
+export function parseRelayReceipt(rawBody: string): DeliveryReceipt | null {
+  let body: unknown;
+  try {
+    body = JSON.parse(rawBody);
+  } catch {
+    return null;
+  }
+  if (!isObject(body) || typeof body.messageId !== 'string' || !body.messageId || body.messageId.length > 200) return null;
+  const status = body.status as DeliveryReceipt['status'];
+  if (!RECEIPT_STATUSES.has(status)) return null;
+  const receipt: DeliveryReceipt = { providerMessageId: body.messageId, status };
+  if (typeof body.code === 'string' && body.code) receipt.code = body.code.slice(0, 64);
+  return receipt;
 }
 
 export interface RelayProviderOptions {

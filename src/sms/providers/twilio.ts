@@ -3,6 +3,7 @@
  * so the engine must never blindly resend after a timeout; findRecent is how it
  * finds out whether a timed-out attempt actually went through.
  */
+import { randomBytes } from 'node:crypto';
 import pTimeout from 'p-timeout';
 import twilio from 'twilio';
 import { abortedBeforeSend, abortedInFlight, classifyHttp, classifyNetwork, isObject, runProbe } from '../classify.js';
@@ -10,12 +11,17 @@ import {
   ProviderSendError,
   SDK_TIMEOUT_MARGIN_MS,
   type CodeTable,
+  type DeliveryState,
   type FoundMessage,
+  type ProviderWebhooks,
   type ReconcileQuery,
   type SendAccepted,
   type SendRequest,
   type SmsProvider,
+  type WebhookEvent,
+  type WebhookRequest,
 } from '../types.js';
+import { outboxRefOf } from './refs.js';
 
 /**
  * Twilio's codes (https://www.twilio.com/docs/api/errors). 30xxx codes normally
@@ -47,6 +53,19 @@ export const TWILIO_CODES: CodeTable = {
 
   // STOP is a compliance block: failing over to another carrier would violate the opt-out.
   '21610': { errorClass: 'recipient', optOut: true, meaning: 'recipient replied STOP' },
+
+  // Asynchronous delivery errors (status callbacks, a looked-up message). On a
+  // receipt, provider means "resend once through the next provider", recipient
+  // "stop", transient "record it; a later message may get through".
+  '30001': { errorClass: 'provider', meaning: 'queue overflow at Twilio' },
+  '30002': { errorClass: 'provider', meaning: 'account suspended' },
+  '30003': { errorClass: 'transient', meaning: 'unreachable destination handset (off, no signal)' },
+  '30004': { errorClass: 'recipient', meaning: 'message blocked (by the recipient or their carrier)' },
+  '30005': { errorClass: 'recipient', meaning: 'unknown destination handset' },
+  '30006': { errorClass: 'recipient', meaning: 'landline or unreachable carrier' },
+  '30007': { errorClass: 'provider', meaning: 'message filtered by the carrier' },
+  '30008': { errorClass: 'provider', meaning: 'unknown delivery error' },
+  '30500': { errorClass: 'provider', meaning: 'Twilio internal delivery error' },
 };
 
 export function classifyTwilioError(err: unknown): ProviderSendError {
@@ -64,6 +83,13 @@ export function classifyTwilioError(err: unknown): ProviderSendError {
 export interface TwilioProviderOptions {
   accountSid: string;
   authToken: string;
+  /**
+   * Who answers STOP / START / HELP texted to this account's numbers: Twilio
+   * (its default keyword handling, or a Messaging Service's Advanced Opt-Out
+   * replies) or us (Twilio's keyword handling switched off for the account, a
+   * standalone short code).
+   */
+  keywordReplies?: 'twilio' | 'ours';
   /** e.g. `http://127.0.0.1:PORT`; the SDK has no option for this, only a mutable field. */
   baseUrl?: string;
   timeoutMs: number;
@@ -73,6 +99,75 @@ export interface TwilioProviderOptions {
 
 /** Statuses that prove the earlier attempt did not result in a text. */
 const DEAD_STATUSES = new Set(['failed', 'undelivered', 'canceled']);
+
+/** Twilio's message statuses in our words; the others (queued, sending, accepted, scheduled...) say nothing new. */
+const DELIVERY: Readonly<Record<string, DeliveryState>> = {
+  sent: 'sent',
+  delivered: 'delivered',
+  read: 'delivered',
+  undelivered: 'undelivered',
+  failed: 'failed',
+};
+
+/** A form-encoded body as Twilio signs it: every key, repeated keys as arrays. */
+export function formParams(rawBody: string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of new URLSearchParams(rawBody)) {
+    const prior = out[k];
+    out[k] = prior === undefined ? v : Array.isArray(prior) ? [...prior, v] : [prior, v];
+  }
+  return out;
+}
+
+const one = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
+
+function twilioWebhooks(opts: TwilioProviderOptions): ProviderWebhooks {
+  return {
+    replies: 'response',
+    probeRequest(url: string) {
+      const sid = `SM${randomBytes(16).toString('hex')}`;
+      const params = { AccountSid: opts.accountSid, MessageSid: sid, SmsSid: sid, MessageStatus: 'sent', SmsStatus: 'sent', From: '+15005550006', To: '+15005550006', ApiVersion: '2010-04-01' };
+      return {
+        headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': twilio.getExpectedTwilioSignature(opts.authToken, url, params) },
+        body: new URLSearchParams(params).toString(),
+      };
+    },
+    async verify(req: WebhookRequest) {
+      const sig = req.headers['x-twilio-signature'];
+      if (!sig) return { ok: false, reason: 'missing' };
+      // The SDK's own check: HMAC-SHA1 over the URL Twilio called and the sorted
+      // form fields, compared in constant time, with and without a default port.
+      return twilio.validateRequest(opts.authToken, sig, req.url, formParams(req.rawBody)) ? { ok: true } : { ok: false, reason: 'mismatch' };
+    },
+    parse(req: WebhookRequest, hint): WebhookEvent | null {
+      const p = formParams(req.rawBody);
+      const sid = one(p.MessageSid) ?? one(p.SmsSid) ?? one(p.SmsMessageSid);
+      if (!sid || one(p.AccountSid) !== opts.accountSid) return null;
+      if (hint === 'inbound') {
+        const from = one(p.From);
+        const to = one(p.To);
+        if (!from || !to) return null;
+        // With Advanced Opt-Out, OptOutType says Twilio recognised (and answered) a keyword.
+        const twilioAnswers = (opts.keywordReplies ?? 'twilio') === 'twilio' || one(p.OptOutType) !== undefined;
+        return {
+          kind: 'inbound',
+          key: sid,
+          inbound: { providerMessageId: sid, from, to, text: one(p.Body) ?? '', keywordReplies: twilioAnswers ? 'provider' : 'us' },
+        };
+      }
+      const status = one(p.MessageStatus) ?? one(p.SmsStatus);
+      if (!status) return null;
+      const state = DELIVERY[status];
+      if (!state) return { kind: 'other', key: `${sid}:${status}`, messageId: sid };
+      const code = one(p.ErrorCode);
+      return {
+        kind: 'receipt',
+        key: `${sid}:${status}`,
+        receipt: { providerMessageId: sid, status: state, code: code && code !== '0' ? code : undefined, outboxRef: outboxRefOf(req.url) },
+      };
+    },
+  };
+}
 
 /**
  * The SDK has no per-call AbortSignal, so we stop waiting ourselves and let the
@@ -111,7 +206,8 @@ export function createTwilioProvider(opts: TwilioProviderOptions): SmsProvider {
     async send(req: SendRequest): Promise<SendAccepted> {
       if (req.signal?.aborted) throw abortedBeforeSend('twilio', req.signal);
       try {
-        const work = client.messages.create({ to: req.to, from: req.from, body: req.body }).then(
+        const params = { to: req.to, from: req.from, body: req.body, ...(req.statusCallbackUrl ? { statusCallback: req.statusCallbackUrl } : {}) };
+        const work = client.messages.create(params).then(
           (msg): SendAccepted => ({ providerMessageId: msg.sid, status: msg.status }),
         );
         return await untilAborted(work, req.signal);
@@ -135,6 +231,20 @@ export function createTwilioProvider(opts: TwilioProviderOptions): SmsProvider {
       );
       return hit ? { providerMessageId: hit.sid, status: hit.status } : null;
     },
+
+    async lookup(sid: string): Promise<FoundMessage | null> {
+      let msg;
+      try {
+        msg = await client.messages(sid).fetch();
+      } catch (err) {
+        if (isObject(err) && err.status === 404) return null;
+        throw classifyTwilioError(err);
+      }
+      const code = msg.errorCode ? String(msg.errorCode) : undefined;
+      return { providerMessageId: msg.sid, status: msg.status, delivery: DELIVERY[msg.status], code };
+    },
+
+    webhooks: twilioWebhooks(opts),
 
     // Fetching the account itself: authenticated, sends nothing, and says whether
     // Twilio has suspended or closed it (then every send would be refused).
