@@ -84,6 +84,7 @@ export const bookClinicAppointment: Tool<typeof schema> = {
       }),
       tool: 'bookClinicAppointment',
       sms: smsRow,
+      reminders: smsRow ? ctx.sms.reminders(org, { start, patientPhone: phone }, ctx.now()) : [],
     });
     if (outcome.outcome !== 'booked') {
       ctx.log.info({ outcome: outcome.outcome, phone: phoneForLog(phone) }, 'booking refused');

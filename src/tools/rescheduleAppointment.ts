@@ -78,6 +78,8 @@ export const rescheduleAppointment: Tool<typeof schema> = {
       tool: 'rescheduleAppointment',
       replaceId: appt.id,
       sms: withDryRun(sms ? { kind, body: sms.body } : null, call.dryRun),
+      // The waiting reminders move to the new time; those it leaves no due time are voided.
+      reminders: sms ? ctx.sms.reminders(org, { start, patientPhone: appt.patient_phone }, ctx.now()) : [],
     });
     if (outcome.outcome !== 'booked') return explainRefusal(ctx, outcome, start, { service, candidates });
 
