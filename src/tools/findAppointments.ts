@@ -57,7 +57,7 @@ export const findAppointments: Tool<typeof schema> = {
       };
     }
     const items = rows.map((r) => describe(ctx, r));
-    const rest = more > 0 ? ` There ${more === 1 ? 'is' : 'are'} ${more} more after ${more === 1 ? 'that' : 'those'}.` : '';
+    const rest = more > 0 ? ` There ${more === 1 ? 'is' : 'are'} ${more} more after ${items.length === 1 ? 'that one' : 'those'}.` : '';
     // One is said as a sentence; several as a list whose items have commas of their own.
     const message =
       items.length === 1
