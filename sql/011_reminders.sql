@@ -45,6 +45,13 @@ ALTER TABLE appointments
 -- NULL for confirmations, which answer the patient's own booking.
 ALTER TABLE sms_outbox ADD COLUMN send_by timestamptz;
 
+-- Due rows are claimed oldest first and, among rows due at the same instant
+-- (every clinic's 9:00 reminders), clinic by clinic, so that a claimed batch
+-- spans few clinics: the gate and the opening of attempts run one statement
+-- per clinic of the batch. This index replaces 002's on next_attempt_at alone.
+CREATE INDEX sms_outbox_due_org_idx ON sms_outbox (next_attempt_at, org_id) WHERE status IN ('pending', 'sending');
+DROP INDEX sms_outbox_due_idx;
+
 -- "Which appointment": a reply applies to the appointment of the last reminder
 -- sent to that phone, read from the outbox itself.
 CREATE INDEX sms_outbox_last_reminder_idx ON sms_outbox (org_id, to_phone, sent_at DESC)
@@ -461,6 +468,77 @@ BEGIN
           FROM sms_attempts t
          WHERE t.outbox_id = r.id AND t.outcome = 'in_flight'
          ORDER BY t.id DESC LIMIT 1) f ON r.pre = 'send';
+  END LOOP;
+END
+$$;
+
+-- 004's opening of attempts, which is the moment a send begins (the audit row
+-- is written before any byte goes to the provider), now also asks once more
+-- whether the message is still wanted: a cancel or a move that committed
+-- after the gate and before this statement would otherwise still be texted.
+-- Such a row is cancelled here by its lease holder, and its item answered
+-- with no attempt and from_number 'cancelled:<reason>', which the engine
+-- reads as "no longer wanted" (not as a lost lease). The signature is 004's.
+CREATE OR REPLACE FUNCTION sms_open_attempts(p_worker text, p_items jsonb)
+RETURNS TABLE (outbox_id uuid, attempt_id bigint, from_number text)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
+#variable_conflict use_column
+DECLARE
+  v_org uuid;
+  v_ids uuid[];
+BEGIN
+  FOR v_org IN SELECT DISTINCT (e ->> 'org')::uuid FROM jsonb_array_elements(p_items) e ORDER BY 1 LOOP
+    PERFORM set_config('app.org_id', v_org::text, true);
+    v_ids := ARRAY(SELECT (e ->> 'outbox')::uuid FROM jsonb_array_elements(p_items) e WHERE (e ->> 'org')::uuid = v_org);
+    RETURN QUERY
+    WITH i AS MATERIALIZED (
+      SELECT x.* FROM jsonb_to_recordset(p_items)
+               AS x(outbox uuid, org uuid, recipient text, provider text, account text, pool text[], preferred text,
+                    "failedOver" boolean)
+       WHERE x.org = v_org
+    ), held AS MATERIALIZED (
+      SELECT o.id,
+             CASE WHEN a.status IS DISTINCT FROM 'booked' THEN 'appointment_cancelled'
+                  WHEN a.starts_at <> o.expires_at THEN 'superseded' END AS unwanted
+        FROM sms_outbox o
+        LEFT JOIN LATERAL (SELECT ap.status, ap.starts_at FROM appointments ap
+                            WHERE ap.id = o.appointment_id LIMIT 1) a ON true
+       WHERE o.id = ANY (v_ids) AND o.org_id = v_org AND o.status = 'sending' AND o.locked_by = p_worker
+         FOR SHARE OF o
+    ), dropped AS (
+      UPDATE sms_outbox o
+         SET status = 'cancelled', failure_reason = h.unwanted, last_error = h.unwanted,
+             locked_until = NULL, locked_by = NULL, updated_at = now()
+        FROM held h
+       WHERE o.id = h.id AND h.unwanted IS NOT NULL
+      RETURNING o.id, h.unwanted
+    ), chosen AS MATERIALIZED (
+      SELECT i.*, CASE WHEN i.preferred IS NULL THEN NULL
+                       WHEN s.from_number = ANY (i.pool) THEN s.from_number
+                       ELSE i.preferred END AS sender
+        FROM i JOIN held h ON h.id = i.outbox AND h.unwanted IS NULL
+        LEFT JOIN sms_sender_assignments s
+               ON s.org_id = v_org AND s.account_key = i.account AND s.recipient = i.recipient
+    ), assigned AS (
+      INSERT INTO sms_sender_assignments (org_id, account_key, recipient, from_number)
+      SELECT DISTINCT ON (c.account, c.recipient) v_org, c.account, c.recipient, c.sender
+        FROM chosen c WHERE c.sender IS NOT NULL
+       ORDER BY c.account, c.recipient
+      ON CONFLICT (org_id, account_key, recipient)
+        DO UPDATE SET from_number = EXCLUDED.from_number, last_used_at = now()
+      RETURNING 1
+    ), opened AS (
+      INSERT INTO sms_attempts (outbox_id, org_id, provider, account_key, from_number, outcome, failed_over, worker)
+      SELECT c.outbox, v_org, c.provider, c.account, c.sender, 'in_flight', COALESCE(c."failedOver", false), p_worker
+        FROM chosen c
+      RETURNING sms_attempts.id, sms_attempts.outbox_id, sms_attempts.from_number
+    )
+    SELECT i.outbox, o.id, COALESCE(o.from_number, 'cancelled:' || d.unwanted)
+      FROM i
+      LEFT JOIN opened o ON o.outbox_id = i.outbox
+      LEFT JOIN dropped d ON d.id = i.outbox;
   END LOOP;
 END
 $$;

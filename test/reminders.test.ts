@@ -9,6 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { DateTime } from 'luxon';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sqlAttemptLog } from '../src/sms/attempts.js';
 import { Outbox } from '../src/sms/outbox.js';
 import { startFakeTelnyx, type FakeTelnyx } from './fakes/fake-telnyx.js';
 import { startFakeTwilio, type FakeTwilio } from './fakes/fake-twilio.js';
@@ -186,6 +187,26 @@ describe('never for a cancelled or moved appointment', () => {
     const next = (await reminders(h, result.appointmentId)).find((x) => x.id !== rem!.id)!;
     expect(next).toMatchObject({ kind: 'reminder:1440#2', status: 'pending' });
     expect(iso(next.expires_at)).toBe(iso(new Date(moved.startsAt)));
+    expect(sentTo(phone).filter((m) => m.body.includes('reminder'))).toHaveLength(0);
+  });
+
+  it('a cancel that commits after the gate passed and before the send began: the send does not begin', async () => {
+    const org = await clinic(h);
+    const phone = freshPhone();
+    const { result } = await book(h, org, { patientPhone: phone });
+    const [rem] = await reminders(h, result.appointmentId);
+    await makeDue(rem!.id);
+    const holder = `test-${randomUUID()}`;
+    const worker = new Outbox(h.runtime.workerSql, holder, { leaseMs: 30_000, retryBaseMs: 50, retryMaxMs: 200, maxAttempts: 6, defaultRateLimit: 5 });
+    expect((await worker.claimDue(500)).map((c) => c.id)).toContain(rem!.id);
+    expect(await worker.gate([rem!.id])).toEqual([{ status: 'sending', inFlight: null, resendAfter: null }]);
+    expect((await tool(h, org, 'cancelAppointment', { appointmentId: result.appointmentId })).success).toBe(true);
+    const link = (await h.runtime.sms.chains.load(org.id))!.links[0]!;
+    const open = sqlAttemptLog(h.runtime.workerSql).open({ id: rem!.id, orgId: org.id, to: phone, body: rem!.body, leaseHolder: holder }, link, link.pool[0]!, false);
+    await expect(open).rejects.toMatchObject({ code: 'SM003', reason: 'appointment_cancelled' });
+    expect((await reminders(h, result.appointmentId))[0]).toMatchObject({ status: 'cancelled', failure_reason: 'appointment_cancelled' });
+    const [n] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_attempts WHERE outbox_id = ${rem!.id}`;
+    expect(n!.n).toBe(0);
     expect(sentTo(phone).filter((m) => m.body.includes('reminder'))).toHaveLength(0);
   });
 

@@ -217,8 +217,15 @@ export class Outbox {
       RETURNING ${this.sql.unsafe(COLUMNS.map((c) => `o.${c}`).join(', '))}`;
   }
 
+  /**
+   * The oldest due rows. Rows due at the same instant (every clinic's 9:00
+   * reminders) come clinic by clinic: a claimed batch then spans few clinics,
+   * and the gate and the opening of attempts make one statement per clinic.
+   */
   claimDue(n: number): Promise<OutboxRow[]> {
-    return this.claimRows(this.sql`SELECT id FROM sms_outbox WHERE ${this.due()} ORDER BY next_attempt_at LIMIT ${n} FOR UPDATE SKIP LOCKED`);
+    return this.claimRows(
+      this.sql`SELECT id FROM sms_outbox WHERE ${this.due()} ORDER BY next_attempt_at, org_id LIMIT ${n} FOR UPDATE SKIP LOCKED`,
+    );
   }
 
   /** Claims the one row `which` selects, if it is claimable now. */
