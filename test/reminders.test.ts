@@ -14,7 +14,7 @@ import { Outbox } from '../src/sms/outbox.js';
 import { startFakeTelnyx, type FakeTelnyx } from './fakes/fake-telnyx.js';
 import { startFakeTwilio, type FakeTwilio } from './fakes/fake-twilio.js';
 import { ADMIN_TOKEN, callTools, createOrg, resultOf, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
-import { book, freshPhone, providerEnv, putSms, twilioLink, waitFor } from './helpers/sms.js';
+import { book, freshPhone, providerEnv, putSms, twilioLink } from './helpers/sms.js';
 
 const admin = { Authorization: `Bearer ${ADMIN_TOKEN}` };
 const CONTACT = '+14155550100';
