@@ -173,6 +173,7 @@ export interface SmsConfigView {
 function linkSettingsOf(link: SmsConfigInput['providers'][number]): LinkSettings {
   if (link.kind === 'twilio') return { keywordReplies: link.keywordReplies ?? 'twilio' };
   if (link.kind === 'telnyx') return link.webhookPublicKey ? { webhookPublicKey: link.webhookPublicKey } : {};
+  if (link.kind === 'relay') return { receipts: link.receipts === true };
   return {};
 }
 

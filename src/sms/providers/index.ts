@@ -35,6 +35,8 @@ export interface LinkSettings {
   webhookPublicKey?: string | undefined;
   /** Twilio: who answers STOP / START / HELP on the account's numbers. */
   keywordReplies?: 'twilio' | 'ours' | undefined;
+  /** Relay: its receiver posts delivery receipts (the status figures count what still waits for one). */
+  receipts?: boolean | undefined;
 }
 
 /**
