@@ -20,6 +20,12 @@
  * platform's figure is then its bookings over its time across the rounds.
  *
  * Bookings/s counts rows that actually appeared in the table, not HTTP 200s.
+ *
+ * BENCH_SMS=sandbox gives the clinic SMS through the sandbox provider (each
+ * booking writes and sends its confirmation) with a contact number, and
+ * BENCH_REMINDER_OFFSETS=1440,120 its reminder schedule (empty: none). Two
+ * runs that differ only in BENCH_REMINDER_OFFSETS measure what scheduling
+ * reminders adds to a booking.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, createHmac, randomUUID } from 'node:crypto';
@@ -124,6 +130,16 @@ async function main() {
       practitioners: Array.from({ length: PRACTITIONERS }, (_, i) => ({ name: `Dr. Bench ${String(i).padStart(2, '0')}` })),
     });
     const client = await post(`${base}/api/admin/orgs/${org.id}/clients`, admin, {});
+    if (process.env.BENCH_SMS === 'sandbox') {
+      const offsets = (process.env.BENCH_REMINDER_OFFSETS ?? '').split(',').filter(Boolean).map(Number);
+      const sms = await fetch(`${base}/api/admin/orgs/${org.id}/sms`, {
+        method: 'PUT',
+        headers: admin,
+        body: JSON.stringify({ rateLimitPerHour: 1000, contactPhone: '+14155550100', reminderOffsetsMinutes: offsets, providers: [{ kind: 'sandbox' }] }),
+      });
+      if (!sms.ok) throw new Error(`configuring SMS: ${sms.status} ${await sms.text()}`);
+      process.stderr.write(`SMS: sandbox, reminders ${offsets.length ? offsets.join(', ') + ' minutes before' : 'none'}\n`);
+    }
     const retellKey = `key_bench_${randomUUID().replace(/-/g, '')}`;
     const patched = await fetch(`${base}/api/admin/orgs/${org.id}`, { method: 'PATCH', headers: admin, body: JSON.stringify({ retellApiKey: retellKey }) });
     if (!patched.ok) throw new Error(`setting the Retell key: ${patched.status}`);
@@ -240,7 +256,7 @@ async function main() {
                   ${createHash('sha256').update(String(s.n)).digest('hex')}, ${[ids[s.practitioner]!]}::uuid[],
                   ${serviceId}::uuid, ${s.start.toJSDate()}, ${s.start.plus({ minutes: 15 }).toJSDate()},
                   ${`Patient ${s.n}`}, ${`+1415555${String(1000 + (s.n % 9000)).padStart(4, '0')}`}, ${null}, ${`bench-call-${s.n}`},
-                  ${null}::uuid, ${null}, ${null}, ${false}) AS r`;
+                  ${null}::uuid, ${null}, ${null}, ${false}, '[]'::jsonb) AS r`;
             } catch (err) {
               if (errors++ === 0) process.stderr.write(`ceiling error: ${(err as Error).message}\n`);
             }

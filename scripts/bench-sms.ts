@@ -28,6 +28,11 @@
  *   BENCH_CPU=1          CPU seconds the drain cost in this process, the fakes and PostgreSQL (Linux /proc)
  *   BENCH_RELAY_DRAIN=5000   messages in the relay drain
  *   BENCH_AMBIGUOUS_MAX_MS=10000   SMS_AMBIGUOUS_MAX_MS for scenario 5 (the default 2 minutes would make it slow)
+ *   7. due-reminder drain: BENCH_REMINDERS (100,000) reminders across
+ *      BENCH_REMINDER_CLINICS (1,000) clinics, all due at once, while 10 % of
+ *      their appointments are cancelled through the cancel transaction
+ *      (target >= 1,000 reminders/s, 0 duplicates, 0 sent for an appointment
+ *      cancelled before its send began). BENCH_REMINDERS_ONLY=1 runs only this.
  */
 import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -43,7 +48,8 @@ import { loadConfig } from '../src/config.js';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
 import { freePort } from '../src/net.js';
 import { createRuntime } from '../src/runtime.js';
-import { generateKeySpec } from '../src/crypto.js';
+import { encryptSecret, generateKeySpec } from '../src/crypto.js';
+import { cancelAppointmentById } from '../src/booking/appointments.js';
 import type { Fault } from '../test/fakes/faults.js';
 import { FAKE_RELAY_SECRET } from '../test/fakes/fake-relay.js';
 import { DEFAULT_SNS_ACCOUNT } from '../test/fakes/fake-sns.js';
@@ -62,6 +68,10 @@ const DRAIN_ONLY = process.env.BENCH_DRAIN_ONLY === '1';
 const RELAY_DRAIN = Number(process.env.BENCH_RELAY_DRAIN ?? DRAIN);
 const AMBIGUOUS_MAX_MS = Number(process.env.BENCH_AMBIGUOUS_MAX_MS ?? 10_000);
 const ADMIN = `bench-admin-${randomUUID()}`;
+const REMINDERS = Number(process.env.BENCH_REMINDERS ?? 100_000);
+const REMINDER_CLINICS = Number(process.env.BENCH_REMINDER_CLINICS ?? 1000);
+const REMINDERS_ONLY = process.env.BENCH_REMINDERS_ONLY === '1';
+const REMINDER_TARGET = 1000;
 
 /** CPU seconds (user + system) of the given processes so far, from /proc; Linux only. */
 async function cpuSeconds(pids: number[]): Promise<number> {
@@ -230,7 +240,7 @@ async function main() {
   };
 
   // 1. Drain throughput.
-  {
+  if (!REMINDERS_ONLY) {
     const org = await newClinic([twilioLink, telnyxLink]);
     const ids = await enqueue(org, DRAIN);
     const before = await counts();
@@ -317,7 +327,7 @@ async function main() {
   };
 
   // 2. Primary hard down (connection refused), breaker open: to Telnyx, to SNS, to a relay.
-  if (!DRAIN_ONLY) {
+  if (!DRAIN_ONLY && !REMINDERS_ONLY) {
     for (const [name, secondary] of [
       ['Telnyx', telnyxLink],
       ['SNS', snsLink],
@@ -338,7 +348,7 @@ async function main() {
   }
 
   // 3. Primary hangs on send (lookups still answer): one timeout, reconcile, fail over.
-  if (!DRAIN_ONLY) {
+  if (!DRAIN_ONLY && !REMINDERS_ONLY) {
     await fault('twilio', { kind: 'hang', records: false, scope: 'create' });
     const org = await newClinic([twilioLink, telnyxLink]);
     const hang = await timeRuns(org, Math.min(SAMPLES, 50));
@@ -356,7 +366,7 @@ async function main() {
   }
 
   // 4. Booking tool calls with SMS on while the primary hangs.
-  if (!DRAIN_ONLY) {
+  if (!DRAIN_ONLY && !REMINDERS_ONLY) {
     await fault('twilio', { kind: 'hang', records: false, scope: 'create' });
     const org = await newClinic([twilioLink, telnyxLink]);
     const client = await api('POST', `/api/admin/orgs/${org.id}/clients`, {});
@@ -395,7 +405,7 @@ async function main() {
   }
 
   // 5. Drain through a relay: the same worker and outbox, the relay's signed JSON instead of an SDK.
-  {
+  if (!REMINDERS_ONLY) {
     const org = await newClinic([relayLink]);
     const ids = await enqueue(org, RELAY_DRAIN);
     const before = await counts();
@@ -415,7 +425,7 @@ async function main() {
   }
 
   // 6. The primary ambiguous for the whole run, 4 callers, 30 patients, receipts coming back.
-  if (!DRAIN_ONLY) {
+  if (!DRAIN_ONLY && !REMINDERS_ONLY) {
     const PATIENTS = 30;
     const variants: Array<{ name: string; fault: Fault; twilioPlan: ReceiptPlan }> = [
       { name: 'primary hangs after taking each message (lookups too), its receipts on time', fault: { kind: 'hang', records: true }, twilioPlan: { steps: ['sent', 'delivered'], delayMs: 300, gapMs: 500 } },
@@ -503,6 +513,16 @@ async function main() {
     await receipts('telnyx', { steps: [] });
   }
 
+  // 7. Due-reminder drain across many clinics, with cancellations landing during it.
+  if (!DRAIN_ONLY) {
+    if (process.env.BENCH_PG_DIAG) await owner`SELECT pg_stat_reset()`;
+    await reminderDrain({ runtime, owner, counts, fakeMessages, say, twilioLink });
+    if (process.env.BENCH_PG_DIAG) {
+      const { execFileSync } = await import('node:child_process');
+      process.stderr.write(execFileSync(process.execPath, ['--import', 'tsx', 'scripts/pg-function-stats.ts', db.ownerUrl], { cwd: ROOT }).toString());
+    }
+  }
+
   const [dups] = await owner<{ n: number }[]>`
     SELECT count(*)::int AS n FROM (SELECT outbox_id FROM sms_attempts WHERE outcome IN ('accepted', 'reconciled') GROUP BY outbox_id HAVING count(*) > 1) d`;
   say(`messages with more than one accepted attempt: ${dups!.n}`);
@@ -522,3 +542,135 @@ main().catch((err) => {
   process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
   process.exit(1);
 });
+
+/**
+ * Scenario 7. The clinics, their appointments and reminder rows are written in
+ * bulk as the owner (the booking transaction's cost is bench:booking's), each
+ * clinic with its own encrypted Twilio link, every reminder to its own phone
+ * (one a day each, so the caps let all of them through). All are made due at
+ * once; while the worker drains them, 10 % of the appointments, in random
+ * order, are cancelled through cancelAppointmentById, the tool's own cancel
+ * transaction, four at a time.
+ */
+async function reminderDrain(b: {
+  runtime: Awaited<ReturnType<typeof createRuntime>>;
+  owner: postgres.Sql;
+  counts: () => Promise<{ twilio: number; telnyx: number }>;
+  fakeMessages: (p: 'twilio' | 'telnyx') => Promise<Array<{ id: string; to: string; at: number }>>;
+  say: (s: string) => void;
+  twilioLink: { kind: string; accountSid: string; authToken: string; senderNumbers: string[] };
+}): Promise<void> {
+  const { runtime, owner, say } = b;
+  const perClinic = Math.ceil(REMINDERS / REMINDER_CLINICS);
+  const keyring = runtime.deps.keyring;
+  const t0 = performance.now();
+  const clinics = Array.from({ length: REMINDER_CLINICS }, () => randomUUID());
+  const hours = Object.fromEntries(['1', '2', '3', '4', '5', '6', '7'].map((d) => [d, [['00:00', '24:00']]]));
+  const creds = JSON.stringify({ kind: 'twilio', accountSid: b.twilioLink.accountSid, authToken: b.twilioLink.authToken });
+  const blobs = clinics.map((id) => encryptSecret(keyring, creds, `org:${id}:sms:0:twilio`));
+  await owner`
+    INSERT INTO orgs (id, name, time_zone, opening_hours)
+    SELECT id, 'Reminder Bench ' || n, 'America/New_York', ${owner.json(hours)}
+      FROM unnest(${clinics}::uuid[]) WITH ORDINALITY AS t(id, n)`;
+  await owner`INSERT INTO services (org_id, code, name, duration_minutes) SELECT id, 'visit', 'Visit', 15 FROM unnest(${clinics}::uuid[]) id`;
+  await owner`INSERT INTO practitioners (org_id, name) SELECT id, 'Dr. Bench' FROM unnest(${clinics}::uuid[]) id`;
+  await owner`
+    INSERT INTO sms_settings (org_id, enabled, rate_limit_per_hour, failover_enabled, contact_phone)
+    SELECT id, true, 1000, false, '+14155550100' FROM unnest(${clinics}::uuid[]) id`;
+  await owner`
+    INSERT INTO sms_providers (org_id, position, kind, credentials_enc, sender_numbers, link_settings)
+    SELECT id, 0, 'twilio', blob, ${b.twilioLink.senderNumbers}, '{"keywordReplies":"twilio"}'::jsonb
+      FROM unnest(${clinics}::uuid[], ${blobs}::text[]) AS t(id, blob)`;
+  // Appointments two days out, back to back per clinic; reminders parked an hour ahead until released.
+  const rows = await owner<Array<{ id: string; appointment_id: string; org_id: string }>>`
+    WITH c AS (
+      SELECT o.id AS org_id, o.n, p.id AS practitioner_id, s.id AS service_id
+        FROM unnest(${clinics}::uuid[]) WITH ORDINALITY AS o(id, n)
+        JOIN practitioners p ON p.org_id = o.id JOIN services s ON s.org_id = o.id
+    ), a AS (
+      INSERT INTO appointments (org_id, practitioner_id, service_id, patient_name, patient_phone, starts_at, ends_at)
+      SELECT c.org_id, c.practitioner_id, c.service_id, 'Bench Patient',
+             '+1312' || lpad(((c.n - 1) * ${perClinic} + i)::text, 7, '0'),
+             now() + interval '2 days' + i * interval '15 minutes', now() + interval '2 days' + (i + 1) * interval '15 minutes'
+        FROM c, generate_series(0, ${perClinic - 1}) i
+      RETURNING id, org_id, patient_phone, starts_at
+    )
+    INSERT INTO sms_outbox (org_id, appointment_id, kind, to_phone, body, expires_at, next_attempt_at, send_by)
+    SELECT a.org_id, a.id, 'reminder:1440', a.patient_phone,
+           'Reminder Bench: reminder of your visit on Wed, Dec 3 at 9:00 AM EST. Reply C to confirm or R to reschedule. Call (415) 555-0100. Reply STOP to opt out.',
+           a.starts_at, now() + interval '1 hour', now() + interval '3 hours'
+      FROM a
+    RETURNING id, appointment_id, org_id`;
+  say(`reminder drain: ${rows.length} reminders across ${clinics.length} clinics written in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  await owner`ANALYZE sms_outbox`;
+  await owner`ANALYZE appointments`;
+
+  // 10 % of the appointments, in random order, to cancel during the drain.
+  const toCancel = rows.map((r) => r).sort(() => Math.random() - 0.5).slice(0, Math.floor(rows.length / 10));
+  const before = await b.counts();
+  await owner`UPDATE sms_outbox SET next_attempt_at = now() WHERE kind = 'reminder:1440' AND org_id = ANY(${clinics}::uuid[])`;
+  const start = performance.now();
+  runtime.sms.worker.start();
+  let cancelled = 0;
+  let cancelling = true;
+  const committedAt = new Map<string, number>();
+  const cancels = Promise.all(
+    Array.from({ length: 4 }, async (_, k) => {
+      for (let i = k; i < toCancel.length && cancelling; i += 4) {
+        const r = toCancel[i]!;
+        const out = await cancelAppointmentById(runtime.sql, { orgId: r.org_id, clientId: null }, r.appointment_id);
+        // Committed by now: a send that began after this moment would be a text for a cancelled appointment.
+        if (out.status === 'cancelled') {
+          cancelled++;
+          committedAt.set(r.appointment_id, Date.now());
+        }
+      }
+    }),
+  );
+  for (;;) {
+    const [r] = await owner<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM sms_outbox WHERE status IN ('pending', 'sending') AND kind = 'reminder:1440'`;
+    if (r!.n === 0) break;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  const secs = (performance.now() - start) / 1000;
+  cancelling = false;
+  await cancels;
+  await runtime.sms.worker.stop();
+  const after = await b.counts();
+  const [st] = await owner<{ sent: number; voided: number; gated: number; other: number }[]>`
+    SELECT count(*) FILTER (WHERE status = 'sent')::int AS sent,
+           count(*) FILTER (WHERE status = 'cancelled' AND failure_reason = 'appointment_cancelled' AND attempts = 0)::int AS voided,
+           count(*) FILTER (WHERE status = 'cancelled' AND attempts > 0)::int AS gated,
+           count(*) FILTER (WHERE status NOT IN ('sent', 'cancelled'))::int AS other
+      FROM sms_outbox WHERE kind = 'reminder:1440' AND org_id = ANY(${clinics}::uuid[])`;
+  // A reminder whose send began (its attempt opened) after its appointment's cancel committed is a text for a cancelled appointment.
+  const sentForCancelled = await owner<Array<{ appointment_id: string; started_at: Date }>>`
+    SELECT o.appointment_id, t.started_at
+      FROM sms_outbox o JOIN appointments ap ON ap.id = o.appointment_id
+      JOIN sms_attempts t ON t.outbox_id = o.id AND t.outcome IN ('accepted', 'reconciled')
+     WHERE o.kind = 'reminder:1440' AND o.org_id = ANY(${clinics}::uuid[]) AND ap.status = 'cancelled'`;
+  const late = { n: 0, before: 0 };
+  for (const r of sentForCancelled) {
+    if (r.started_at.getTime() > (committedAt.get(r.appointment_id) ?? Infinity)) late.n++;
+    else late.before++;
+  }
+  const [dupRows] = await owner<{ n: number }[]>`
+    SELECT count(*)::int AS n FROM (
+      SELECT o.id FROM sms_outbox o JOIN sms_attempts t ON t.outbox_id = o.id AND t.outcome IN ('accepted', 'reconciled')
+       WHERE o.kind = 'reminder:1440' AND o.org_id = ANY(${clinics}::uuid[]) GROUP BY o.id HAVING count(*) > 1) d`;
+  const msgs = (await b.fakeMessages('twilio')).filter((m) => m.to.startsWith('+1312'));
+  const perPhone = new Map<string, number>();
+  for (const m of msgs) perPhone.set(m.to, (perPhone.get(m.to) ?? 0) + 1);
+  const dupPhones = [...perPhone.values()].filter((n) => n > 1).length;
+  const delivered = after.twilio - before.twilio;
+  const rate = rows.length / secs;
+  const ok = rate >= REMINDER_TARGET && dupPhones === 0 && delivered === st!.sent && late.n === 0;
+  say(
+    `reminder drain: ${rows.length} reminders (${clinics.length} clinics) settled in ${secs.toFixed(2)} s = ${rate.toFixed(0)} reminders/s ` +
+      `(${(st!.sent / secs).toFixed(0)} sent/s); sent ${st!.sent}, voided by the cancel ${st!.voided}, refused by the gate ${st!.gated}, other ${st!.other}; ` +
+      `cancelled during the run ${cancelled} (of ${toCancel.length} picked), of whose reminders ${late.before} had been sent before the cancel; ` +
+      `provider messages ${delivered} (duplicates: ${delivered - st!.sent}; phones texted twice: ${dupPhones}; rows with two delivered attempts: ${dupRows!.n}); ` +
+      `sent after their appointment was cancelled: ${late.n} [target >= ${REMINDER_TARGET}/s, 0 duplicates, 0 for cancelled: ${ok ? 'MET' : 'NOT MET'}]`,
+  );
+}

@@ -226,38 +226,38 @@ describe('renderConfirmation', () => {
     expect(segmentInfo(text).encoding).toBe('GSM-7');
   });
 
-  it('keeps an emoji-laden clinic name GSM-7 and within two segments', () => {
+  it('keeps an emoji-laden clinic name GSM-7 and within one segment', () => {
     const text = render({ clinicName: '🦷✨ Bright   Smiles 😁 Dental 🪥🪥🪥', patientName: 'Ana 💖' });
     expect(text).toBe(
       'Hi Ana, your appointment at Bright Smiles Dental is confirmed for Thu, Aug 20 at 3:00 PM EDT. Reply STOP to opt out.',
     );
     const info = segmentInfo(text);
     expect(info.encoding).toBe('GSM-7');
-    expect(info.segments).toBeLessThanOrEqual(2);
+    expect(info.segments).toBe(1);
   });
 
-  it('truncates a very long clinic name but keeps the opt-out hint and two segments', () => {
+  it('truncates a very long clinic name but keeps the opt-out hint and one segment', () => {
     const clinicName = 'Greater Metropolitan Family Medicine and Pediatric Associates '.repeat(10);
     const text = render({ clinicName });
     const info = segmentInfo(text);
-    expect(info).toEqual({ encoding: 'GSM-7', units: info.units, segments: 2 });
-    expect(info.units).toBeGreaterThan(290);
+    expect(info).toEqual({ encoding: 'GSM-7', units: info.units, segments: 1 });
+    expect(info.units).toBeGreaterThan(150);
     expect(text.startsWith('Hi Ana, your appointment at Greater Metropolitan Family Medicine')).toBe(true);
     expect(text.endsWith(' is confirmed for Thu, Aug 20 at 3:00 PM EDT. Reply STOP to opt out.')).toBe(true);
     expect(text).not.toContain('…');
   });
 
-  it('keeps two segments when the clinic name is full of two-septet characters', () => {
+  it('keeps one segment when the clinic name is full of two-septet characters', () => {
     const text = render({ clinicName: '[Care]{€}|'.repeat(60), kind: 'rescheduled' });
     expect(segmentInfo(text).encoding).toBe('GSM-7');
-    expect(segmentInfo(text).segments).toBe(2);
+    expect(segmentInfo(text).segments).toBe(1);
     expect(text).toContain('Reply STOP to opt out.');
   });
 
   it('caps an absurdly long first name and still fits', () => {
     const text = render({ patientName: 'A'.repeat(500), clinicName: 'Clinic '.repeat(60) });
     expect(text.startsWith(`Hi ${'A'.repeat(32)}, your`)).toBe(true);
-    expect(segmentInfo(text).segments).toBeLessThanOrEqual(2);
+    expect(segmentInfo(text).segments).toBe(1);
     expect(text).toContain('Reply STOP to opt out.');
   });
 

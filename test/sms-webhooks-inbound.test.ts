@@ -177,11 +177,12 @@ describe('exactly one answer reaches the patient', () => {
 });
 
 describe('the inbox', () => {
-  it('any other text is stored once in the clinic inbox (paginated, phone masked), with no answer', async () => {
+  it('any other text is stored once in the clinic inbox (paginated, phone masked), answered "call us" once a day', async () => {
     const org = await clinic([twilioLink(), telnyxSigned()]);
     const phone = freshPhone();
     const a = await twilio.sendInbound({ url: urls(org.id).twilioInbound, from: phone, to: TWILIO_POOL[0]!, body: 'Running 10 minutes late, sorry!' });
-    expect(a.body).toBe(EMPTY);
+    // Issue 11: everything else is answered with "call us", at most once a day (the Telnyx texts below get nothing).
+    expect(a.body).toMatch(/<Message>.*thanks for your message\. For anything about your visit please call the clinic\. Reply STOP to opt out\.<\/Message>/);
     await telnyx.sendInbound({ url: urls(org.id).telnyx, from: phone, to: TELNYX_POOL[0]!, text: 'Stop please, wrong number', messageId: '0c4e2b9a-1111-4a57-9f1e-3f1f2c7a9e11' });
     await telnyx.sendInbound({ url: urls(org.id).telnyx, from: phone, to: TELNYX_POOL[0]!, text: 'Stop please, wrong number', messageId: '0c4e2b9a-1111-4a57-9f1e-3f1f2c7a9e11' });
     await waitFor('three processed', async () => (await events(org.id)).filter((e) => e.processed_at).length === 3);

@@ -3,7 +3,7 @@ import type { Sql } from 'postgres';
 import { rethrowTenant, type Tenant } from '../db/pool.js';
 import { ToolError } from './errors.js';
 import type { OrgContext, Practitioner, Service } from './org.js';
-import { addDays, firstOccurrence, localDateOf, localDayBounds, type LocalDate, spokenList, wallInstant } from './time.js';
+import { addDays, firstOccurrence, localDateOf, localDayBounds, type LocalDate, spokenList, spokenMinutes, wallInstant } from './time.js';
 
 export interface BusyInterval {
   practitionerId: string;
@@ -84,21 +84,14 @@ export function isWithinOpeningHours(org: OrgContext, start: DateTime, end: Date
   return windows.some(([o, c]) => fitsWindow(org.timeZone, date, minutesOf(o), minutesOf(c), start, end));
 }
 
-/** "h:mm a" of wall-clock minutes after midnight, with no zone involved: 1440 is "12:00 AM". */
-function spokenMinutes(minutes: number): string {
-  const h = Math.floor(minutes / 60) % 24;
-  const m = minutes % 60;
-  return `${h % 12 === 0 ? 12 : h % 12}:${String(m).padStart(2, '0')} ${h < 12 ? 'AM' : 'PM'}`;
-}
-
 /**
- * "9:00 AM to 5:00 PM", or "closed", for the agent to explain a refusal: the
+ * "9:00 AM to 5:00 PM" (en-GB "09:00 to 17:00"), or "closed", for the agent to explain a refusal: the
  * hours as the clinic set them, whatever the clocks do that day.
  */
 export function describeHours(org: OrgContext, date: LocalDate): string {
   const windows = openingWindows(org, date);
   if (windows.length === 0) return 'closed';
-  return spokenList(windows.map((w) => `${spokenMinutes(w.open)} to ${spokenMinutes(w.close)}`));
+  return spokenList(windows.map((w) => `${spokenMinutes(w.open, org.locale)} to ${spokenMinutes(w.close, org.locale)}`));
 }
 
 /**

@@ -36,6 +36,12 @@ export interface BookRequest {
   /** Appointment being moved (reschedule); omitted for a new booking. */
   replaceId?: string | undefined;
   sms?: { kind: string; body: string; dryRun?: boolean } | undefined;
+  /**
+   * The appointment's reminders for its (new) time (src/sms/reminders.ts), due
+   * times computed here so the booking stays one round trip. A reschedule
+   * moves the waiting ones to these and voids the rest.
+   */
+  reminders?: Array<{ kind: string; due: string; sendBy: string; body: string }> | undefined;
 }
 
 /** SHA-256 of the canonical JSON of the normalised arguments: same request, same hash. */
@@ -69,7 +75,8 @@ export async function bookAppointment(sql: Sql, r: BookRequest): Promise<BookOut
         ${r.org.id}::uuid, ${r.clientId}, ${r.idempotencyKey ?? null}, ${r.tool}, ${r.requestHash},
         ${ids}::uuid[], ${r.service.id}::uuid, ${r.start.toJSDate()}, ${r.end.toJSDate()},
         ${r.patientName}, ${r.patientPhone}, ${r.patientEmail ?? null}, ${r.callId ?? null},
-        ${r.replaceId ?? null}::uuid, ${r.sms?.kind ?? null}, ${r.sms?.body ?? null}, ${r.sms?.dryRun ?? false}
+        ${r.replaceId ?? null}::uuid, ${r.sms?.kind ?? null}, ${r.sms?.body ?? null}, ${r.sms?.dryRun ?? false},
+        ${sql.json(r.reminders ?? [])}::jsonb
       ) AS result`;
     if (!row) throw new Error('book_appointment returned no row');
     return row.result;

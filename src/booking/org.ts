@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { Sql } from 'postgres';
+import type { Locale } from './time.js';
 
 export type OpeningHours = Record<string, Array<[string, string]>>;
 
@@ -14,6 +15,18 @@ export interface Practitioner {
   id: string;
   name: string;
   serviceCodes: string[] | null;
+}
+
+/** When reminders go out (the clinic's SMS settings, src/sms/reminders.ts). */
+export interface ReminderSettings {
+  /** Minutes before the appointment, e.g. [1440, 120]; empty: no reminders. */
+  offsetsMinutes: number[];
+  /** The sending window, "HH:mm" wall-clock times: a reminder goes out at start <= t < end. */
+  window: { start: string; end: string };
+  /** Whose wall clock the window is read on: the patient's when their number tells it, else the clinic's; or always the clinic's. */
+  zoneRule: 'patient' | 'clinic';
+  /** Patients may cancel by replying X (asked to confirm once). */
+  cancelByReply: boolean;
 }
 
 /** A clinic as a tool call sees it; loaded once per request, under RLS. */
@@ -38,6 +51,14 @@ export interface OrgContext {
   retellApiKeyEnc?: string | null;
   /** Keep end-of-call transcripts in the call log. */
   storeTranscripts?: boolean;
+  // Reminder and locale settings (sql/011_reminders.sql), optional in the same
+  // way: absent means en-US, no contact number, no reminders.
+  /** How times are spoken and texted; absent means en-US. */
+  locale?: Locale;
+  /** The number texts tell patients to call: the SMS settings' contactPhone, else frontDeskPhone. */
+  smsContactPhone?: string | null;
+  /** The clinic's reminder schedule and sending window; absent: no reminders. */
+  reminders?: ReminderSettings | null;
   services: Service[];
   practitioners: Practitioner[];
   clientActive: boolean;

@@ -17,6 +17,32 @@ import { clinicZone } from './zone.js';
  */
 
 const LOCALE = 'en-US';
+
+/**
+ * How a clinic's times are said and written (the clinic's `locale` setting).
+ * en-US: "Thursday, March 4 at 3:00 PM"; en-GB: "Thursday 4 March at 15:00".
+ */
+export type Locale = 'en-US' | 'en-GB';
+export const LOCALES: readonly Locale[] = ['en-US', 'en-GB'];
+export const DEFAULT_LOCALE: Locale = 'en-US';
+
+interface SpokenStyle {
+  clock: string;
+  date: string;
+  /** How a second pass of a repeated hour is told apart. */
+  fallBack: string;
+  /** Why a wall time does not exist. */
+  springForward: string;
+}
+
+// Formats are pinned per locale rather than taken from Intl, so a change in the
+// machine's ICU data can never change what a caller hears.
+const STYLES: Record<Locale, SpokenStyle> = {
+  'en-US': { clock: 'h:mm a', date: 'cccc, MMMM d', fallBack: 'after the clocks fall back', springForward: 'the clocks spring forward' },
+  'en-GB': { clock: 'HH:mm', date: 'cccc d MMMM', fallBack: 'after the clocks go back', springForward: 'the clocks go forward' },
+};
+
+const styleOf = (locale: Locale | undefined): SpokenStyle => STYLES[locale ?? DEFAULT_LOCALE] ?? STYLES[DEFAULT_LOCALE];
 const MINUTE_MS = 60_000;
 const HOUR_MS = 3_600_000;
 const DAY_MS = 86_400_000;
@@ -148,18 +174,18 @@ export function localDateOf(dt: DateTime): LocalDate {
  * twice (fall back) means its first occurrence, on the pre-change offset; a
  * time that never happens (spring forward) is refused with a speakable error.
  */
-export function resolveLocal(date: LocalDate, time: LocalTime, zone: string): DateTime {
+export function resolveLocal(date: LocalDate, time: LocalTime, zone: string, locale?: Locale): DateTime {
   const z = clinicZone(zone);
   const dt = DateTime.fromObject({ ...date, ...time }, { zone: z, locale: LOCALE });
   if (!dt.isValid) {
     throw new ToolError('invalid_date', "I couldn't understand that date and time. Could you say it again?");
   }
   if (dt.hour !== time.hour || dt.minute !== time.minute || dt.day !== date.day) {
-    const wall = spokenClock(DateTime.fromObject({ ...date, ...time }, { zone: 'UTC', locale: LOCALE }));
-    const day = DateTime.fromObject(date, { zone: z, locale: LOCALE }).toFormat('MMMM d');
+    const wall = spokenClock(DateTime.fromObject({ ...date, ...time }, { zone: 'UTC', locale: LOCALE }), locale);
+    const day = DateTime.fromObject(date, { zone: z, locale: LOCALE }).toFormat(locale === 'en-GB' ? 'd MMMM' : 'MMMM d');
     throw new ToolError(
       'nonexistent_time',
-      `${wall} doesn't exist on ${day} because the clocks spring forward. Could we pick another time?`,
+      `${wall} doesn't exist on ${day} because ${styleOf(locale).springForward}. Could we pick another time?`,
     );
   }
   // Three hours either side have the same offset on all but the two days a
@@ -189,22 +215,32 @@ function assertValid(dt: DateTime): DateTime {
 }
 
 /**
- * "3:00 PM". By the policy above a repeated time means its first occurrence,
- * so the second one says which it is: "1:30 AM after the clocks fall back".
+ * "3:00 PM" (en-GB "15:00"). By the policy above a repeated time means its
+ * first occurrence, so the second one says which it is: "1:30 AM after the
+ * clocks fall back".
  */
-export function spokenClock(dt: DateTime): string {
-  const clock = assertValid(dt).setLocale(LOCALE).toFormat('h:mm a');
-  return isSecondOccurrence(dt) ? `${clock} after the clocks fall back` : clock;
+export function spokenClock(dt: DateTime, locale?: Locale): string {
+  const style = styleOf(locale);
+  const clock = assertValid(dt).setLocale(LOCALE).toFormat(style.clock);
+  return isSecondOccurrence(dt) ? `${clock} ${style.fallBack}` : clock;
 }
 
-/** "Thursday, August 20" */
-export function spokenDate(dt: DateTime): string {
-  return assertValid(dt).setLocale(LOCALE).toFormat('cccc, MMMM d');
+/** "Thursday, August 20" (en-GB "Thursday 20 August") */
+export function spokenDate(dt: DateTime, locale?: Locale): string {
+  return assertValid(dt).setLocale(LOCALE).toFormat(styleOf(locale).date);
 }
 
-/** "Thursday, August 20 at 3:00 PM" */
-export function spokenDateTime(dt: DateTime): string {
-  return `${spokenDate(dt)} at ${spokenClock(dt)}`;
+/** "Thursday, August 20 at 3:00 PM" (en-GB "Thursday 20 August at 15:00") */
+export function spokenDateTime(dt: DateTime, locale?: Locale): string {
+  return `${spokenDate(dt, locale)} at ${spokenClock(dt, locale)}`;
+}
+
+/** Wall-clock minutes after midnight as a clock reading, with no zone involved: 1440 is "12:00 AM" ("00:00"). */
+export function spokenMinutes(minutes: number, locale?: Locale): string {
+  const h = Math.floor(minutes / 60) % 24;
+  const m = String(minutes % 60).padStart(2, '0');
+  if (locale === 'en-GB') return `${String(h).padStart(2, '0')}:${m}`;
+  return `${h % 12 === 0 ? 12 : h % 12}:${m} ${h < 12 ? 'AM' : 'PM'}`;
 }
 
 /** ISO 8601 with the clinic's offset, never "Z" unless the clinic is on UTC. */

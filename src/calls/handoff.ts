@@ -24,7 +24,7 @@ export function frontDeskHandoff(org: OrgContext, now: DateTime): Handoff {
   const next = nextOpening(org, now);
   const local = now.setZone(org.timeZone);
   const when = next
-    ? ` It opens again ${next.hasSame(local, 'day') ? '' : `${next.toFormat('cccc')} `}at ${spokenClock(next)}.`
+    ? ` It opens again ${next.hasSame(local, 'day') ? '' : `${next.toFormat('cccc')} `}at ${spokenClock(next, org.locale)}.`
     : '';
   return {
     transfer: false,

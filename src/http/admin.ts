@@ -129,7 +129,8 @@ export function adminRouter(deps: AppDeps, registry: RouteRegistry): Router {
         'set the optional Vapi layers; `null` clears them. Voice settings: `spokenResults` (default true) adds the sentence to say to each ' +
         'Vapi result; `frontDeskPhone` (E.164, `null`: none) is where a caller asking for a person is transferred during opening hours; ' +
         '`retellApiKey` (stored encrypted, never shown: `retellApiKeyConfigured`) verifies Retell\'s signatures, `null` refuses Retell; ' +
-        '`storeTranscripts` (default false) keeps transcripts in the call log.',
+        '`storeTranscripts` (default false) keeps transcripts in the call log. `locale` (`en-US`, the default, or `en-GB`) is how the ' +
+        'voice tools speak times ("Thursday, March 4 at 3:00 PM" / "Thursday 4 March at 15:00") and the texts write them.',
       body: updateOrgSchema,
       responses: { 200: { description: 'The clinic.' }, 400: { description: 'invalid_request' }, 404: { description: 'not_found' } },
       example: {
@@ -141,6 +142,7 @@ export function adminRouter(deps: AppDeps, registry: RouteRegistry): Router {
           frontDeskPhone: '+14155550100',
           retellApiKey: 'key_0123456789abcdef0123456789ab',
           storeTranscripts: false,
+          locale: 'en-US',
         },
       },
     },

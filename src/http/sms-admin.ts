@@ -55,7 +55,12 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
         'a clinic configured for the first time starts with it off). Credentials go in and never come out (encrypted with ' +
         'CREDENTIALS_KEY, bound to the clinic, position and kind). Kinds: `twilio`, `telnyx`, `sns` (Amazon SNS), `relay` ' +
         '(an HTTPS endpoint the clinic runs, https only in production) and `sandbox`, which records messages without sending ' +
-        'them. Every link takes an optional `attemptTimeoutMs` (100-60000; default SMS_ATTEMPT_TIMEOUT_MS).',
+        'them. Every link takes an optional `attemptTimeoutMs` (100-60000; default SMS_ATTEMPT_TIMEOUT_MS). `contactPhone` is the ' +
+        'number every text tells patients to call (else the clinic\'s `frontDeskPhone`); reminders are only scheduled when one is ' +
+        'known. Reminders: `reminderOffsetsMinutes` (minutes before the appointment, at most 3, default `[1440]`, `[]` for none), ' +
+        '`sendingWindow` (`{"start":"08:00","end":"21:00"}` by default: wall-clock start <= t < end), `quietHoursZone` (`patient`, ' +
+        'the default: the patient\'s zone when their number tells it, else the clinic\'s; or `clinic`) and `cancelByReply` (default ' +
+        'false: patients may cancel by replying X). Each omitted: unchanged (the default for a first configuration).',
       body: smsConfigSchema,
       responses: { 200: { description: 'The chain as stored, credentials masked.' }, 400: { description: 'invalid_request' }, 404: { description: 'not_found' } },
       example: {
@@ -64,6 +69,11 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
           enabled: true,
           rateLimitPerHour: 5,
           failoverEnabled: true,
+          contactPhone: '+14155550100',
+          reminderOffsetsMinutes: [1440, 120],
+          sendingWindow: { start: '08:00', end: '21:00' },
+          quietHoursZone: 'patient',
+          cancelByReply: false,
           providers: [
             { kind: 'twilio', accountSid: `AC${'0'.repeat(32)}`, authToken: 'your-twilio-auth-token', senderNumbers: ['+14155550101'] },
             { kind: 'telnyx', apiKey: 'KEY0123456789', messagingProfileId: 'profile-id', senderNumbers: ['+14155550102'] },

@@ -6,7 +6,8 @@ import { phoneForLog } from '../log.js';
 /**
  * The clinic's inbox: what patients and callers left for the front desk (SMS
  * replies that are no keyword, messages taken by the voice agent, reschedule
- * requests), in one list. Table: inbox_messages (sql/005_admin.sql).
+ * requests, cancellations by reply), in one list. Table: inbox_messages
+ * (sql/005_admin.sql; auto_reply from 011).
  */
 
 export type InboxChannel = 'sms' | 'voice';
@@ -22,6 +23,8 @@ export interface NewInboxMessage {
   provider?: string | null | undefined;
   providerMessageId?: string | null | undefined;
   callId?: string | null | undefined;
+  /** The automatic answer the patient got (e.g. call_us), if any. */
+  autoReply?: string | null | undefined;
 }
 
 /**
@@ -32,9 +35,10 @@ export interface NewInboxMessage {
 export async function addInboxMessage(tx: TransactionSql, m: NewInboxMessage): Promise<string | null> {
   const [row] = await tx<{ id: string }[]>`
     INSERT INTO inbox_messages (org_id, channel, kind, body, from_phone, patient_name, appointment_id,
-                                provider, provider_message_id, call_id)
+                                provider, provider_message_id, call_id, auto_reply)
     VALUES (${m.orgId}, ${m.channel}, ${m.kind}, ${m.body}, ${m.fromPhone ?? null}, ${m.patientName ?? null},
-            ${m.appointmentId ?? null}, ${m.provider ?? null}, ${m.providerMessageId ?? null}, ${m.callId ?? null})
+            ${m.appointmentId ?? null}, ${m.provider ?? null}, ${m.providerMessageId ?? null}, ${m.callId ?? null},
+            ${m.autoReply ?? null})
     ON CONFLICT (org_id, provider, provider_message_id) WHERE provider_message_id IS NOT NULL DO NOTHING
     RETURNING id`;
   return row?.id ?? null;

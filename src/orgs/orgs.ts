@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { AppError } from '../errors.js';
 import { withOperator, withOrg, type Tx } from '../db/pool.js';
 import { beforeCursor, cursorUs, decodeCursor, page } from '../db/keyset.js';
-import { isValidZone } from '../booking/time.js';
+import { DEFAULT_LOCALE, LOCALES, isValidZone, type Locale } from '../booking/time.js';
 import { WEEKDAYS } from '../booking/org.js';
 import { encryptSecret, type Keyring } from '../crypto.js';
 
@@ -78,6 +78,8 @@ const orgFields = {
     .nullable(),
   /** Keep call transcripts from end-of-call reports in the call log. */
   storeTranscripts: z.boolean(),
+  /** How the voice tools speak times and the texts write them: en-US "3:00 PM", en-GB "15:00". */
+  locale: z.enum(LOCALES as [Locale, ...Locale[]]),
 };
 
 export const createOrgSchema = z.object({
@@ -95,6 +97,7 @@ export const createOrgSchema = z.object({
   frontDeskPhone: orgFields.frontDeskPhone.optional(),
   retellApiKey: orgFields.retellApiKey.optional(),
   storeTranscripts: orgFields.storeTranscripts.default(false),
+  locale: orgFields.locale.default(DEFAULT_LOCALE),
 });
 export type CreateOrgInput = z.infer<typeof createOrgSchema>;
 
@@ -114,6 +117,7 @@ export const updateOrgSchema = z
     frontDeskPhone: orgFields.frontDeskPhone,
     retellApiKey: orgFields.retellApiKey,
     storeTranscripts: orgFields.storeTranscripts,
+    locale: orgFields.locale,
   })
   .partial()
   .strict();
@@ -143,6 +147,7 @@ export interface OrgView {
   frontDeskPhone: string | null;
   retellApiKeyConfigured: boolean;
   storeTranscripts: boolean;
+  locale: Locale;
   services: Array<{ id: string; code: string; name: string; durationMinutes: number; active: boolean }>;
   practitioners: Array<{ id: string; name: string; services: string[] | null; active: boolean }>;
   createdAt: string;
@@ -207,14 +212,14 @@ export async function createOrg(sql: Sql, keyring: Keyring, input: CreateOrgInpu
     const inserted = await tx`
       INSERT INTO orgs (id, name, time_zone, default_region, opening_hours, slot_interval_minutes,
                         vapi_secret_sha256, vapi_hmac_secret_enc, spoken_results, front_desk_phone,
-                        retell_api_key_enc, store_transcripts)
+                        retell_api_key_enc, store_transcripts, locale)
       VALUES (${id}, ${input.name}, ${input.timeZone}, ${input.defaultRegion}, ${tx.json(input.openingHours)},
               ${input.slotIntervalMinutes},
               ${input.vapiSecret ? sha256(input.vapiSecret) : null},
               ${input.vapiHmacSecret ? encryptSecret(keyring, input.vapiHmacSecret, `org:${id}:vapi-hmac`) : null},
               ${input.spokenResults}, ${input.frontDeskPhone ?? null},
               ${input.retellApiKey ? encryptSecret(keyring, input.retellApiKey, retellKeyAad(id)) : null},
-              ${input.storeTranscripts})
+              ${input.storeTranscripts}, ${input.locale})
       ON CONFLICT (id) DO NOTHING`;
     if (inserted.count === 0) throw new AppError(409, 'org_exists', 'An org with that id already exists.');
     await upsertCatalogue(tx, id, input.services, input.practitioners);
@@ -257,6 +262,7 @@ export async function updateOrg(sql: Sql, keyring: Keyring, id: string, input: U
         front_desk_phone = CASE WHEN ${input.frontDeskPhone !== undefined} THEN ${input.frontDeskPhone ?? null} ELSE front_desk_phone END,
         retell_api_key_enc = CASE WHEN ${retellEnc !== undefined} THEN ${retellEnc ?? null} ELSE retell_api_key_enc END,
         store_transcripts = COALESCE(${input.storeTranscripts ?? null}::boolean, store_transcripts),
+        locale = COALESCE(${input.locale ?? null}, locale),
         updated_at = now()
       WHERE id = ${id}`;
     await upsertCatalogue(tx, id, input.services, input.practitioners);
@@ -285,6 +291,7 @@ export async function getOrg(sql: Sql, id: string): Promise<OrgView | null> {
       frontDeskPhone: o.front_desk_phone,
       retellApiKeyConfigured: o.retell_api_key_enc !== null,
       storeTranscripts: o.store_transcripts,
+      locale: o.locale,
       services: services.map((s) => ({
         id: s.id,
         code: s.code,

@@ -8,7 +8,7 @@ import type { Sql } from 'postgres';
 import { scrubPhones } from '../log.js';
 import { Batcher } from './batch.js';
 import type { ChainLink } from './config.js';
-import { LEASE_LOST } from './outbox.js';
+import { LEASE_LOST, type CancelReason } from './outbox.js';
 import type { ErrorClass } from './types.js';
 
 export interface EngineMessage {
@@ -63,16 +63,41 @@ function leaseLost(outboxId: string): Error {
   return Object.assign(new Error(`sms outbox row ${outboxId} is no longer leased by this worker`), { code: LEASE_LOST });
 }
 
+/** What opening an attempt answers: the attempt, a lost lease (null), or a message no longer wanted. */
+type Opened = { attemptId: number; from: string | null } | { unwanted: CancelReason } | null;
+const UNWANTED = 'cancelled:';
+
+/**
+ * SQLSTATE-like code of "the appointment was cancelled or moved after the
+ * gate": sms_open_attempts has already cancelled the row, so the run ends
+ * there and nothing is sent.
+ */
+export const NO_LONGER_WANTED = 'SM003';
+
+function noLongerWanted(outboxId: string, reason: CancelReason): Error {
+  return Object.assign(new Error(`sms outbox row ${outboxId} is no longer wanted: ${reason}`), { code: NO_LONGER_WANTED, reason });
+}
+
+/** The reason, when `err` says the message stopped being wanted between its gate and its send. */
+export function unwantedReason(err: unknown): CancelReason | null {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === NO_LONGER_WANTED
+    ? ((err as { reason: CancelReason }).reason)
+    : null;
+}
+
 /** The audit trail in PostgreSQL; the opens of many messages go out as one statement (sms_open_attempts). */
 export function sqlAttemptLog(sql: Sql, batch = { maxBatch: 500, maxInFlight: 2 }): AttemptLog {
-  const opens = new Batcher<OpenItem, { attemptId: number; from: string | null } | null>(async (items) => {
+  const opens = new Batcher<OpenItem, Opened>(async (items) => {
     // One worker per process, so one lease holder per batch; grouped anyway so the fencing stays exact.
-    const out = new Map<string, { attemptId: number; from: string | null } | null>();
+    const out = new Map<string, Opened>();
     for (const worker of new Set(items.map((i) => i.worker))) {
       const mine = items.filter((i) => i.worker === worker).map(({ worker: _w, ...rest }) => rest);
       const rows = await sql<{ outbox_id: string; attempt_id: string | null; from_number: string | null }[]>`
         SELECT * FROM sms_open_attempts(${worker}, ${sql.json(mine)}::jsonb)`;
-      for (const r of rows) out.set(`${worker}|${r.outbox_id}`, r.attempt_id === null ? null : { attemptId: Number(r.attempt_id), from: r.from_number });
+      for (const r of rows) {
+        const dropped = r.attempt_id === null && r.from_number?.startsWith(UNWANTED) ? (r.from_number.slice(UNWANTED.length) as CancelReason) : null;
+        out.set(`${worker}|${r.outbox_id}`, dropped ? { unwanted: dropped } : r.attempt_id === null ? null : { attemptId: Number(r.attempt_id), from: r.from_number });
+      }
     }
     return items.map((i) => out.get(`${i.worker}|${i.outbox}`) ?? null);
   }, batch);
@@ -91,6 +116,7 @@ export function sqlAttemptLog(sql: Sql, batch = { maxBatch: 500, maxInFlight: 2 
         worker: msg.leaseHolder,
       });
       if (!opened) throw leaseLost(msg.id);
+      if ('unwanted' in opened) throw noLongerWanted(msg.id, opened.unwanted);
       return opened;
     },
     async close(msg, attemptId, r) {

@@ -94,12 +94,41 @@ const relayLink = z.object({
   attemptTimeoutMs,
 });
 
+const hhmm = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'must be HH:mm, 00:00-23:59');
+const minutesOf = (t: string) => Number(t.slice(0, 2)) * 60 + Number(t.slice(3, 5));
+
+/** What a clinic's reminders are until it says otherwise (the migration's defaults). */
+export const REMINDER_DEFAULTS = {
+  reminderOffsetsMinutes: [1440],
+  sendingWindow: { start: '08:00', end: '21:00' },
+  quietHoursZone: 'patient' as const,
+  cancelByReply: false,
+};
+
 export const smsConfigSchema = z.object({
   enabled: z.boolean().default(true),
   rateLimitPerHour: z.number().int().min(1).max(1000).optional(),
   /** Use links after position 0. Omitted: unchanged, and NEW_CLINIC_FAILOVER for a clinic's first configuration. */
   failoverEnabled: z.boolean().optional(),
   contactPhone: e164.optional().describe('The number HELP answers name (with the clinic name), in E.164.'),
+  // Reminders (sql/011_reminders.sql). Each omitted: unchanged, and the default for a clinic's first configuration.
+  reminderOffsetsMinutes: z
+    .array(z.number().int().min(1).max(43_200))
+    .max(3)
+    .refine((a) => new Set(a).size === a.length, { message: 'offsets must differ' })
+    .optional()
+    .describe('Minutes before the appointment each reminder goes out, e.g. [1440, 120]; [] for none. Default [1440] (24 h before).'),
+  sendingWindow: z
+    .object({ start: hhmm, end: hhmm })
+    .strict()
+    .refine((w) => minutesOf(w.end) - minutesOf(w.start) >= 60, { message: 'the window must be at least an hour long, start before end' })
+    .optional()
+    .describe('When reminders may go out, wall-clock start <= t < end. Default {"start":"08:00","end":"21:00"}.'),
+  quietHoursZone: z
+    .enum(['patient', 'clinic'])
+    .optional()
+    .describe("Whose clock the window is read on: `patient` (default: the patient's zone when their number tells it, else the clinic's) or `clinic`."),
+  cancelByReply: z.boolean().optional().describe('Patients may cancel by replying X, asked to confirm once. Default false.'),
   providers: z.array(z.discriminatedUnion('kind', [twilioLink, telnyxLink, sandboxLink, snsLink, relayLink])).min(1).max(5),
 });
 export type SmsConfigInput = z.infer<typeof smsConfigSchema>;
@@ -133,6 +162,10 @@ export interface SmsConfigView {
   rateLimitPerHour: number;
   failoverEnabled: boolean;
   contactPhone: string | null;
+  reminderOffsetsMinutes: number[];
+  sendingWindow: { start: string; end: string };
+  quietHoursZone: 'patient' | 'clinic';
+  cancelByReply: boolean;
   providers: Array<SmsLinkView & LinkSettings>;
 }
 
@@ -175,6 +208,15 @@ export function smsConfigProblem(input: SmsConfigInput, production: boolean): st
   return null;
 }
 
+type ReminderView = Pick<SmsConfigView, 'reminderOffsetsMinutes' | 'sendingWindow' | 'quietHoursZone' | 'cancelByReply'>;
+
+/** The reminder settings of an sms_settings row, as the API shows them. */
+const remindersView = (tx: Tx) => tx`
+  jsonb_build_object('reminderOffsetsMinutes', to_jsonb(reminder_offsets_minutes),
+                     'sendingWindow', jsonb_build_object('start', to_char(sending_window_start, 'HH24:MI'),
+                                                         'end', to_char(sending_window_end, 'HH24:MI')),
+                     'quietHoursZone', quiet_hours_zone, 'cancelByReply', cancel_by_reply)`;
+
 /** Records a change of the failover switch; `from` is null when the clinic's settings are new. */
 async function auditFailover(tx: Tx, orgId: string, from: boolean | null, to: boolean, actor: string) {
   if (from === to) return;
@@ -185,14 +227,24 @@ export async function putSmsConfig(sql: Sql, keyring: Keyring, orgId: string, in
   return withOrg(sql, orgId, async (tx) => {
     const [org] = await tx`SELECT id FROM orgs WHERE id = ${orgId} FOR UPDATE`;
     if (!org) return false;
-    const [prior] = await tx<{ failover_enabled: boolean }[]>`SELECT failover_enabled FROM sms_settings WHERE org_id = ${orgId} FOR UPDATE`;
+    const [prior] = await tx<{ failover_enabled: boolean; reminders: ReminderView }[]>`
+      SELECT failover_enabled, ${remindersView(tx)} AS reminders FROM sms_settings WHERE org_id = ${orgId} FOR UPDATE`;
     const failover = input.failoverEnabled ?? prior?.failover_enabled ?? NEW_CLINIC_FAILOVER;
+    const kept = prior?.reminders ?? REMINDER_DEFAULTS;
+    const offsets = input.reminderOffsetsMinutes ?? kept.reminderOffsetsMinutes;
+    const window = input.sendingWindow ?? kept.sendingWindow;
     await tx`
-      INSERT INTO sms_settings (org_id, enabled, rate_limit_per_hour, failover_enabled, contact_phone)
-      VALUES (${orgId}, ${input.enabled}, ${input.rateLimitPerHour ?? defaultLimit}, ${failover}, ${input.contactPhone ?? null})
+      INSERT INTO sms_settings (org_id, enabled, rate_limit_per_hour, failover_enabled, contact_phone,
+                                reminder_offsets_minutes, sending_window_start, sending_window_end, quiet_hours_zone, cancel_by_reply)
+      VALUES (${orgId}, ${input.enabled}, ${input.rateLimitPerHour ?? defaultLimit}, ${failover}, ${input.contactPhone ?? null},
+              ${offsets}::int[], ${window.start}::time, ${window.end}::time, ${input.quietHoursZone ?? kept.quietHoursZone},
+              ${input.cancelByReply ?? kept.cancelByReply})
       ON CONFLICT (org_id) DO UPDATE
         SET enabled = EXCLUDED.enabled, rate_limit_per_hour = EXCLUDED.rate_limit_per_hour,
-            failover_enabled = EXCLUDED.failover_enabled, contact_phone = EXCLUDED.contact_phone, updated_at = now()`;
+            failover_enabled = EXCLUDED.failover_enabled, contact_phone = EXCLUDED.contact_phone,
+            reminder_offsets_minutes = EXCLUDED.reminder_offsets_minutes, sending_window_start = EXCLUDED.sending_window_start,
+            sending_window_end = EXCLUDED.sending_window_end, quiet_hours_zone = EXCLUDED.quiet_hours_zone,
+            cancel_by_reply = EXCLUDED.cancel_by_reply, updated_at = now()`;
     await auditFailover(tx, orgId, prior?.failover_enabled ?? null, failover, actor);
     await tx`DELETE FROM sms_providers WHERE org_id = ${orgId}`;
     for (const [position, link] of input.providers.entries()) {
@@ -268,8 +320,8 @@ function hintOf(c: Credentials | null): Pick<SmsLinkView, 'account' | 'region' |
 
 export async function getSmsConfig(sql: Sql, keyring: Keyring, orgId: string): Promise<SmsConfigView | null> {
   return withOrg(sql, orgId, async (tx) => {
-    const [settings] = await tx<{ enabled: boolean; rate_limit_per_hour: number; failover_enabled: boolean; contact_phone: string | null }[]>`
-      SELECT enabled, rate_limit_per_hour, failover_enabled, contact_phone FROM sms_settings`;
+    const [settings] = await tx<{ enabled: boolean; rate_limit_per_hour: number; failover_enabled: boolean; contact_phone: string | null; reminders: ReminderView }[]>`
+      SELECT enabled, rate_limit_per_hour, failover_enabled, contact_phone, ${remindersView(tx)} AS reminders FROM sms_settings`;
     if (!settings) return null;
     const rows = await tx<ProviderRow[]>`
       SELECT position, kind, credentials_enc, sender_numbers, attempt_timeout_ms, link_settings FROM sms_providers ORDER BY position`;
@@ -278,6 +330,7 @@ export async function getSmsConfig(sql: Sql, keyring: Keyring, orgId: string): P
       rateLimitPerHour: settings.rate_limit_per_hour,
       failoverEnabled: settings.failover_enabled,
       contactPhone: settings.contact_phone,
+      ...settings.reminders,
       providers: rows.map((r) => {
         let hint: ReturnType<typeof hintOf>;
         try {

@@ -2,22 +2,24 @@
  * Texts patients send to a clinic's numbers, on any provider: STOP, START and
  * HELP (and their synonyms) act on the clinic's one opt-out registry at once,
  * for every provider and every process (the gate reads it before each run);
- * anything else goes to the clinic's inbox for the front desk.
+ * then answers to reminders (C / R / X, src/sms/replies.ts); anything else
+ * goes to the clinic's inbox for the front desk.
  *
  * Exactly one answer reaches the patient: when the provider answers keywords
  * itself (Twilio's keyword handling or Advanced Opt-Out; a Telnyx messaging
  * profile's autoresponse, which marks the event) we say nothing; otherwise the
  * answer is ours (TwiML in the webhook's response for Twilio, a message of its
- * own for Telnyx). Plain messages get no automatic answer at all.
+ * own for Telnyx). An answer to a reminder is always ours, by the same path;
+ * a plain message gets "call us at ..." at most once a day.
  */
 import type { Logger } from 'pino';
 import pTimeout from 'p-timeout';
 import type { Sql } from 'postgres';
 import { withOrg } from '../db/pool.js';
-import { addInboxMessage } from '../inbox/inbox.js';
 import { phoneForLog, scrubPhones } from '../log.js';
 import { smsInbound } from '../metrics.js';
 import type { ChainLink, ChainLoader } from './config.js';
+import { handleReply, type ReplyOutcome, type ReplyResult } from './replies.js';
 import { renderKeywordReply, type KeywordAction } from './texts.js';
 import type { InboundMessage } from './types.js';
 import type { StoredWebhook } from './webhooks.js';
@@ -52,12 +54,10 @@ export function keywordOf(text: string): { keyword: string; action: KeywordActio
 }
 
 export interface InboundResult {
-  outcome: 'opt_out' | 'opt_in' | 'help' | 'inbox' | 'duplicate';
+  outcome: 'opt_out' | 'opt_in' | 'help' | 'duplicate' | ReplyOutcome;
   /** Our answer to the patient, when it is ours to give. */
   reply: string | null;
 }
-
-const E164 = /^\+[1-9]\d{6,14}$/;
 
 export class InboundProcessor {
   constructor(
@@ -83,10 +83,11 @@ export class InboundProcessor {
            AND kind = 'inbound' AND processed_at IS NOT NULL`;
       if (seen!.n > 0) {
         await tx`SELECT sms_webhook_event_done(${stored.orgId}::uuid, ${stored.id}::bigint, 'duplicate')`;
-        return { outcome: 'duplicate' as const, clinic: null };
+        return { outcome: 'duplicate' as const, clinic: null, replied: null };
       }
       const source = `inbound:${stored.provider}:${kw?.keyword ?? ''}`;
       let outcome: InboundResult['outcome'];
+      let replied: ReplyResult | null = null;
       if (kw?.action === 'opt_out') {
         await tx`INSERT INTO sms_opt_outs (org_id, phone, source) VALUES (${stored.orgId}, ${m.from}, ${source}) ON CONFLICT DO NOTHING`;
         outcome = 'opt_out';
@@ -98,16 +99,15 @@ export class InboundProcessor {
       } else if (kw?.action === 'help') {
         outcome = 'help';
       } else {
-        await addInboxMessage(tx, {
+        // Answers to reminders (C / R / X), else the inbox (src/sms/replies.ts).
+        replied = await handleReply(tx, {
           orgId: stored.orgId,
-          channel: 'sms',
-          kind: 'sms_reply',
-          body: m.text.trim().slice(0, 2000) || '(no text)',
-          fromPhone: E164.test(m.from) ? m.from : null,
+          from: m.from,
+          text: m.text,
           provider: stored.provider,
           providerMessageId: m.providerMessageId,
         });
-        outcome = 'inbox';
+        outcome = replied.outcome;
       }
       await tx`SELECT sms_webhook_event_done(${stored.orgId}::uuid, ${stored.id}::bigint, ${outcome})`;
       const clinic = kw
@@ -116,12 +116,13 @@ export class InboundProcessor {
               SELECT o.name, s.contact_phone FROM orgs o LEFT JOIN sms_settings s ON s.org_id = o.id WHERE o.id = ${stored.orgId}`
           )[0] ?? null
         : null;
-      return { outcome, clinic };
+      return { outcome, clinic, replied };
     });
     const ours = kw !== null && result.outcome !== 'duplicate' && m.keywordReplies === 'us';
-    const reply = ours && kw ? renderKeywordReply(kw.action, result.clinic?.name ?? '', result.clinic?.contact_phone ?? null) : null;
+    // A reply to a reminder is always ours: no provider answers C, R or X.
+    const reply = ours && kw ? renderKeywordReply(kw.action, result.clinic?.name ?? '', result.clinic?.contact_phone ?? null) : (result.replied?.reply ?? null);
     const action = result.outcome === 'inbox' ? 'message' : result.outcome;
-    smsInbound.inc({ provider: stored.provider, action, answered_by: !kw || result.outcome === 'duplicate' ? 'none' : ours ? 'us' : 'provider' });
+    smsInbound.inc({ provider: stored.provider, action, answered_by: reply ? 'us' : !kw || result.outcome === 'duplicate' ? 'none' : 'provider' });
     this.log.info({ orgId: stored.orgId, provider: stored.provider, from: phoneForLog(m.from), outcome: result.outcome, answeredBy: reply ? 'us' : kw ? 'provider' : 'none' }, 'sms inbound');
     return { outcome: result.outcome, reply };
   }

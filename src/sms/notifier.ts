@@ -1,9 +1,10 @@
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import { isoLocal } from '../booking/time.js';
-import type { ConfirmationNotifier, SmsOutcome } from '../tools/types.js';
+import type { ConfirmationNotifier, ReminderRow, SmsOutcome } from '../tools/types.js';
 import type { RunResult } from './outbox.js';
-import { renderConfirmation } from './texts.js';
+import { planReminders } from './reminders.js';
+import { renderConfirmation, renderReminder } from './texts.js';
 import type { OutboxWorker } from './worker.js';
 
 interface RowState {
@@ -75,6 +76,9 @@ export function createNotifier(opts: {
             startsAt: isoLocal(appt.start),
             timeZone: org.timeZone,
             kind: appt.kind,
+            contactPhone: org.smsContactPhone ?? null,
+            locale: org.locale,
+            region: org.defaultRegion,
           }),
         };
       } catch (err) {
@@ -82,6 +86,31 @@ export function createNotifier(opts: {
         // confirmation with a wrong or missing time would be worse than none.
         log.error({ err, orgId: org.id }, 'confirmation text could not be rendered; no SMS for this booking');
         return null;
+      }
+    },
+
+    reminders(org, appt, now): ReminderRow[] {
+      // The exemption asks for a number to call in every text: without one, no reminders.
+      if (!org.smsConfigured || !org.reminders || !org.smsContactPhone) return [];
+      try {
+        const cancelByReply = org.reminders.cancelByReply;
+        return planReminders({ start: appt.start, settings: org.reminders, clinicZone: org.timeZone, patientPhone: appt.patientPhone, now }).map((r) => ({
+          kind: r.kind,
+          due: r.due.toUTC().toISO()!,
+          sendBy: r.sendBy.toUTC().toISO()!,
+          body: renderReminder({
+            clinicName: org.name,
+            contactPhone: org.smsContactPhone,
+            timeZone: org.timeZone,
+            locale: org.locale,
+            region: org.defaultRegion,
+            startsAt: isoLocal(appt.start),
+            cancelByReply,
+          }),
+        }));
+      } catch (err) {
+        log.error({ err, orgId: org.id }, 'reminders could not be planned; none for this booking');
+        return [];
       }
     },
 

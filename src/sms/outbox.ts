@@ -29,7 +29,9 @@ export interface Move {
  * allows these and refuses every other change of status.
  */
 export const MOVES: readonly Move[] = [
-  { move: 'enqueue', from: null, to: 'pending', by: 'booking transaction', when: 'one row per (clinic, appointment, kind), ever' },
+  { move: 'enqueue', from: null, to: 'pending', by: 'booking transaction', when: 'one row per (clinic, appointment, kind), ever: the confirmation (due at once), and one per reminder (`reminder:<minutes>`, due at its time, `send_by` the close of its sending window)' },
+  { move: 'move', from: 'pending', to: 'pending', by: 'reschedule transaction', when: "a reminder that never ran takes the new time: due time, window, expiry (`expires_at`) and text; an offset whose reminder already ran gets a new row (`reminder:<minutes>#<n>`)" },
+  { move: 'void', from: 'pending', to: 'cancelled', by: 'cancel or reschedule transaction, a cancel by reply', when: 'a waiting reminder of an appointment cancelled, or moved to a time that leaves it no due time (`appointment_cancelled`, `superseded`)' },
   { move: 'claim', from: 'pending', to: 'sending', by: 'worker', when: 'due (`next_attempt_at <= now()`); takes the lease (`locked_by`, `locked_until`) and counts a run, except while the row waits for evidence (`waiting_since`)' },
   { move: 'take over', from: 'sending', to: 'sending', by: 'worker', when: "the holder's lease ran out: it died or stalled; the attempt it left in flight is reconciled first" },
   { move: 'renew', from: 'sending', to: 'sending', by: 'lease holder', when: 'every third of `SMS_LEASE_MS` while the run works' },
@@ -37,7 +39,7 @@ export const MOVES: readonly Move[] = [
   { move: 'retry', from: 'sending', to: 'pending', by: 'lease holder (settle)', when: 'runs left: `next_attempt_at` = now + exponential backoff with jitter, computed in SQL' },
   { move: 'wait', from: 'sending', to: 'pending', by: 'lease holder (settle)', when: 'an ambiguous attempt no lookup could settle: `waiting_since` is set, the row is looked at again (receipt or lookup) as long after as it has waited, never runs out of runs, and fails over once after `SMS_AMBIGUOUS_MAX_MS`' },
   { move: 'fail', from: 'sending', to: 'failed', by: 'lease holder (settle)', when: 'a permanent no-send, or the last of `SMS_MAX_ATTEMPTS` runs ended in retry (`retries_exhausted`)' },
-  { move: 'cancel', from: 'sending', to: 'cancelled', by: 'lease holder (settle)', when: 'the appointment was cancelled or moved (`superseded`)' },
+  { move: 'cancel', from: 'sending', to: 'cancelled', by: 'lease holder (settle)', when: 'the appointment was cancelled or moved (`superseded`); or a reminder was skipped at the gate: its sending window had closed (`outside_window`), or the patient had their reminder today (`capped_daily`) or three this week (`capped_weekly`)' },
   { move: 'resend', from: null, to: 'pending', by: 'receipt processor', when: 'a final failure receipt of the sender/provider/filtering class on the confirmation\'s current attempt, nothing of it delivered: a row `<kind>:resend` (unique, so once, ever) goes through the providers after the one that failed' },
   { move: 'requeue', from: 'failed', to: 'pending', by: 'admin retry', when: 'no attempt was delivered, or accepted without a final failure receipt since, and no later confirmation was sent' },
   { move: 'delete', from: 'failed', to: null, by: 'admin delete', when: 'a dead letter only' },
@@ -85,6 +87,12 @@ export interface FailureDetail {
   provider?: string | undefined;
 }
 
+/**
+ * Why a row was cancelled: its appointment was cancelled or moved, or (a
+ * reminder) the gate skipped it by policy.
+ */
+export type CancelReason = 'appointment_cancelled' | 'superseded' | 'outside_window' | 'capped_daily' | 'capped_weekly';
+
 /** How a delivery run ends: the state its row moves to, and why. */
 export type Settlement =
   | {
@@ -98,7 +106,7 @@ export type Settlement =
     }
   | ({ status: 'pending'; wait?: { from: string } | undefined } & FailureDetail)
   | ({ status: 'failed' } & FailureDetail)
-  | { status: 'cancelled'; reason: 'appointment_cancelled' | 'superseded' };
+  | { status: 'cancelled'; reason: CancelReason };
 
 /**
  * What a run reports: its settlement as applied (a retry on the last run
@@ -164,7 +172,18 @@ const COLUMNS = ['id', 'org_id', 'appointment_id', 'kind', 'to_phone', 'body', '
 
 interface GateRow {
   outbox_id: string;
-  decision: 'send' | 'gone' | 'already_sent' | 'cancelled' | 'superseded' | 'expired' | 'opted_out' | 'rate_limited';
+  decision:
+    | 'send'
+    | 'gone'
+    | 'already_sent'
+    | 'cancelled'
+    | 'superseded'
+    | 'expired'
+    | 'opted_out'
+    | 'rate_limited'
+    | 'outside_window'
+    | 'capped_daily'
+    | 'capped_weekly';
   provider: string | null;
   provider_message_id: string | null;
   from_number: string | null;
@@ -198,8 +217,15 @@ export class Outbox {
       RETURNING ${this.sql.unsafe(COLUMNS.map((c) => `o.${c}`).join(', '))}`;
   }
 
+  /**
+   * The oldest due rows. Rows due at the same instant (every clinic's 9:00
+   * reminders) come clinic by clinic: a claimed batch then spans few clinics,
+   * and the gate and the opening of attempts make one statement per clinic.
+   */
   claimDue(n: number): Promise<OutboxRow[]> {
-    return this.claimRows(this.sql`SELECT id FROM sms_outbox WHERE ${this.due()} ORDER BY next_attempt_at LIMIT ${n} FOR UPDATE SKIP LOCKED`);
+    return this.claimRows(
+      this.sql`SELECT id FROM sms_outbox WHERE ${this.due()} ORDER BY next_attempt_at, org_id LIMIT ${n} FOR UPDATE SKIP LOCKED`,
+    );
   }
 
   /** Claims the one row `which` selects, if it is claimable now. */
@@ -261,6 +287,11 @@ function verdictOf(g: GateRow | undefined): GateVerdict {
       return { status: 'cancelled', reason: 'appointment_cancelled' };
     case 'superseded':
       return { status: 'cancelled', reason: 'superseded' };
+    case 'outside_window':
+    case 'capped_daily':
+    case 'capped_weekly':
+      // A reminder skipped by policy: recorded, never sent later in a burst, and no dead letter to retry.
+      return { status: 'cancelled', reason: g.decision };
     default:
       // expired, opted_out, rate_limited: a permanent no-send, kept as a dead letter.
       return { status: 'failed', reason: g.decision, message: `not sent: ${g.decision}` };

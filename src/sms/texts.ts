@@ -1,81 +1,229 @@
 /**
  * The texts patients receive. Every one is rendered in the clinic's time zone
- * and forced into GSM-7 (gsm7.ts), within a fixed number of segments.
+ * and locale, forced into GSM-7 (gsm7.ts) and kept to ONE segment (160
+ * septets): the FCC's healthcare exemption for texts a clinic starts asks for
+ * at most 160 characters, with the clinic's name and a number to call in
+ * every one, and "Reply STOP to opt out". When a text is too long the clinic
+ * name is shortened, never the time or the number to call.
+ *
+ * No text asks the patient to reply with a carrier or provider opt-out or
+ * opt-in keyword (CANCEL, STOP, END, QUIT, YES ...) to confirm, cancel or
+ * reschedule: those words unsubscribe the patient at the carrier, whatever we
+ * meant by them. The reply keywords are C / R / X (and 1 / 2 / 3); STOP is
+ * only ever taught as the opt-out it is.
  */
 import { DateTime, IANAZone } from 'luxon';
-import { GSM7_PART, segmentInfo, septetCost, toGsm7 } from './gsm7.js';
+import { parsePhoneNumberFromString } from 'libphonenumber-js/max';
+import type { Locale } from '../booking/time.js';
+import { segmentInfo, septetCost, toGsm7 } from './gsm7.js';
 
-export interface ConfirmationInput {
+/** What every patient text names: the clinic, a number to call, and its wall clock and locale. */
+export interface TextClinic {
   clinicName: string;
+  /** E.164. Written the way patients in the clinic's region dial it. */
+  contactPhone?: string | null | undefined;
+  /** IANA zone of the clinic; the time is always shown in this zone. */
+  timeZone: string;
+  /** en-US (default): "Thu, Mar 4 at 3:00 PM EST"; en-GB: "Thu 4 Mar at 15:00 GMT". */
+  locale?: Locale | undefined;
+  /** The clinic's default phone region: numbers of that country are written nationally. */
+  region?: string | undefined;
+}
+
+export interface ConfirmationInput extends TextClinic {
   patientName: string;
   /** ISO 8601 instant with an explicit offset or Z. */
   startsAt: string;
-  /** IANA zone of the clinic; the time is always shown in this zone. */
-  timeZone: string;
   kind?: 'booked' | 'rescheduled';
   /** Append "Reply STOP to opt out." (default true). */
   optOutHint?: boolean;
 }
 
-const MAX_SEGMENTS = 2;
+/** One segment: what a single text may cost, and what the exemption allows. */
+export const SINGLE_SEGMENT_SEPTETS = 160;
 // A first "name" longer than this is almost certainly a transcription error; the
 // cap also guarantees the fixed parts of the message leave room for the clinic.
 const MAX_FIRST_NAME_SEPTETS = 32;
-// Below this a truncated clinic name stops being recognisable, so the opt-out
-// hint is sacrificed first.
+const SHORT_FIRST_NAME_SEPTETS = 12;
+// Below this a truncated clinic name stops being recognisable, so a shorter
+// wording is tried before the name is cut further.
 const MIN_CLINIC_SEPTETS = 20;
 const OPT_OUT_HINT = ' Reply STOP to opt out.';
 
+/** One wording of a text, given the clinic name (possibly shortened, possibly empty). */
+interface Wording {
+  build: (clinic: string) => string;
+  /** The shortest clinic name this wording accepts before the next wording is tried. */
+  minClinic: number;
+}
+
 /**
- * Renders the confirmation SMS in the clinic's time zone, e.g.
- * "Hi Ana, your appointment at Maple Street Clinic is confirmed for Thu, Aug 20
- * at 3:00 PM EDT. Reply STOP to opt out."
+ * The first wording that fits one segment with the clinic name whole or cut
+ * down to no less than its minimum. Escape sequences make the septet budget
+ * off by one at most, so the walk down settles in a step or two.
+ */
+function fitOneSegment(clinic: string, wordings: Wording[], what: string): string {
+  for (const w of wordings) {
+    const full = toGsm7(w.build(clinic));
+    if (fits(full)) return full;
+    const overhead = septets(toGsm7(w.build('X'))) - 1;
+    for (let budget = Math.min(septets(clinic) - 1, SINGLE_SEGMENT_SEPTETS - overhead); budget >= w.minClinic; budget--) {
+      const message = toGsm7(w.build(truncateClinic(clinic, budget)));
+      if (fits(message)) return message;
+    }
+  }
+  throw new Error(`${what} text cannot fit in one SMS segment`);
+}
+
+const fits = (message: string): boolean => segmentInfo(message).encoding === 'GSM-7' && segmentInfo(message).units <= SINGLE_SEGMENT_SEPTETS;
+
+/** " Call (415) 555-0100." — or nothing when the clinic has no number. */
+function callPart(c: TextClinic, lead = 'Call'): string {
+  const phone = formatContactPhone(c.contactPhone, c.region);
+  return phone ? ` ${lead} ${phone}.` : '';
+}
+
+/**
+ * The clinic's number the way its patients dial it: national format for a
+ * number of the clinic's own country ("(415) 555-0100", "020 7946 0018"),
+ * international otherwise ("+44 20 7946 0018"). Never shortened.
+ */
+export function formatContactPhone(e164: string | null | undefined, region: string | undefined): string | null {
+  if (!e164) return null;
+  const parsed = parsePhoneNumberFromString(e164);
+  if (!parsed?.isValid()) return e164;
+  return region && parsed.country === region ? parsed.formatNational() : parsed.formatInternational();
+}
+
+/**
+ * Renders the confirmation SMS, e.g. "Hi Ana, your appointment at Maple Street
+ * Clinic is confirmed for Thu, Aug 20 at 3:00 PM EDT. Call (415) 555-0100.
+ * Reply STOP to opt out."
  *
- * The result is GSM-7 and at most two segments: an over-long clinic name is
- * truncated first (down to MIN_CLINIC_SEPTETS), and only then is the opt-out
- * hint dropped. Throws on an invalid instant, missing offset or unknown zone
- * rather than ever sending "Invalid DateTime" to a patient.
+ * The result is GSM-7 and one segment: an over-long clinic name is truncated
+ * first (down to MIN_CLINIC_SEPTETS), then the greeting shortened, then the
+ * clinic put first ("Clinic: your appointment ..."); the time, the number to
+ * call and the opt-out hint are never cut. Throws on an invalid instant,
+ * missing offset or unknown zone rather than ever sending "Invalid DateTime"
+ * to a patient.
  */
 export function renderConfirmation(input: ConfirmationInput): string {
   const kind = input.kind ?? 'booked';
   if (kind !== 'booked' && kind !== 'rescheduled') {
     throw new Error(`kind must be "booked" or "rescheduled", got ${JSON.stringify(kind)}`);
   }
-  const when = formatWhen(input.startsAt, input.timeZone);
-  const first = firstName(input.patientName);
+  const when = formatWhen(input.startsAt, input.timeZone, input.locale);
+  const first = firstName(input.patientName, MAX_FIRST_NAME_SEPTETS);
+  const short = firstName(input.patientName, SHORT_FIRST_NAME_SEPTETS);
   const clinic = cleanField(input.clinicName);
   const verb = kind === 'rescheduled' ? 'has been moved to' : 'is confirmed for';
-
-  const build = (clinicPart: string, hint: boolean): string =>
-    toGsm7(
-      `Hi ${first}, your appointment${clinicPart ? ` at ${clinicPart}` : ''} ${verb} ${when}.` +
-        (hint ? OPT_OUT_HINT : ''),
-    );
-  const fits = (message: string): boolean => segmentInfo(message).segments <= MAX_SEGMENTS;
-
-  const wantHint = input.optOutHint ?? true;
-  for (const hint of wantHint ? [true, false] : [false]) {
-    const full = build(clinic, hint);
-    if (fits(full)) return full;
-    const overhead = septets(build('X', hint)) - 1;
-    const minClinic = hint ? MIN_CLINIC_SEPTETS : 1;
-    // Escape sequences cannot straddle segments, so the septet budget can be off
-    // by one; walking down settles it in at most a couple of steps.
-    for (let budget = MAX_SEGMENTS * GSM7_PART - overhead; budget >= minClinic; budget--) {
-      const message = build(truncateClinic(clinic, budget), hint);
-      if (fits(message)) return message;
-    }
-  }
-  const bare = build('', false);
-  if (!fits(bare)) throw new Error('confirmation text cannot fit in two SMS segments');
-  return bare;
+  const tail = `${callPart(input)}${input.optOutHint ?? true ? OPT_OUT_HINT : ''}`;
+  const greeting = (name: string) => (c: string) => `Hi ${name}, your appointment${c ? ` at ${c}` : ''} ${verb} ${when}.${tail}`;
+  return fitOneSegment(
+    clinic,
+    [
+      { build: greeting(first), minClinic: MIN_CLINIC_SEPTETS },
+      { build: greeting(short), minClinic: MIN_CLINIC_SEPTETS },
+      { build: (c) => `${c ? `${c}: y` : 'Y'}our appointment ${verb} ${when}.${tail}`, minClinic: 1 },
+    ],
+    'confirmation',
+  );
 }
+
+export interface ReminderInput extends TextClinic {
+  /** ISO 8601 instant with an explicit offset or Z. */
+  startsAt: string;
+  /** The clinic lets patients cancel by replying X. */
+  cancelByReply?: boolean;
+}
+
+/**
+ * The reminder a clinic starts, e.g. "Maple Street Clinic: reminder of your
+ * visit on Thu, Mar 4 at 3:00 PM EST. Reply C to confirm or R to reschedule.
+ * Call (415) 555-0100. Reply STOP to opt out." One segment, GSM-7.
+ */
+export function renderReminder(input: ReminderInput): string {
+  const when = formatWhen(input.startsAt, input.timeZone, input.locale);
+  const keys = input.cancelByReply ? 'Reply C to confirm, R to reschedule, X to cancel.' : 'Reply C to confirm or R to reschedule.';
+  const tail = `${callPart(input)}${OPT_OUT_HINT}`;
+  return fitOneSegment(
+    cleanField(input.clinicName),
+    [
+      { build: (c) => `${lead(c)}reminder of your visit on ${when}. ${keys}${tail}`, minClinic: MIN_CLINIC_SEPTETS },
+      { build: (c) => `${lead(c)}visit ${when}. ${keys}${tail}`, minClinic: 1 },
+    ],
+    'reminder',
+  );
+}
+
+/** What a reply answers (src/sms/replies.ts). */
+export type ReplyKind =
+  | 'confirmed'
+  | 'already_confirmed'
+  | 'reschedule_requested'
+  | 'cancel_ask'
+  | 'cancelled'
+  | 'call_us';
+
+export interface ReplyInput extends TextClinic {
+  /** The appointment the reply is about; not used by `call_us`. */
+  startsAt?: string | undefined;
+}
+
+/**
+ * Our one answer to a patient's text. Each names the clinic, the number to
+ * call and the opt-out, in one segment. Two wordings each: the second, terser,
+ * keeps more of a long clinic name.
+ */
+export function renderReply(kind: ReplyKind, input: ReplyInput): string {
+  const clinic = cleanField(input.clinicName);
+  const tail = `${callPart(input)}${OPT_OUT_HINT}`;
+  if (kind === 'call_us') {
+    const phone = formatContactPhone(input.contactPhone, input.region);
+    const call = phone ? `please call us at ${phone}.` : 'please call the clinic.';
+    return fitOneSegment(
+      clinic,
+      [
+        { build: (c) => `${lead(c)}thanks for your message. For anything about your visit ${call}${OPT_OUT_HINT}`, minClinic: MIN_CLINIC_SEPTETS },
+        { build: (c) => `${lead(c)}thanks, ${call}${OPT_OUT_HINT}`, minClinic: 1 },
+      ],
+      'reply',
+    );
+  }
+  if (!input.startsAt) throw new Error(`a ${kind} reply needs the appointment's startsAt`);
+  const when = formatWhen(input.startsAt, input.timeZone, input.locale);
+  const [long, short]: [string, string] = (() => {
+    switch (kind) {
+      case 'confirmed':
+        return [`thanks, your visit on ${when} is confirmed.`, `visit ${when} confirmed.`];
+      case 'already_confirmed':
+        return [`your visit on ${when} is already confirmed.`, `visit ${when} already confirmed.`];
+      case 'reschedule_requested':
+        return [`we'll be in touch to move your visit on ${when}.`, `we'll call to move your visit ${when}.`];
+      case 'cancel_ask':
+        return [`Reply X again to cancel your visit on ${when}.`, `Reply X again to cancel visit ${when}.`];
+      case 'cancelled':
+        return [`your visit on ${when} is cancelled.`, `visit ${when} cancelled.`];
+    }
+  })();
+  return fitOneSegment(
+    clinic,
+    [
+      { build: (c) => `${lead(c)}${long}${tail}`, minClinic: MIN_CLINIC_SEPTETS },
+      { build: (c) => `${lead(c)}${short}${tail}`, minClinic: 1 },
+    ],
+    'reply',
+  );
+}
+
+/** "Clinic: " in front, or nothing when nothing of the name is representable. */
+const lead = (clinic: string): string => (clinic ? `${clinic}: ` : '');
 
 const HAS_OFFSET = /(?:Z|[+-]\d{2}(?::?\d{2})?)$/i;
 const ABBREVIATION_LOCALES = ['en-US', 'en-CA', 'en-GB', 'en-IE', 'en-AU', 'en-NZ', 'en-IN', 'en-ZA'] as const;
 const OFFSET_STYLE_NAME = /^(?:GMT|UTC)[+\-\u2212]/;
 
-function formatWhen(startsAt: string, timeZone: string): string {
+function formatWhen(startsAt: string, timeZone: string, locale: Locale | undefined): string {
   if (typeof startsAt !== 'string' || !HAS_OFFSET.test(startsAt.trim())) {
     // A naive local time would be read in the server's zone: refuse to guess.
     throw new Error(
@@ -99,7 +247,8 @@ function formatWhen(startsAt: string, timeZone: string): string {
     .setZone(timeZone)
     .reconfigure({ locale: 'en-US', numberingSystem: 'latn', outputCalendar: 'gregory' });
   if (!local.isValid) throw new Error(`cannot express startsAt in time zone ${JSON.stringify(timeZone)}`);
-  return `${local.toFormat("ccc, LLL d 'at' h:mm a")} ${zoneAbbreviation(local)}`;
+  const pattern = locale === 'en-GB' ? "ccc d LLL 'at' HH:mm" : "ccc, LLL d 'at' h:mm a";
+  return `${local.toFormat(pattern)} ${zoneAbbreviation(local)}`;
 }
 
 /**
@@ -126,9 +275,9 @@ function cleanField(raw: string | undefined): string {
     .trim();
 }
 
-function firstName(patientName: string | undefined): string {
+function firstName(patientName: string | undefined, max: number): string {
   const token = (cleanField(patientName).split(' ')[0] ?? '').replace(/[,;:]+$/, '');
-  return token ? truncateSeptets(token, MAX_FIRST_NAME_SEPTETS) : 'there';
+  return token ? truncateSeptets(token, max) : 'there';
 }
 
 function truncateClinic(clinic: string, budget: number): string {

@@ -5,6 +5,7 @@ import type { Sql } from 'postgres';
 import type { Config } from '../config.js';
 import { phoneForLog } from '../log.js';
 import { outboxBacklog, smsFinal } from '../metrics.js';
+import { unwantedReason } from './attempts.js';
 import { Batcher, type BatcherOptions } from './batch.js';
 import type { ChainLink, ChainLoader } from './config.js';
 import type { EngineMessage, SmsEngine } from './engine.js';
@@ -158,6 +159,14 @@ export class OutboxWorker {
         // Another worker holds the row now; it owns the outcome.
         log.warn('sms outbox lease lost mid-run; leaving the row to its new holder');
         return { status: 'sending', reason: 'lease_lost' };
+      }
+      const unwanted = unwantedReason(err);
+      if (unwanted) {
+        // Cancelled or moved after the gate; the opening of the attempt cancelled the row instead.
+        for (const fn of this.settledListeners) fn(row.id);
+        smsFinal.inc({ status: 'cancelled', reason: unwanted });
+        log.info({ reason: unwanted }, 'sms not sent: its appointment changed just before the send');
+        return { status: 'cancelled', reason: unwanted };
       }
       log.error({ err }, 'outbox message processing failed');
       try {

@@ -54,7 +54,7 @@ export const bookClinicAppointment: Tool<typeof schema> = {
       throw new ToolError('missing_phone', "What's the best phone number to reach the patient?");
     }
     const phone = toE164(phoneInput, org.defaultRegion);
-    const start = resolveLocal(parseLocalDate(args.appointmentDate), parseLocalTime(args.appointmentTime), org.timeZone);
+    const start = resolveLocal(parseLocalDate(args.appointmentDate), parseLocalTime(args.appointmentTime), org.timeZone, org.locale);
     const service = resolveService(org, args.serviceType);
     const requested = resolvePractitioner(org, args.practitioner);
     const candidates = eligiblePractitioners(org, service, requested);
@@ -84,6 +84,7 @@ export const bookClinicAppointment: Tool<typeof schema> = {
       }),
       tool: 'bookClinicAppointment',
       sms: smsRow,
+      reminders: smsRow ? ctx.sms.reminders(org, { start, patientPhone: phone }, ctx.now()) : [],
     });
     if (outcome.outcome !== 'booked') {
       ctx.log.info({ outcome: outcome.outcome, phone: phoneForLog(phone) }, 'booking refused');
@@ -103,7 +104,7 @@ export const bookClinicAppointment: Tool<typeof schema> = {
       },
       'appointment booked',
     );
-    const spokenTime = spokenDateTime(start);
+    const spokenTime = spokenDateTime(start, org.locale);
     const withWhom = practitioner ? ` with ${practitioner.name}` : '';
     return {
       success: true,

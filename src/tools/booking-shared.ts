@@ -3,7 +3,7 @@ import { describeHours, isWithinOpeningHours, type Slot } from '../booking/avail
 import { ToolError } from '../booking/errors.js';
 import type { BookOutcome } from '../booking/book.js';
 import { alternativesAfter, type SlotSearch } from '../booking/slots.js';
-import { isoLocal, localDateOf, localDayBounds, spokenClock, spokenDate, spokenDateTime, spokenList } from '../booking/time.js';
+import { isoLocal, localDateOf, localDayBounds, spokenClock, spokenDate, spokenDateTime, spokenList, type Locale } from '../booking/time.js';
 import type { ToolContext, ToolResult } from './types.js';
 import type { Practitioner, Service } from '../booking/org.js';
 
@@ -17,9 +17,9 @@ const searchFor = (ctx: ToolContext, opts: { service: Service; candidates: Pract
   candidates: opts.candidates,
 });
 
-export function describeAlternatives(slots: Slot[], requested: DateTime): { list: unknown[]; spoken: string } {
+export function describeAlternatives(slots: Slot[], requested: DateTime, locale?: Locale): { list: unknown[]; spoken: string } {
   const sameDay = (s: Slot) => s.start.hasSame(requested, 'day');
-  const spoken = slots.map((s) => (sameDay(s) ? spokenClock(s.start) : `${spokenDate(s.start)} at ${spokenClock(s.start)}`));
+  const spoken = slots.map((s) => (sameDay(s) ? spokenClock(s.start, locale) : `${spokenDate(s.start, locale)} at ${spokenClock(s.start, locale)}`));
   return {
     list: slots.map((s, i) => ({ startsAt: isoLocal(s.start), spoken: spoken[i] })),
     spoken: spokenList(spoken),
@@ -35,18 +35,18 @@ export async function assertBookable(
 ): Promise<void> {
   const now = ctx.now();
   if (start <= now) {
-    throw new ToolError('time_in_past', `${spokenDateTime(start)} has already passed. What later time works for you?`);
+    throw new ToolError('time_in_past', `${spokenDateTime(start, ctx.org.locale)} has already passed. What later time works for you?`);
   }
   if (!isWithinOpeningHours(ctx.org, start, end)) {
     const dayStart = localDayBounds(localDateOf(start), ctx.org.timeZone).start;
     const alts = await alternativesAfter(searchFor(ctx, opts), dayStart, now, ALTERNATIVES);
     const hours = describeHours(ctx.org, localDateOf(start));
     const when = hours === 'closed' ? `We're closed on ${start.toFormat('cccc')}s` : `On ${start.toFormat('cccc')}s we're open ${hours}`;
-    const described = describeAlternatives(alts, start);
+    const described = describeAlternatives(alts, start, ctx.org.locale);
     const alt = alts.length ? ` The closest openings are ${described.spoken}.` : '';
     throw new ToolError(
       'outside_hours',
-      `${when}, and a ${opts.service.durationMinutes}-minute ${opts.service.name} at ${spokenClock(start)} doesn't fit.${alt}`,
+      `${when}, and a ${opts.service.durationMinutes}-minute ${opts.service.name} at ${spokenClock(start, ctx.org.locale)} doesn't fit.${alt}`,
       { alternatives: described.list },
     );
   }
@@ -63,13 +63,13 @@ export async function explainRefusal(
     case 'slot_taken':
     case 'practitioner_unavailable': {
       const alts = await alternativesAfter(searchFor(ctx, opts), start, ctx.now(), ALTERNATIVES);
-      const d = describeAlternatives(alts, start);
+      const d = describeAlternatives(alts, start, ctx.org.locale);
       return {
         success: false,
         reason: 'slot_taken',
         alternatives: d.list,
         message:
-          `Sorry, ${spokenDateTime(start)} is no longer available.` +
+          `Sorry, ${spokenDateTime(start, ctx.org.locale)} is no longer available.` +
           (alts.length ? ` The nearest openings are ${d.spoken}.` : ' I could not find another opening this week.'),
       };
     }

@@ -34,7 +34,7 @@ export const cancelAppointment: Tool<typeof schema> = {
     if (result.status === 'not_found') {
       throw new ToolError('appointment_not_found', "I couldn't find that appointment.");
     }
-    const when = spokenDateTime(DateTime.fromJSDate(appt.starts_at, { zone: ctx.org.timeZone }));
+    const when = spokenDateTime(DateTime.fromJSDate(appt.starts_at, { zone: ctx.org.timeZone }), ctx.org.locale);
     ctx.log.info({ appointmentId: appt.id, status: result.status }, 'appointment cancelled');
     return {
       success: true,

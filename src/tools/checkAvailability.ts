@@ -48,7 +48,7 @@ export const checkAvailability: Tool<typeof schema> = {
     // The day as instants: 23, 24 or 25 hours, starting at the first midnight.
     const { start: day, end: dayEnd } = localDayBounds(date, org.timeZone);
     if (dayEnd <= now) {
-      throw new ToolError('date_in_past', `${spokenDate(day)} has already passed. Which upcoming day would you like?`);
+      throw new ToolError('date_in_past', `${spokenDate(day, org.locale)} has already passed. Which upcoming day would you like?`);
     }
 
     const busy = await fetchBusy(ctx.sql, ctx.tenant, day, dayEnd);
@@ -57,7 +57,7 @@ export const checkAvailability: Tool<typeof schema> = {
     const who = requested ? ` with ${requested.name}` : '';
     const base = {
       date: isoDate(day),
-      spokenDate: spokenDate(day),
+      spokenDate: spokenDate(day, org.locale),
       timeZone: org.timeZone,
       service: service.name,
       durationMinutes: service.durationMinutes,
@@ -69,19 +69,19 @@ export const checkAvailability: Tool<typeof schema> = {
       const search = { sql: ctx.sql, tenant: ctx.tenant, org, service, candidates };
       const next = await nextOpenDay(search, addDays(date, 1), now);
       const hint = next
-        ? ` The next opening is ${spokenDate(next.start)} at ${spokenClock(next.start)}.`
+        ? ` The next opening is ${spokenDate(next.start, org.locale)} at ${spokenClock(next.start, org.locale)}.`
         : ' I could not find an opening in the next two weeks.';
       return {
         success: true,
         ...base,
         slots: [],
         spoken: '',
-        nextAvailable: next ? { startsAt: isoLocal(next.start), spoken: `${spokenDate(next.start)} at ${spokenClock(next.start)}` } : null,
-        message: `There are no openings${who} on ${spokenDate(day)} for a ${service.name}.${hint}`,
+        nextAvailable: next ? { startsAt: isoLocal(next.start), spoken: `${spokenDate(next.start, org.locale)} at ${spokenClock(next.start, org.locale)}` } : null,
+        message: `There are no openings${who} on ${spokenDate(day, org.locale)} for a ${service.name}.${hint}`,
       };
     }
 
-    const times = slots.map((s) => spokenClock(s.start));
+    const times = slots.map((s) => spokenClock(s.start, org.locale));
     const spokenTimes =
       times.length > SPOKEN_MAX
         ? `${times.slice(0, SPOKEN_MAX).join(', ')}, and ${times.length - SPOKEN_MAX} more until ${times[times.length - 1]}`
@@ -90,13 +90,13 @@ export const checkAvailability: Tool<typeof schema> = {
       success: true,
       ...base,
       slots: slots.slice(0, LISTED_MAX).map((s) => ({
-        time: spokenClock(s.start),
+        time: spokenClock(s.start, org.locale),
         startsAt: isoLocal(s.start),
         practitioners: s.practitionerIds.map((id) => nameOf.get(id) ?? id),
       })),
       moreSlots: Math.max(0, slots.length - LISTED_MAX),
       spoken: spokenTimes,
-      message: `On ${spokenDate(day)}${who}, a ${service.name} is open at ${spokenTimes}.`,
+      message: `On ${spokenDate(day, org.locale)}${who}, a ${service.name} is open at ${spokenTimes}.`,
     };
   },
 };

@@ -36,13 +36,13 @@ export async function locateAppointment(
   const day = DateTime.fromObject(date, { zone: org.timeZone });
   const rows = await findByPhoneOnDate(ctx.sql, ctx.tenant, org, phone, date);
   if (rows.length === 0) {
-    throw new ToolError('appointment_not_found', `I couldn't find an appointment for that number on ${spokenDate(day)}.`);
+    throw new ToolError('appointment_not_found', `I couldn't find an appointment for that number on ${spokenDate(day, org.locale)}.`);
   }
   if (rows.length > 1) {
-    const times = rows.map((r) => spokenClock(DateTime.fromJSDate(r.starts_at, { zone: org.timeZone })));
+    const times = rows.map((r) => spokenClock(DateTime.fromJSDate(r.starts_at, { zone: org.timeZone }), org.locale));
     throw new ToolError(
       'multiple_appointments',
-      `There are ${rows.length} appointments for that number on ${spokenDate(day)}, at ${spokenList(times)}. Which one?`,
+      `There are ${rows.length} appointments for that number on ${spokenDate(day, org.locale)}, at ${spokenList(times)}. Which one?`,
       { appointments: rows.map((r, i) => ({ appointmentId: r.id, time: times[i] })) },
     );
   }

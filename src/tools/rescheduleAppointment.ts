@@ -56,7 +56,7 @@ export const rescheduleAppointment: Tool<typeof schema> = {
         ? resolvePractitioner(org, args.practitioner)
         : org.practitioners.find((p) => p.id === appt.practitioner_id);
     const candidates = eligiblePractitioners(org, service, requested);
-    const start = resolveLocal(parseLocalDate(args.newDate), parseLocalTime(args.newTime), org.timeZone);
+    const start = resolveLocal(parseLocalDate(args.newDate), parseLocalTime(args.newTime), org.timeZone, org.locale);
     const end = start.plus({ minutes: service.durationMinutes });
     await assertBookable(ctx, start, end, { service, candidates });
 
@@ -78,6 +78,8 @@ export const rescheduleAppointment: Tool<typeof schema> = {
       tool: 'rescheduleAppointment',
       replaceId: appt.id,
       sms: withDryRun(sms ? { kind, body: sms.body } : null, call.dryRun),
+      // The waiting reminders move to the new time; those it leaves no due time are voided.
+      reminders: sms ? ctx.sms.reminders(org, { start, patientPhone: appt.patient_phone }, ctx.now()) : [],
     });
     if (outcome.outcome !== 'booked') return explainRefusal(ctx, outcome, start, { service, candidates });
 
@@ -85,19 +87,19 @@ export const rescheduleAppointment: Tool<typeof schema> = {
       ? await ctx.sms.outcome(org.id, appt.id, kind, call.receivedAt)
       : ({ smsStatus: 'failed_but_booked', smsReason: 'not_configured' } as const);
     const practitioner = org.practitioners.find((p) => p.id === outcome.practitionerId);
-    const from = spokenDateTime(DateTime.fromJSDate(appt.starts_at, { zone: org.timeZone }));
+    const from = spokenDateTime(DateTime.fromJSDate(appt.starts_at, { zone: org.timeZone }), org.locale);
     return {
       success: true,
       appointmentId: appt.id,
       startsAt: isoLocal(start),
       endsAt: isoLocal(end),
-      spokenTime: spokenDateTime(start),
+      spokenTime: spokenDateTime(start, org.locale),
       previousSpokenTime: from,
       timeZone: org.timeZone,
       service: service.name,
       practitioner: practitioner?.name ?? null,
       ...smsOutcome,
-      message: `Done. Your appointment has moved from ${from} to ${spokenDateTime(start)}.`,
+      message: `Done. Your appointment has moved from ${from} to ${spokenDateTime(start, org.locale)}.`,
     };
   },
 };

@@ -23,10 +23,24 @@ export interface ConfirmationNotifier {
     body: string;
   } | null;
   /**
+   * The reminder rows to write in the same transaction (src/sms/reminders.ts):
+   * none when SMS is off, the clinic has no reminders or no number to call.
+   */
+  reminders(org: OrgContext, appt: { start: DateTime; patientPhone: string }, now: DateTime): ReminderRow[];
+  /**
    * Waits for the first send attempt of that outbox row, until the response
    * budget counted from `startedAt` (when the request arrived, epoch ms) runs out.
    */
   outcome(orgId: string, appointmentId: string, kind: string, startedAt?: number): Promise<SmsOutcome>;
+}
+
+/** One reminder as the booking transaction writes it. */
+export interface ReminderRow {
+  kind: string;
+  /** ISO instants: when it goes out, and the end of the sending window it was planned in. */
+  due: string;
+  sendBy: string;
+  body: string;
 }
 
 export interface ToolDeps {
