@@ -5,7 +5,7 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'coverage/', 'node_modules/', '.data/', 'test-artifacts/', 'src/http/console/assets/vendor/'] },
+  { ignores: ['dist/', 'coverage/', 'node_modules/', '.data/', 'test-artifacts/', '.scratch/', 'src/http/console/assets/vendor/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -18,6 +18,8 @@ export default tseslint.config(
       '@typescript-eslint/no-explicit-any': 'off',
       eqeqeq: ['error', 'smart'],
       'no-console': ['error', { allow: ['warn', 'error'] }],
+      // A handler declared before the value it calls exists is read before it is assigned: that is not a constant.
+      'prefer-const': ['error', { ignoreReadBeforeAssign: true }],
     },
   },
   {

@@ -136,7 +136,9 @@ class Interrupted extends Error {
 function unreachable(err: unknown, what: string): StartupError | undefined {
   const e = err as { code?: unknown; message?: unknown };
   const codes = ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'CONNECT_TIMEOUT'];
-  return typeof e?.code === 'string' && codes.includes(e.code) ? new StartupError(`cannot connect to the database (${what}): ${String(e.message)}`) : undefined;
+  return typeof e?.code === 'string' && codes.includes(e.code)
+    ? new StartupError(`cannot connect to the database (${what}): ${String(e.message)}`)
+    : undefined;
 }
 
 /** Listens, or fails with the reason: Express 5 hands a listen error to the callback, and the server emits it too. */

@@ -1,15 +1,7 @@
 // SMS engine: circuit breakers. Shared setup in test/helpers/sms-engine.ts.
 import { describe, expect, it } from 'vitest';
-import { COOLDOWN_MS, clinic, h, telnyx, twilio, useSmsEngineSuite } from './helpers/sms-engine.js';
-import {
-  attemptsFor,
-  book,
-  newTwilioAccount,
-  putSms,
-  telnyxLink,
-  twilioCreates,
-  twilioLink,
-} from './helpers/sms.js';
+import { COOLDOWN_MS, clinic, h, twilio, useSmsEngineSuite } from './helpers/sms-engine.js';
+import { attemptsFor, book, newTwilioAccount, putSms, telnyxLink, twilioCreates, twilioLink } from './helpers/sms.js';
 
 useSmsEngineSuite();
 
@@ -57,7 +49,9 @@ describe('circuit breaker per (org, provider account)', () => {
     const broken = await clinic();
     const healthy = await clinic();
     const account = newTwilioAccount(twilio);
-    await putSms(h, broken.id, [twilioLink({ accountSid: account.sid, authToken: 'wrong-token-0123456789' }), telnyxLink()], { rateLimitPerHour: 100 });
+    await putSms(h, broken.id, [twilioLink({ accountSid: account.sid, authToken: 'wrong-token-0123456789' }), telnyxLink()], {
+      rateLimitPerHour: 100,
+    });
     for (let i = 0; i < 4; i++) expect((await book(h, broken)).result.smsProvider).toBe('telnyx');
     expect(h.runtime.sms.engine.breaker(broken.id, `twilio:${account.sid}`).state).not.toBe(0);
     expect((await book(h, healthy)).result.smsProvider).toBe('twilio');

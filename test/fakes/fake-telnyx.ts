@@ -243,7 +243,7 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
 
     const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
     const authed = bearer !== undefined && keys.has(bearer);
-    let body: Record<string, unknown> | null = null;
+    let body: Record<string, unknown> | null;
     try {
       const v: unknown = raw ? JSON.parse(raw) : null;
       body = v && typeof v === 'object' ? (v as Record<string, unknown>) : null;
@@ -304,7 +304,11 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
 
   function respond(req: http.IncomingMessage, res: http.ServerResponse, url: URL, p: Parsed, authed: boolean): void {
     if (!authed) {
-      sendJson(res, 401, errorBody({ status: 401, code: '10009', title: 'Authentication failed', detail: 'Could not understand the provided credentials.' }));
+      sendJson(
+        res,
+        401,
+        errorBody({ status: 401, code: '10009', title: 'Authentication failed', detail: 'Could not understand the provided credentials.' }),
+      );
       return;
     }
     if (req.method === 'POST' && url.pathname === '/v2/messages') {
@@ -316,7 +320,16 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
       if (prior) {
         if (prior.bodyHash === sha(p.raw)) sendJson(res, 200, prior.response);
         else {
-          sendJson(res, 422, errorBody({ status: 422, code: '10015', title: 'Idempotency key reused', detail: 'The Idempotency-Key was already used with a different request body.' }));
+          sendJson(
+            res,
+            422,
+            errorBody({
+              status: 422,
+              code: '10015',
+              title: 'Idempotency key reused',
+              detail: 'The Idempotency-Key was already used with a different request body.',
+            }),
+          );
         }
         return;
       }
@@ -342,17 +355,41 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
       const id = decodeURIComponent(profileId);
       const prof = profiles.get(id);
       if (prof && prof.apiKey === p.apiKey) sendJson(res, 200, { data: profileWire(id, prof.enabled) });
-      else sendJson(res, 404, errorBody({ status: 404, code: '10005', title: 'Resource not found', detail: 'The requested resource or URL could not be found.' }));
+      else
+        sendJson(
+          res,
+          404,
+          errorBody({
+            status: 404,
+            code: '10005',
+            title: 'Resource not found',
+            detail: 'The requested resource or URL could not be found.',
+          }),
+        );
       return;
     }
     const one = /^\/v2\/messages\/([0-9a-f-]{36})$/.exec(url.pathname);
     if (req.method === 'GET' && one) {
       const m = messages.find((x) => x.id === one[1] && x.apiKey === p.apiKey);
       if (m) sendJson(res, 200, { data: toWire(m) });
-      else sendJson(res, 404, errorBody({ status: 404, code: '10005', title: 'Resource not found', detail: 'The requested resource or URL could not be found.' }));
+      else
+        sendJson(
+          res,
+          404,
+          errorBody({
+            status: 404,
+            code: '10005',
+            title: 'Resource not found',
+            detail: 'The requested resource or URL could not be found.',
+          }),
+        );
       return;
     }
-    sendJson(res, 404, errorBody({ status: 404, code: '10005', title: 'Resource not found', detail: 'The requested resource or URL could not be found.' }));
+    sendJson(
+      res,
+      404,
+      errorBody({ status: 404, code: '10005', title: 'Resource not found', detail: 'The requested resource or URL could not be found.' }),
+    );
   }
 
   const server = await startTrackedServer(handle, opts.port);
@@ -411,7 +448,10 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
       });
       const headers = t.unsigned
         ? { 'content-type': 'application/json' }
-        : signEvent(body, { ...(t.timestamp !== undefined ? { timestamp: t.timestamp } : {}), ...(t.privateKey ? { privateKey: t.privateKey } : {}) });
+        : signEvent(body, {
+            ...(t.timestamp !== undefined ? { timestamp: t.timestamp } : {}),
+            ...(t.privateKey ? { privateKey: t.privateKey } : {}),
+          });
       const res = await postWebhook(t.url, headers, body);
       return { status: res.status, body: res.body, eventId, messageId };
     },
@@ -429,7 +469,15 @@ export async function startFakeTelnyx(opts: { port?: number; apiKeys?: string[] 
 
 function profileWire(id: string, enabled: boolean) {
   const at = new Date(Date.UTC(2024, 0, 2, 3, 4, 5)).toISOString();
-  return { record_type: 'messaging_profile', id, name: `Fake profile ${id.slice(0, 8)}`, enabled, webhook_url: null, created_at: at, updated_at: at };
+  return {
+    record_type: 'messaging_profile',
+    id,
+    name: `Fake profile ${id.slice(0, 8)}`,
+    enabled,
+    webhook_url: null,
+    created_at: at,
+    updated_at: at,
+  };
 }
 
 function sha(s: string): string {
