@@ -53,7 +53,10 @@ type Platform = 'vapi' | 'retell' | 'elevenlabs';
 const PLATFORMS: Platform[] = (() => {
   const i = process.argv.findIndex((a) => a === '--platform' || a.startsWith('--platform='));
   const raw = i < 0 ? 'vapi' : process.argv[i]!.includes('=') ? process.argv[i]!.split('=')[1]! : (process.argv[i + 1] ?? '');
-  const list = raw.split(',').map((p) => p.trim()).filter(Boolean);
+  const list = raw
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean);
   const bad = list.filter((p) => !['vapi', 'retell', 'elevenlabs'].includes(p));
   if (list.length === 0 || bad.length) {
     process.stderr.write(`--platform takes vapi, retell or elevenlabs (comma-separated for several), not "${raw}"\n`);
@@ -97,26 +100,33 @@ async function main() {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   // The server runs as production does: compiled by tsc, started with node.
-  execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
-  const server: ChildProcess = spawn(process.execPath, [...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), 'dist/src/main.js'], {
+  execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
     cwd: ROOT,
-    env: {
-      ...process.env,
-      DATABASE_URL: ownerUrl,
-      PORT: String(port),
-      DATA_DIR: tmp,
-      ADMIN_TOKEN: ADMIN,
-      APP_DB_PASSWORD: APP_PW,
-      SEED_DEMO: 'false',
-      LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info',
-      NODE_ENV: 'production',
-      JWT_SECRET: `bench-jwt-${randomUUID()}`,
-      CREDENTIALS_KEY: `k1:${Buffer.alloc(32, 7).toString('base64')}`,
-      WORKER_DB_PASSWORD: `bench-worker-${randomUUID()}`,
-    },
-    // Server logs go nowhere, but they are still produced and serialised.
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: 'inherit',
   });
+  const server: ChildProcess = spawn(
+    process.execPath,
+    [...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), 'dist/src/main.js'],
+    {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        DATABASE_URL: ownerUrl,
+        PORT: String(port),
+        DATA_DIR: tmp,
+        ADMIN_TOKEN: ADMIN,
+        APP_DB_PASSWORD: APP_PW,
+        SEED_DEMO: 'false',
+        LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info',
+        NODE_ENV: 'production',
+        JWT_SECRET: `bench-jwt-${randomUUID()}`,
+        CREDENTIALS_KEY: `k1:${Buffer.alloc(32, 7).toString('base64')}`,
+        WORKER_DB_PASSWORD: `bench-worker-${randomUUID()}`,
+      },
+      // Server logs go nowhere, but they are still produced and serialised.
+      stdio: ['ignore', 'ignore', 'inherit'],
+    },
+  );
   const owner = postgres(ownerUrl, { max: 2, onnotice: () => {} });
   let direct: Sql | undefined;
   try {
@@ -135,13 +145,22 @@ async function main() {
       const sms = await fetch(`${base}/api/admin/orgs/${org.id}/sms`, {
         method: 'PUT',
         headers: admin,
-        body: JSON.stringify({ rateLimitPerHour: 1000, contactPhone: '+14155550100', reminderOffsetsMinutes: offsets, providers: [{ kind: 'sandbox' }] }),
+        body: JSON.stringify({
+          rateLimitPerHour: 1000,
+          contactPhone: '+14155550100',
+          reminderOffsetsMinutes: offsets,
+          providers: [{ kind: 'sandbox' }],
+        }),
       });
       if (!sms.ok) throw new Error(`configuring SMS: ${sms.status} ${await sms.text()}`);
       process.stderr.write(`SMS: sandbox, reminders ${offsets.length ? offsets.join(', ') + ' minutes before' : 'none'}\n`);
     }
     const retellKey = `key_bench_${randomUUID().replace(/-/g, '')}`;
-    const patched = await fetch(`${base}/api/admin/orgs/${org.id}`, { method: 'PATCH', headers: admin, body: JSON.stringify({ retellApiKey: retellKey }) });
+    const patched = await fetch(`${base}/api/admin/orgs/${org.id}`, {
+      method: 'PATCH',
+      headers: admin,
+      body: JSON.stringify({ retellApiKey: retellKey }),
+    });
     if (!patched.ok) throw new Error(`setting the Retell key: ${patched.status}`);
     const tokenRes = await fetch(`${base}/oauth/token`, {
       method: 'POST',
@@ -180,13 +199,23 @@ async function main() {
       }
       const bearer = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
       if (platform === 'elevenlabs') {
-        return { path: '/api/elevenlabs/tools/bookClinicAppointment', headers: bearer, body: JSON.stringify({ ...bookingArgs(s), conversationId: `bench-call-${s.n}`, callerNumber: '+14155550100' }) };
+        return {
+          path: '/api/elevenlabs/tools/bookClinicAppointment',
+          headers: bearer,
+          body: JSON.stringify({ ...bookingArgs(s), conversationId: `bench-call-${s.n}`, callerNumber: '+14155550100' }),
+        };
       }
       const body = {
         message: {
           type: 'tool-calls',
           call: { id: `bench-call-${s.n}` },
-          toolCallList: [{ id: `call_${randomUUID()}`, type: 'function', function: { name: 'bookClinicAppointment', arguments: JSON.stringify(bookingArgs(s)) } }],
+          toolCallList: [
+            {
+              id: `call_${randomUUID()}`,
+              type: 'function',
+              function: { name: 'bookClinicAppointment', arguments: JSON.stringify(bookingArgs(s)) },
+            },
+          ],
         },
       };
       return { path: '/api/vapi/tools', headers: bearer, body: JSON.stringify(body) };
@@ -232,10 +261,13 @@ async function main() {
     };
 
     // Ceiling: the same function call, same role, no HTTP, no JSON envelope, no org lookup.
-    direct = postgres(new URL(ownerUrl).protocol + '//' + `clinic_app:${encodeURIComponent(APP_PW)}@` + new URL(ownerUrl).host + new URL(ownerUrl).pathname, {
-      max: Math.max(...LEVELS),
-      onnotice: () => {},
-    });
+    direct = postgres(
+      new URL(ownerUrl).protocol + '//' + `clinic_app:${encodeURIComponent(APP_PW)}@` + new URL(ownerUrl).host + new URL(ownerUrl).pathname,
+      {
+        max: Math.max(...LEVELS),
+        onnotice: () => {},
+      },
+    );
     const ids = practitioners.map((p) => p.id);
     const sqlPhase = async (concurrency: number, seconds: number) => {
       const next = slotSource(start0.plus({ days: day }));
@@ -291,7 +323,9 @@ async function main() {
             p50: sum((r) => r.p50) / rounds.length,
             p99: Math.max(...rounds.map((r) => r.p99)),
             errors: sum((r) => r.errors),
-            ...(rounds.every((r) => r.serverCpuMs !== undefined) ? { booked: sum((r) => r.booked ?? 0), serverCpuMs: sum((r) => r.serverCpuMs ?? 0) } : {}),
+            ...(rounds.every((r) => r.serverCpuMs !== undefined)
+              ? { booked: sum((r) => r.booked ?? 0), serverCpuMs: sum((r) => r.serverCpuMs ?? 0) }
+              : {}),
           });
         }
       }

@@ -64,19 +64,29 @@ try {
   };
   const owner = postgres(db.ownerUrl, { max: 4, onnotice: () => {} });
   // Clinics and chains through the domain functions, as the admin API makes them (migrations first, by a runtime).
-  const setup = await createRuntime({ cfg: { ...cfg, SMS_HEALTH_ENABLED: false }, secrets, ownerUrl: db.ownerUrl, log: pino({ level: 'silent' }), embedded: true });
+  const setup = await createRuntime({
+    cfg: { ...cfg, SMS_HEALTH_ENABLED: false },
+    secrets,
+    ownerUrl: db.ownerUrl,
+    log: pino({ level: 'silent' }),
+    embedded: true,
+  });
   const started = Date.now();
   const orgs: Array<{ id: string; practitioner: string; service: string; twilioKey: string; telnyxKey: string }> = [];
   for (let i = 0; i < CLINICS; i++) {
-    const org = await createOrg(setup.sql, setup.deps.keyring, createOrgSchema.parse({
-      name: `Clinic ${String(i + 1).padStart(3, '0')} ${['Family Practice', 'Pediatrics', 'Dental', 'Dermatology', 'Physiotherapy'][i % 5]}`,
-      timeZone: ['America/New_York', 'America/Chicago', 'America/Denver', 'America/Los_Angeles', 'Europe/London'][i % 5]!,
-      defaultRegion: 'US',
-      slotIntervalMinutes: 15,
-      openingHours: { '1': [['08:00', '17:00']] },
-      services: [{ name: 'Visit', durationMinutes: 15 }],
-      practitioners: [{ name: 'Dr. Lee' }],
-    }));
+    const org = await createOrg(
+      setup.sql,
+      setup.deps.keyring,
+      createOrgSchema.parse({
+        name: `Clinic ${String(i + 1).padStart(3, '0')} ${['Family Practice', 'Pediatrics', 'Dental', 'Dermatology', 'Physiotherapy'][i % 5]}`,
+        timeZone: ['America/New_York', 'America/Chicago', 'America/Denver', 'America/Los_Angeles', 'Europe/London'][i % 5]!,
+        defaultRegion: 'US',
+        slotIntervalMinutes: 15,
+        openingHours: { '1': [['08:00', '17:00']] },
+        services: [{ name: 'Visit', durationMinutes: 15 }],
+        practitioners: [{ name: 'Dr. Lee' }],
+      }),
+    );
     const sid = `AC${randomUUID().replace(/-/g, '')}`;
     const token = `token-${randomUUID()}`;
     twilio.addAccount(sid, token);
@@ -153,7 +163,9 @@ try {
   const [counts] = await owner<{ outbox: number; attempts: number; appts: number }[]>`
     SELECT (SELECT count(*)::int FROM sms_outbox) AS outbox, (SELECT count(*)::int FROM sms_attempts) AS attempts,
            (SELECT count(*)::int FROM appointments) AS appts`;
-  console.log(`seeded ${CLINICS} clinics, ${counts!.outbox} messages, ${counts!.attempts} attempts, ${counts!.appts} appointments over ${DAYS} days in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  console.log(
+    `seeded ${CLINICS} clinics, ${counts!.outbox} messages, ${counts!.attempts} attempts, ${counts!.appts} appointments over ${DAYS} days in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+  );
 
   // The serving runtime, probing every account once through the fakes.
   const runtime = await createRuntime({ cfg, secrets, ownerUrl: db.ownerUrl, log: pino({ level: 'silent' }), embedded: true });
@@ -180,14 +192,22 @@ try {
     const first = await render(false);
     if (!first.body.includes('Clinic 001')) throw new Error('the overview does not list the clinics');
     const links = (first.body.match(/class="link /g) ?? []).length;
-    console.log(`first render (cold caches: ${CLINICS * 2} links' credentials decrypted): ${first.ms.toFixed(1)} ms, ${(first.bytes / 1024).toFixed(0)} KiB, ${links} links shown`);
+    console.log(
+      `first render (cold caches: ${CLINICS * 2} links' credentials decrypted): ${first.ms.toFixed(1)} ms, ${(first.bytes / 1024).toFixed(0)} KiB, ${links} links shown`,
+    );
     for (let i = 0; i < 10; i++) await render(i % 2 === 0);
     if (process.env.BENCH_PARTS) {
       // Where the time goes: each statement of the overview alone, then the HTML alone.
       const { SeriesCache, readStatus, readDeliverySeries } = await import('../src/sms/status.js');
       const { overviewPage } = await import('../src/http/console/views.js');
       const { healthSettings, readHealth } = await import('../src/sms/health.js');
-      const deps = { workerSql: runtime.workerSql, sql: runtime.sql, chains: runtime.sms.chains, engine: runtime.sms.engine, staleMs: healthSettings(cfg).staleMs };
+      const deps = {
+        workerSql: runtime.workerSql,
+        sql: runtime.sql,
+        chains: runtime.sms.chains,
+        engine: runtime.sms.engine,
+        staleMs: healthSettings(cfg).staleMs,
+      };
       const time = async (what: string, fn: () => Promise<unknown>) => {
         const ts: number[] = [];
         for (let i = 0; i < 30; i++) {
@@ -207,13 +227,27 @@ try {
       await time('readDeliverySeries, finished hours cached', () => readDeliverySeries(runtime.workerSql, { hours: 24, cache }));
       await time('overviewPage (HTML only)', async () => overviewPage(report, series, 'x', 5));
       for (const [label, q] of [
-        ['attempts last hour', owner`EXPLAIN (ANALYZE, BUFFERS) SELECT org_id, account_key, count(*) FROM sms_attempts WHERE started_at >= now() - interval '1 hour' GROUP BY GROUPING SETS ((org_id, account_key), (org_id))`],
-        ['outbox', owner`EXPLAIN (ANALYZE, BUFFERS) SELECT org_id, count(*) FROM sms_outbox WHERE status IN ('pending', 'sending') GROUP BY org_id`],
+        [
+          'attempts last hour',
+          owner`EXPLAIN (ANALYZE, BUFFERS) SELECT org_id, account_key, count(*) FROM sms_attempts WHERE started_at >= now() - interval '1 hour' GROUP BY GROUPING SETS ((org_id, account_key), (org_id))`,
+        ],
+        [
+          'outbox',
+          owner`EXPLAIN (ANALYZE, BUFFERS) SELECT org_id, count(*) FROM sms_outbox WHERE status IN ('pending', 'sending') GROUP BY org_id`,
+        ],
         ['dead letters', owner`EXPLAIN (ANALYZE, BUFFERS) SELECT org_id, count(*) FROM sms_outbox WHERE status = 'failed' GROUP BY org_id`],
-        ['series', owner`EXPLAIN (ANALYZE, BUFFERS) SELECT org_id, floor(EXTRACT(EPOCH FROM started_at) / 3600)::int, count(*) FROM sms_attempts WHERE started_at >= now() - interval '24 hours' AND delivery_state IS NOT NULL GROUP BY 1, 2`],
+        [
+          'series',
+          owner`EXPLAIN (ANALYZE, BUFFERS) SELECT org_id, floor(EXTRACT(EPOCH FROM started_at) / 3600)::int, count(*) FROM sms_attempts WHERE started_at >= now() - interval '24 hours' AND delivery_state IS NOT NULL GROUP BY 1, 2`,
+        ],
       ] as const) {
         const plan = await q;
-        console.log(`  ${label}: ${(plan as unknown as Array<Record<string, string>>).map((r) => String(Object.values(r)[0])).filter((l) => /Execution Time|Scan|Aggregate/.test(l)).join(' | ')}`);
+        console.log(
+          `  ${label}: ${(plan as unknown as Array<Record<string, string>>)
+            .map((r) => String(Object.values(r)[0]))
+            .filter((l) => /Execution Time|Scan|Aggregate/.test(l))
+            .join(' | ')}`,
+        );
       }
     }
     for (const fragment of [false, true]) {

@@ -44,7 +44,10 @@ async function main() {
   const db = await startEmbeddedPostgres({ dataDir: tmp });
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  execFileSync(process.execPath, [path.join(SERVER_DIR, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: SERVER_DIR, stdio: 'inherit' });
+  execFileSync(process.execPath, [path.join(SERVER_DIR, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
+    cwd: SERVER_DIR,
+    stdio: 'inherit',
+  });
   const server = spawn(process.execPath, ['dist/src/main.js'], {
     cwd: SERVER_DIR,
     env: {
@@ -72,7 +75,8 @@ async function main() {
       await new Promise((r) => setTimeout(r, 100));
     }
     const admin = { Authorization: `Bearer ${ADMIN}`, 'Content-Type': 'application/json' };
-    const post = async (p: string, body: unknown) => (await fetch(`${base}${p}`, { method: 'POST', headers: admin, body: JSON.stringify(body) })).json() as Promise<any>;
+    const post = async (p: string, body: unknown) =>
+      (await fetch(`${base}${p}`, { method: 'POST', headers: admin, body: JSON.stringify(body) })).json() as Promise<any>;
     const org = await post('/api/admin/orgs', {
       name: 'Bench Clinic',
       timeZone: 'America/New_York',
@@ -97,7 +101,8 @@ async function main() {
       return { status: res.status, ms: performance.now() - t };
     };
 
-    if ((await token(legit.clientId, legit.clientSecret, '192.0.2.1')).status !== 200) throw new Error('legit client refused before the storm');
+    if ((await token(legit.clientId, legit.clientSecret, '192.0.2.1')).status !== 200)
+      throw new Error('legit client refused before the storm');
 
     // The storm runs in its own process, so the measured client's timings are not its event loop's.
     const storm = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'scripts/bench-oauth-storm.ts')], {
@@ -131,7 +136,11 @@ async function main() {
     await stormDone;
 
     const line = (label: string, xs: number[]) =>
-      `${label.padEnd(34)} n=${String(xs.length).padStart(4)}  p50 ${pct(xs, 50).toFixed(1).padStart(7)} ms  p99 ${pct(xs, 99).toFixed(1).padStart(7)} ms  max ${Math.max(...xs).toFixed(1).padStart(7)} ms`;
+      `${label.padEnd(34)} n=${String(xs.length).padStart(4)}  p50 ${pct(xs, 50).toFixed(1).padStart(7)} ms  p99 ${pct(xs, 99).toFixed(1).padStart(7)} ms  max ${Math.max(
+        ...xs,
+      )
+        .toFixed(1)
+        .padStart(7)} ms`;
     console.log(`\nserver: ${path.relative(process.cwd(), SERVER_DIR) || '.'}   guessers in flight: ${GUESSERS}   ${SECONDS} s`);
     console.log(line('legit client, fetched before', warm));
     console.log(line('legit clients, first token', cold));

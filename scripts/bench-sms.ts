@@ -109,7 +109,8 @@ const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? 0;
 };
-const fmt = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(1)} ms, p99 ${pct(xs, 99).toFixed(1)} ms, max ${Math.max(...xs).toFixed(1)} ms (n=${xs.length})`;
+const fmt = (xs: number[]) =>
+  `p50 ${pct(xs, 50).toFixed(1)} ms, p99 ${pct(xs, 99).toFixed(1)} ms, max ${Math.max(...xs).toFixed(1)} ms (n=${xs.length})`;
 
 async function main() {
   const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-sms-'));
@@ -130,11 +131,12 @@ async function main() {
       fakes.on('message', onMsg);
       fakes.send({ ...msg, id });
     });
-  const urls = await new Promise<{ twilioUrl: string; telnyxUrl: string; snsUrl: string; relayUrl: string; telnyxPublicKey: string }>((resolve) =>
-    fakes.once('message', (m: any) => resolve(m)),
+  const urls = await new Promise<{ twilioUrl: string; telnyxUrl: string; snsUrl: string; relayUrl: string; telnyxPublicKey: string }>(
+    (resolve) => fakes.once('message', (m: any) => resolve(m)),
   );
   const fault = (provider: 'twilio' | 'telnyx' | 'sns' | 'relay', f: Fault | null) => ask({ type: 'fault', provider, fault: f });
-  const counts = () => ask<{ twilio: number; telnyx: number; sns: number; relay: number; twilioRequests: number; relayRequests: number }>({ type: 'counts' });
+  const counts = () =>
+    ask<{ twilio: number; telnyx: number; sns: number; relay: number; twilioRequests: number; relayRequests: number }>({ type: 'counts' });
   const receipts = (provider: 'twilio' | 'telnyx', plan: ReceiptPlan) => ask({ type: 'receipts', provider, plan });
   const fakeMessages = async (provider: 'twilio' | 'telnyx') =>
     (await ask<{ messages: Array<{ id: string; to: string; at: number }> }>({ type: 'messages', provider })).messages;
@@ -191,9 +193,19 @@ async function main() {
     return (await res.json()) as any;
   };
 
-  const twilioLink = { kind: 'twilio', accountSid: TWILIO.sid, authToken: TWILIO.token, senderNumbers: ['+14155550101', '+14155550102', '+14155550103'] };
+  const twilioLink = {
+    kind: 'twilio',
+    accountSid: TWILIO.sid,
+    authToken: TWILIO.token,
+    senderNumbers: ['+14155550101', '+14155550102', '+14155550103'],
+  };
   const telnyxLink = { kind: 'telnyx', apiKey: DEFAULT_TELNYX_API_KEY, senderNumbers: ['+13125550101', '+13125550102'] };
-  const snsLink = { kind: 'sns', accessKeyId: DEFAULT_SNS_ACCOUNT.accessKeyId, secretAccessKey: DEFAULT_SNS_ACCOUNT.secretAccessKey, region: 'us-east-1' };
+  const snsLink = {
+    kind: 'sns',
+    accessKeyId: DEFAULT_SNS_ACCOUNT.accessKeyId,
+    secretAccessKey: DEFAULT_SNS_ACCOUNT.secretAccessKey,
+    region: 'us-east-1',
+  };
   // The seed's edge worker: its own 5 s attempt timeout.
   const relayLink = { kind: 'relay', url: urls.relayUrl, signingSecret: FAKE_RELAY_SECRET, attemptTimeoutMs: 5000 };
 
@@ -213,7 +225,9 @@ async function main() {
   /** Appointments plus their outbox rows, inserted in bulk as the owner (the booking path is benched elsewhere). */
   let dayOffset = 0;
   const enqueue = async (org: Awaited<ReturnType<typeof newClinic>>, n: number): Promise<string[]> => {
-    const start = DateTime.now().plus({ days: 30 + dayOffset }).startOf('day');
+    const start = DateTime.now()
+      .plus({ days: 30 + dayOffset })
+      .startOf('day');
     dayOffset += Math.ceil(n / 96) + 1;
     const rows = await owner<{ id: string }[]>`
       WITH a AS (
@@ -246,7 +260,9 @@ async function main() {
     const before = await counts();
     await release(ids);
     const cpuPids = process.env.BENCH_CPU ? await postgresPids(tmp) : [];
-    const cpu0 = process.env.BENCH_CPU ? { self: process.cpuUsage(), fakes: await cpuSeconds([fakes.pid!]), pg: await cpuSeconds(cpuPids) } : null;
+    const cpu0 = process.env.BENCH_CPU
+      ? { self: process.cpuUsage(), fakes: await cpuSeconds([fakes.pid!]), pg: await cpuSeconds(cpuPids) }
+      : null;
     const t0 = performance.now();
     runtime.sms.worker.start();
     for (;;) {
@@ -262,17 +278,23 @@ async function main() {
       const fakesCpu = (await cpuSeconds([fakes.pid!])) - cpu0.fakes;
       const pgCpu = (await cpuSeconds(cpuPids)) - cpu0.pg;
       const per = (x: number) => ((x / DRAIN) * 1000).toFixed(2);
-      say(`drain CPU: engine process ${engine.toFixed(2)} s (${per(engine)} ms/msg), fakes ${fakesCpu.toFixed(2)} s (${per(fakesCpu)} ms/msg), PostgreSQL ${pgCpu.toFixed(2)} s (${per(pgCpu)} ms/msg), over ${secs.toFixed(2)} s on ${os.cpus().length} cpus`);
+      say(
+        `drain CPU: engine process ${engine.toFixed(2)} s (${per(engine)} ms/msg), fakes ${fakesCpu.toFixed(2)} s (${per(fakesCpu)} ms/msg), PostgreSQL ${pgCpu.toFixed(2)} s (${per(pgCpu)} ms/msg), over ${secs.toFixed(2)} s on ${os.cpus().length} cpus`,
+      );
     }
     await runtime.sms.worker.stop();
     const after = await counts();
     const delivered = after.twilio - before.twilio + (after.telnyx - before.telnyx);
     if (process.env.BENCH_PG_DIAG) {
       const { execFileSync } = await import('node:child_process');
-      process.stderr.write(execFileSync(process.execPath, ['--import', 'tsx', 'scripts/pg-function-stats.ts', db.ownerUrl], { cwd: ROOT }).toString());
+      process.stderr.write(
+        execFileSync(process.execPath, ['--import', 'tsx', 'scripts/pg-function-stats.ts', db.ownerUrl], { cwd: ROOT }).toString(),
+      );
     }
     const rate = ids.length / secs;
-    say(`drain: ${ids.length} messages in ${secs.toFixed(2)} s = ${rate.toFixed(0)} msgs/s; provider messages ${delivered} (duplicates: ${delivered - ids.length}) [target >= ${DRAIN_TARGET} msgs/s, 0 duplicates: ${rate >= DRAIN_TARGET && delivered === ids.length ? 'MET' : 'NOT MET'}]`);
+    say(
+      `drain: ${ids.length} messages in ${secs.toFixed(2)} s = ${rate.toFixed(0)} msgs/s; provider messages ${delivered} (duplicates: ${delivered - ids.length}) [target >= ${DRAIN_TARGET} msgs/s, 0 duplicates: ${rate >= DRAIN_TARGET && delivered === ids.length ? 'MET' : 'NOT MET'}]`,
+    );
 
     // The ceiling: the same table, role, pool and claim statement as the
     // worker, with nothing between claim and settle (no gate, no attempt rows,
@@ -306,7 +328,9 @@ async function main() {
     );
     const ceilSecs = (performance.now() - c0) / 1000;
     const ceiling = ceilIds.length / ceilSecs;
-    say(`drain ceiling (bare SKIP LOCKED claim + settle, batch ${batch}, ${CEILING_LOOPS} claimers): ${ceilIds.length} rows in ${ceilSecs.toFixed(2)} s = ${ceiling.toFixed(0)} rows/s; settled ${settledRows} (duplicates: ${settledRows - ceilIds.length})`);
+    say(
+      `drain ceiling (bare SKIP LOCKED claim + settle, batch ${batch}, ${CEILING_LOOPS} claimers): ${ceilIds.length} rows in ${ceilSecs.toFixed(2)} s = ${ceiling.toFixed(0)} rows/s; settled ${settledRows} (duplicates: ${settledRows - ceilIds.length})`,
+    );
     say(`drain / ceiling = ${(rate / ceiling).toFixed(2)}`);
   }
 
@@ -356,7 +380,9 @@ async function main() {
     const worst = Math.max(...hang.times);
     const over = hang.times.filter((t) => t > ATTEMPT_TIMEOUT_MS).length;
     say(`hang (send only): ${fmt(hang.times)} [${hang.outcomes}]`);
-    say(`hang: ${over} message(s) waited longer than the ${ATTEMPT_TIMEOUT_MS} ms attempt timeout; worst ${worst.toFixed(0)} ms = timeout + ${(worst - ATTEMPT_TIMEOUT_MS).toFixed(0)} ms reconcile/failover [target: none longer than one timeout: ${over === 0 ? 'MET' : `NOT MET (by ${(worst - ATTEMPT_TIMEOUT_MS).toFixed(0)} ms)`}]`);
+    say(
+      `hang: ${over} message(s) waited longer than the ${ATTEMPT_TIMEOUT_MS} ms attempt timeout; worst ${worst.toFixed(0)} ms = timeout + ${(worst - ATTEMPT_TIMEOUT_MS).toFixed(0)} ms reconcile/failover [target: none longer than one timeout: ${over === 0 ? 'MET' : `NOT MET (by ${(worst - ATTEMPT_TIMEOUT_MS).toFixed(0)} ms)`}]`,
+    );
 
     await fault('twilio', { kind: 'hang', records: true });
     const org2 = await newClinic([twilioLink, telnyxLink]);
@@ -379,7 +405,9 @@ async function main() {
     runtime.sms.worker.start();
     const times: number[] = [];
     const statuses = new Map<string, number>();
-    const day = DateTime.now().setZone('America/New_York').plus({ days: 5 + dayOffset });
+    const day = DateTime.now()
+      .setZone('America/New_York')
+      .plus({ days: 5 + dayOffset });
     let n = 0;
     await Promise.all(
       Array.from({ length: 4 }, async () => {
@@ -387,12 +415,31 @@ async function main() {
           const i = n++;
           const at = day.startOf('day').plus({ minutes: 15 * i });
           const t = performance.now();
-          const r = await api('POST', '/api/vapi/tools', {
-            message: {
-              type: 'tool-calls',
-              toolCallList: [{ id: `bench-${randomUUID()}`, type: 'function', function: { name: 'bookClinicAppointment', arguments: { patientName: `Pat ${i}`, patientPhone: `+1415555${String(3000 + i)}`, appointmentDate: at.toISODate(), appointmentTime: at.toFormat('HH:mm') } } }],
+          const r = await api(
+            'POST',
+            '/api/vapi/tools',
+            {
+              message: {
+                type: 'tool-calls',
+                toolCallList: [
+                  {
+                    id: `bench-${randomUUID()}`,
+                    type: 'function',
+                    function: {
+                      name: 'bookClinicAppointment',
+                      arguments: {
+                        patientName: `Pat ${i}`,
+                        patientPhone: `+1415555${String(3000 + i)}`,
+                        appointmentDate: at.toISODate(),
+                        appointmentTime: at.toFormat('HH:mm'),
+                      },
+                    },
+                  },
+                ],
+              },
             },
-          }, token);
+            token,
+          );
           times.push(performance.now() - t);
           const s = JSON.parse(r.results[0].result).smsStatus as string;
           statuses.set(s, (statuses.get(s) ?? 0) + 1);
@@ -401,7 +448,9 @@ async function main() {
     );
     await runtime.sms.worker.stop();
     await fault('twilio', null);
-    say(`booking while primary hangs (c=4): ${fmt(times)} [smsStatus ${[...statuses].map(([k, v]) => `${k}=${v}`).join(', ')}] [target p99 <= ${BUDGET_MS} ms: ${pct(times, 99) <= BUDGET_MS ? 'MET' : 'NOT MET'}]`);
+    say(
+      `booking while primary hangs (c=4): ${fmt(times)} [smsStatus ${[...statuses].map(([k, v]) => `${k}=${v}`).join(', ')}] [target p99 <= ${BUDGET_MS} ms: ${pct(times, 99) <= BUDGET_MS ? 'MET' : 'NOT MET'}]`,
+    );
   }
 
   // 5. Drain through a relay: the same worker and outbox, the relay's signed JSON instead of an SDK.
@@ -421,15 +470,25 @@ async function main() {
     await runtime.sms.worker.stop();
     const after = await counts();
     const delivered = after.relay - before.relay;
-    say(`relay drain: ${ids.length} messages in ${secs.toFixed(2)} s = ${(ids.length / secs).toFixed(0)} msgs/s; relay requests ${after.relayRequests - before.relayRequests}, messages at the receiver ${delivered} (duplicates: ${delivered - ids.length})`);
+    say(
+      `relay drain: ${ids.length} messages in ${secs.toFixed(2)} s = ${(ids.length / secs).toFixed(0)} msgs/s; relay requests ${after.relayRequests - before.relayRequests}, messages at the receiver ${delivered} (duplicates: ${delivered - ids.length})`,
+    );
   }
 
   // 6. The primary ambiguous for the whole run, 4 callers, 30 patients, receipts coming back.
   if (!DRAIN_ONLY && !REMINDERS_ONLY) {
     const PATIENTS = 30;
     const variants: Array<{ name: string; fault: Fault; twilioPlan: ReceiptPlan }> = [
-      { name: 'primary hangs after taking each message (lookups too), its receipts on time', fault: { kind: 'hang', records: true }, twilioPlan: { steps: ['sent', 'delivered'], delayMs: 300, gapMs: 500 } },
-      { name: 'primary resets every connection after taking the message, its receipts on time', fault: { kind: 'reset', records: true }, twilioPlan: { steps: ['sent', 'delivered'], delayMs: 300, gapMs: 500 } },
+      {
+        name: 'primary hangs after taking each message (lookups too), its receipts on time',
+        fault: { kind: 'hang', records: true },
+        twilioPlan: { steps: ['sent', 'delivered'], delayMs: 300, gapMs: 500 },
+      },
+      {
+        name: 'primary resets every connection after taking the message, its receipts on time',
+        fault: { kind: 'reset', records: true },
+        twilioPlan: { steps: ['sent', 'delivered'], delayMs: 300, gapMs: 500 },
+      },
       {
         name: `primary hangs, its receipts arrive only after SMS_AMBIGUOUS_MAX_MS (${AMBIGUOUS_MAX_MS} ms)`,
         fault: { kind: 'hang', records: true },
@@ -451,7 +510,9 @@ async function main() {
       // As a server with SMS_WORKER_ENABLED does: the outbox worker and the receipt sweeps.
       runtime.sms.worker.start();
       runtime.sms.receipts.start();
-      const day = DateTime.now().setZone('America/New_York').plus({ days: 5 + dayOffset });
+      const day = DateTime.now()
+        .setZone('America/New_York')
+        .plus({ days: 5 + dayOffset });
       dayOffset += 1;
       const phones: string[] = [];
       const bookedAt = new Map<string, number>();
@@ -464,12 +525,31 @@ async function main() {
             phones.push(phone);
             const at = day.startOf('day').plus({ minutes: 15 * i });
             bookedAt.set(phone, Date.now());
-            await api('POST', '/api/vapi/tools', {
-              message: {
-                type: 'tool-calls',
-                toolCallList: [{ id: `bench-amb-${randomUUID()}`, type: 'function', function: { name: 'bookClinicAppointment', arguments: { patientName: `Pat ${i}`, patientPhone: phone, appointmentDate: at.toISODate(), appointmentTime: at.toFormat('HH:mm') } } }],
+            await api(
+              'POST',
+              '/api/vapi/tools',
+              {
+                message: {
+                  type: 'tool-calls',
+                  toolCallList: [
+                    {
+                      id: `bench-amb-${randomUUID()}`,
+                      type: 'function',
+                      function: {
+                        name: 'bookClinicAppointment',
+                        arguments: {
+                          patientName: `Pat ${i}`,
+                          patientPhone: phone,
+                          appointmentDate: at.toISODate(),
+                          appointmentTime: at.toFormat('HH:mm'),
+                        },
+                      },
+                    },
+                  ],
+                },
               },
-            }, token);
+              token,
+            );
           }
         }),
       );
@@ -519,7 +599,9 @@ async function main() {
     await reminderDrain({ runtime, owner, counts, fakeMessages, say, twilioLink });
     if (process.env.BENCH_PG_DIAG) {
       const { execFileSync } = await import('node:child_process');
-      process.stderr.write(execFileSync(process.execPath, ['--import', 'tsx', 'scripts/pg-function-stats.ts', db.ownerUrl], { cwd: ROOT }).toString());
+      process.stderr.write(
+        execFileSync(process.execPath, ['--import', 'tsx', 'scripts/pg-function-stats.ts', db.ownerUrl], { cwd: ROOT }).toString(),
+      );
     }
   }
 
@@ -528,7 +610,10 @@ async function main() {
   say(`messages with more than one accepted attempt: ${dups!.n}`);
 
   process.stdout.write(
-    [`bench:sms  ${new Date().toISOString()}  node ${process.version}  ${os.cpus().length} cpu  attempt timeout ${ATTEMPT_TIMEOUT_MS} ms, budget ${BUDGET_MS} ms`, ...lines].join('\n') + '\n',
+    [
+      `bench:sms  ${new Date().toISOString()}  node ${process.version}  ${os.cpus().length} cpu  attempt timeout ${ATTEMPT_TIMEOUT_MS} ms, budget ${BUDGET_MS} ms`,
+      ...lines,
+    ].join('\n') + '\n',
   );
   server.close();
   await runtime.close();
@@ -601,12 +686,17 @@ async function reminderDrain(b: {
            a.starts_at, now() + interval '1 hour', now() + interval '3 hours'
       FROM a
     RETURNING id, appointment_id, org_id`;
-  say(`reminder drain: ${rows.length} reminders across ${clinics.length} clinics written in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  say(
+    `reminder drain: ${rows.length} reminders across ${clinics.length} clinics written in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
   await owner`ANALYZE sms_outbox`;
   await owner`ANALYZE appointments`;
 
   // 10 % of the appointments, in random order, to cancel during the drain.
-  const toCancel = rows.map((r) => r).sort(() => Math.random() - 0.5).slice(0, Math.floor(rows.length / 10));
+  const toCancel = rows
+    .map((r) => r)
+    .sort(() => Math.random() - 0.5)
+    .slice(0, Math.floor(rows.length / 10));
   const before = await b.counts();
   await owner`UPDATE sms_outbox SET next_attempt_at = now() WHERE kind = 'reminder:1440' AND org_id = ANY(${clinics}::uuid[])`;
   const start = performance.now();

@@ -77,7 +77,8 @@ const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? 0;
 };
-const fmt = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(0)} ms, p99 ${pct(xs, 99).toFixed(0)} ms, max ${Math.max(...xs).toFixed(0)} ms (n=${xs.length})`;
+const fmt = (xs: number[]) =>
+  `p50 ${pct(xs, 50).toFixed(0)} ms, p99 ${pct(xs, 99).toFixed(0)} ms, max ${Math.max(...xs).toFixed(0)} ms (n=${xs.length})`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main() {
@@ -106,30 +107,37 @@ async function main() {
 
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
-  const server: ChildProcess = spawn(process.execPath, [...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), 'dist/src/main.js'], {
+  execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
     cwd: ROOT,
-    env: {
-      ...process.env,
-      DATABASE_URL: db.ownerUrl,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      PUBLIC_URL: base,
-      DATA_DIR: tmp,
-      ADMIN_TOKEN: ADMIN,
-      APP_DB_PASSWORD: `bench-app-${randomUUID()}`,
-      WORKER_DB_PASSWORD: `bench-worker-${randomUUID()}`,
-      SEED_DEMO: 'false',
-      LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info',
-      NODE_ENV: 'production',
-      JWT_SECRET: `bench-jwt-${randomUUID()}`,
-      CREDENTIALS_KEY: `k1:${Buffer.alloc(32, 7).toString('base64')}`,
-      TWILIO_API_BASE_URL: urls.twilioUrl,
-      TELNYX_API_BASE_URL: `${urls.telnyxUrl}/v2`,
-      SMS_WORKER_POLL_MS: '50',
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: 'inherit',
   });
+  const server: ChildProcess = spawn(
+    process.execPath,
+    [...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), 'dist/src/main.js'],
+    {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        DATABASE_URL: db.ownerUrl,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        PUBLIC_URL: base,
+        DATA_DIR: tmp,
+        ADMIN_TOKEN: ADMIN,
+        APP_DB_PASSWORD: `bench-app-${randomUUID()}`,
+        WORKER_DB_PASSWORD: `bench-worker-${randomUUID()}`,
+        SEED_DEMO: 'false',
+        LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info',
+        NODE_ENV: 'production',
+        JWT_SECRET: `bench-jwt-${randomUUID()}`,
+        CREDENTIALS_KEY: `k1:${Buffer.alloc(32, 7).toString('base64')}`,
+        TWILIO_API_BASE_URL: urls.twilioUrl,
+        TELNYX_API_BASE_URL: `${urls.telnyxUrl}/v2`,
+        SMS_WORKER_POLL_MS: '50',
+      },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    },
+  );
   const lines: string[] = [];
   const say = (s: string) => {
     lines.push(s);
@@ -156,9 +164,16 @@ async function main() {
       return (await res.json()) as any;
     };
     const telnyxKeys = generateKeyPairSync('ed25519');
-    const telnyxPublicKey = Buffer.from((telnyxKeys.publicKey.export({ format: 'jwk' }) as { x: string }).x, 'base64url').toString('base64');
+    const telnyxPublicKey = Buffer.from((telnyxKeys.publicKey.export({ format: 'jwk' }) as { x: string }).x, 'base64url').toString(
+      'base64',
+    );
     const twilioLink = { kind: 'twilio', accountSid: TWILIO.sid, authToken: TWILIO.token, senderNumbers: ['+14155550101', '+14155550102'] };
-    const telnyxLink = { kind: 'telnyx', apiKey: DEFAULT_TELNYX_API_KEY, senderNumbers: ['+13125550101', '+13125550102'], webhookPublicKey: telnyxPublicKey };
+    const telnyxLink = {
+      kind: 'telnyx',
+      apiKey: DEFAULT_TELNYX_API_KEY,
+      senderNumbers: ['+13125550101', '+13125550102'],
+      webhookPublicKey: telnyxPublicKey,
+    };
     let dayOffset = 0;
     const newClinic = async () => {
       const org = await api('POST', '/api/admin/orgs', {
@@ -173,7 +188,9 @@ async function main() {
     };
     /** Appointments and their confirmations, as the booking would write them. */
     const enqueue = async (org: Awaited<ReturnType<typeof newClinic>>, n: number, prefix: string) => {
-      const start = DateTime.now().plus({ days: 30 + dayOffset }).startOf('day');
+      const start = DateTime.now()
+        .plus({ days: 30 + dayOffset })
+        .startOf('day');
       dayOffset += Math.ceil(n / 96) + 1;
       return owner<Array<{ id: string; to_phone: string }>>`
         WITH a AS (
@@ -194,7 +211,10 @@ async function main() {
       const org = await newClinic();
       const rows = await enqueue(org, RECEIPTS, provider === 'twilio' ? '+1415' : '+1312');
       // As the adapters name their accounts (providers/twilio.ts, providers/telnyx.ts).
-      const account = provider === 'twilio' ? `twilio:${TWILIO.sid}` : `telnyx:${createHash('sha256').update(DEFAULT_TELNYX_API_KEY).digest('hex').slice(0, 8)}`;
+      const account =
+        provider === 'twilio'
+          ? `twilio:${TWILIO.sid}`
+          : `telnyx:${createHash('sha256').update(DEFAULT_TELNYX_API_KEY).digest('hex').slice(0, 8)}`;
       const ids = rows.map((r) => r.id);
       const pmids = rows.map((_, i) => (provider === 'twilio' ? `SM${String(i).padStart(32, '0')}` : randomUUID()));
       await owner`UPDATE sms_outbox SET status = 'sent', sent_at = now(), provider = ${provider} WHERE id = ANY(${ids}::uuid[])`;
@@ -206,14 +226,37 @@ async function main() {
       const requests = rows.map((r, i) => {
         const url = `${base}${path}?m=${r.id}`;
         if (provider === 'twilio') {
-          const { headers, body } = signedTwilioPost(url, { ApiVersion: '2010-04-01', AccountSid: TWILIO.sid, MessageSid: pmids[i]!, SmsSid: pmids[i]!, MessageStatus: 'delivered', SmsStatus: 'delivered', From: '+14155550101', To: r.to_phone }, TWILIO.token);
+          const { headers, body } = signedTwilioPost(
+            url,
+            {
+              ApiVersion: '2010-04-01',
+              AccountSid: TWILIO.sid,
+              MessageSid: pmids[i]!,
+              SmsSid: pmids[i]!,
+              MessageStatus: 'delivered',
+              SmsStatus: 'delivered',
+              From: '+14155550101',
+              To: r.to_phone,
+            },
+            TWILIO.token,
+          );
           return { path: `${path}?m=${r.id}`, headers, body };
         }
         const body = JSON.stringify({
-          data: { record_type: 'event', id: randomUUID(), event_type: 'message.finalized', occurred_at: new Date().toISOString(), payload: { id: pmids[i], to: [{ phone_number: r.to_phone, status: 'delivered' }], errors: [], webhook_url: url } },
+          data: {
+            record_type: 'event',
+            id: randomUUID(),
+            event_type: 'message.finalized',
+            occurred_at: new Date().toISOString(),
+            payload: { id: pmids[i], to: [{ phone_number: r.to_phone, status: 'delivered' }], errors: [], webhook_url: url },
+          },
           meta: { attempt: 1, delivered_to: url },
         });
-        return { path: `${path}?m=${r.id}`, headers: { 'content-type': 'application/json', ...telnyxSignature(body, Math.floor(Date.now() / 1000), telnyxKeys.privateKey) }, body };
+        return {
+          path: `${path}?m=${r.id}`,
+          headers: { 'content-type': 'application/json', ...telnyxSignature(body, Math.floor(Date.now() / 1000), telnyxKeys.privateKey) },
+          body,
+        };
       });
       let next = 0;
       let lastAnswer = 0;
@@ -248,10 +291,12 @@ async function main() {
       };
       // Then everything must be in the database: stored, processed, applied.
       const count = async () =>
-        (await owner<Array<{ stored: number; processed: number; delivered: number }>>`
+        (
+          await owner<Array<{ stored: number; processed: number; delivered: number }>>`
           SELECT (SELECT count(*)::int FROM sms_webhook_events WHERE org_id = ${org.id}) AS stored,
                  (SELECT count(*)::int FROM sms_webhook_events WHERE org_id = ${org.id} AND processed_at IS NOT NULL) AS processed,
-                 (SELECT count(*)::int FROM sms_attempts WHERE org_id = ${org.id} AND delivery_state = 'delivered') AS delivered`)[0]!;
+                 (SELECT count(*)::int FROM sms_attempts WHERE org_id = ${org.id} AND delivery_state = 'delivered') AS delivered`
+        )[0]!;
       let c = await count();
       const deadline = Date.now() + 60_000;
       while ((c.processed < c.stored || c.delivered < RECEIPTS) && Date.now() < deadline) {
@@ -269,7 +314,9 @@ async function main() {
           `[target >= 1000/s, p99 <= 50 ms, 0 lost: ${rate >= 1000 && result.latency.p99 <= 50 && lost === 0 && ok2xx === RECEIPTS ? 'MET' : 'NOT MET'}]`,
       );
       if (process.env.BENCH_PG_DIAG) {
-        process.stderr.write(execFileSync(process.execPath, ['--import', 'tsx', 'scripts/pg-function-stats.ts', db.ownerUrl], { cwd: ROOT }).toString());
+        process.stderr.write(
+          execFileSync(process.execPath, ['--import', 'tsx', 'scripts/pg-function-stats.ts', db.ownerUrl], { cwd: ROOT }).toString(),
+        );
       }
       const per = (x: number) => ((x / RECEIPTS) * 1000).toFixed(2);
       say(
@@ -283,7 +330,9 @@ async function main() {
       const org = await newClinic();
       const rows = await enqueue(org, FAILURES + BURST, '+1646');
       for (;;) {
-        const [r] = await owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_outbox WHERE org_id = ${org.id} AND status = 'sent' AND kind = 'booked'`;
+        const [r] = await owner<
+          { n: number }[]
+        >`SELECT count(*)::int AS n FROM sms_outbox WHERE org_id = ${org.id} AND status = 'sent' AND kind = 'booked'`;
         if (r!.n === rows.length) break;
         await sleep(100);
       }
@@ -291,7 +340,19 @@ async function main() {
         SELECT id, to_phone, provider_message_id, from_number FROM sms_outbox WHERE org_id = ${org.id} AND kind = 'booked' ORDER BY to_phone`;
       const fire = async (m: (typeof sent)[number]) => {
         const url = `${base}/webhooks/twilio/${org.id}/status?m=${m.id}`;
-        const { headers, body } = signedTwilioPost(url, { ApiVersion: '2010-04-01', AccountSid: TWILIO.sid, MessageSid: m.provider_message_id, MessageStatus: 'undelivered', ErrorCode: '30007', From: m.from_number, To: m.to_phone }, TWILIO.token);
+        const { headers, body } = signedTwilioPost(
+          url,
+          {
+            ApiVersion: '2010-04-01',
+            AccountSid: TWILIO.sid,
+            MessageSid: m.provider_message_id,
+            MessageStatus: 'undelivered',
+            ErrorCode: '30007',
+            From: m.from_number,
+            To: m.to_phone,
+          },
+          TWILIO.token,
+        );
         const t0 = Date.now();
         const res = await fetch(url, { method: 'POST', headers, body });
         await res.text();
@@ -302,7 +363,8 @@ async function main() {
         for (;;) {
           const { messages } = await ask<{ messages: Array<{ to: string; at: number }> }>({ type: 'messages', provider: 'telnyx' });
           const at = new Map(messages.map((m) => [m.to, m.at]));
-          if (fired.every((f) => at.has(f.to)) || Date.now() > deadline) return fired.map((f) => (at.has(f.to) ? at.get(f.to)! - f.t0 : Number.NaN));
+          if (fired.every((f) => at.has(f.to)) || Date.now() > deadline)
+            return fired.map((f) => (at.has(f.to) ? at.get(f.to)! - f.t0 : Number.NaN));
           await sleep(50);
         }
       };
@@ -317,10 +379,16 @@ async function main() {
       const burstFired = await Promise.all(sent.slice(FAILURES).map(fire));
       const burst = await accepted(burstFired);
       const missing = [...one, ...burst].filter((x) => Number.isNaN(x)).length;
-      const [resends] = await owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_outbox WHERE org_id = ${org.id} AND kind = 'booked:resend'`;
+      const [resends] = await owner<
+        { n: number }[]
+      >`SELECT count(*)::int AS n FROM sms_outbox WHERE org_id = ${org.id} AND kind = 'booked:resend'`;
       say(`failure receipt (30007) answered: ${fmt(acks)}`);
-      say(`failure receipt -> resend accepted at Telnyx, one at a time: ${fmt(one.filter((x) => !Number.isNaN(x)))} [target p99 <= 1000 ms: ${pct(one, 99) <= 1000 && missing === 0 ? 'MET' : 'NOT MET'}]`);
-      say(`failure receipt -> resend accepted at Telnyx, ${BURST} at once: ${fmt(burst.filter((x) => !Number.isNaN(x)))} [target p99 <= 1000 ms: ${pct(burst, 99) <= 1000 && missing === 0 ? 'MET' : 'NOT MET'}]`);
+      say(
+        `failure receipt -> resend accepted at Telnyx, one at a time: ${fmt(one.filter((x) => !Number.isNaN(x)))} [target p99 <= 1000 ms: ${pct(one, 99) <= 1000 && missing === 0 ? 'MET' : 'NOT MET'}]`,
+      );
+      say(
+        `failure receipt -> resend accepted at Telnyx, ${BURST} at once: ${fmt(burst.filter((x) => !Number.isNaN(x)))} [target p99 <= 1000 ms: ${pct(burst, 99) <= 1000 && missing === 0 ? 'MET' : 'NOT MET'}]`,
+      );
       say(`resend rows ${resends!.n} for ${sent.length} failure receipts; missing resends ${missing}`);
     }
   } finally {
@@ -331,7 +399,9 @@ async function main() {
     await db.stop();
     await fs.rm(tmp, { recursive: true, force: true });
   }
-  process.stdout.write([`bench:webhooks  ${new Date().toISOString()}  node ${process.version}  ${os.cpus().length} cpu`, ...lines].join('\n') + '\n');
+  process.stdout.write(
+    [`bench:webhooks  ${new Date().toISOString()}  node ${process.version}  ${os.cpus().length} cpu`, ...lines].join('\n') + '\n',
+  );
 }
 
 main().catch((err) => {

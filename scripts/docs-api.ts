@@ -33,14 +33,24 @@ try {
     // So the webhook URLs in the examples read as a deployment's, not as this run's random port.
     PUBLIC_URL: 'https://clinic-tools.example.com',
   });
-  const secrets = { jwtSecret: 'docs-jwt-secret-0123456789abcdefghijkl', adminToken: ADMIN, credentialsKey: generateKeySpec(), appDbPassword: 'docs-app', workerDbPassword: 'docs-worker', generated: [] };
+  const secrets = {
+    jwtSecret: 'docs-jwt-secret-0123456789abcdefghijkl',
+    adminToken: ADMIN,
+    credentialsKey: generateKeySpec(),
+    appDbPassword: 'docs-app',
+    workerDbPassword: 'docs-worker',
+    generated: [],
+  };
   const runtime = await createRuntime({ cfg, secrets, ownerUrl: db.ownerUrl, log: pino({ level: 'silent' }), embedded: true });
   try {
     const http = supertest(runtime.app);
     const captured = new Map<string, CapturedResponse>();
     for (const spec of runtime.app.registry.routes) {
       if (!spec.example || spec.access !== 'admin') continue;
-      const req = (http as unknown as Record<string, (p: string) => supertest.Test>)[spec.method]!(examplePath(spec)).set('Authorization', `Bearer ${ADMIN}`);
+      const req = (http as unknown as Record<string, (p: string) => supertest.Test>)[spec.method]!(examplePath(spec)).set(
+        'Authorization',
+        `Bearer ${ADMIN}`,
+      );
       const res = spec.example.body !== undefined ? await req.send(spec.example.body as object) : await req;
       captured.set(routeKey(spec), { status: res.status, body: res.status === 204 ? null : res.body });
     }

@@ -19,7 +19,7 @@ export const SMS_DOC = path.resolve(path.dirname(fileURLToPath(import.meta.url))
 
 const CLASS_ACTIONS: Record<ErrorClass, string> = {
   transient:
-    'retry the same provider (p-retry: exponential backoff with jitter, 2 retries, 100 ms to 1 s so they fit the booking\'s response budget), then fail over',
+    "retry the same provider (p-retry: exponential backoff with jitter, 2 retries, 100 ms to 1 s so they fit the booking's response budget), then fail over",
   provider: 'fail over at once',
   recipient: 'stop: no retry, no failover. STOP also writes `sms_opt_outs`, so later messages to that phone are not attempted at all',
   ambiguous: 'reconcile first (below), never blindly resend elsewhere',
@@ -38,7 +38,9 @@ function codesSection(): string {
   for (const c of ORDER) lines.push(`| ${c} | ${CLASS_ACTIONS[c]} |`);
   lines.push('', '| source | code | class | meaning |', '|---|---|---|---|');
   for (const [ns, table] of Object.entries(CODE_TABLES)) {
-    const rows = Object.entries(table).sort(([a, ra], [b, rb]) => ORDER.indexOf(ra.errorClass) - ORDER.indexOf(rb.errorClass) || a.localeCompare(b));
+    const rows = Object.entries(table).sort(
+      ([a, ra], [b, rb]) => ORDER.indexOf(ra.errorClass) - ORDER.indexOf(rb.errorClass) || a.localeCompare(b),
+    );
     for (const [code, rule] of rows) {
       lines.push(`| ${SOURCES[ns] ?? ns} | ${code} | ${rule.errorClass}${rule.optOut ? ' (STOP)' : ''} | ${rule.meaning} |`);
     }
@@ -65,7 +67,11 @@ function deliverySection(): string {
 function keywordsSection(): string {
   const lines = ['| action | keywords |', '|---|---|'];
   for (const action of ['opt_out', 'opt_in', 'help'] as const) {
-    lines.push(`| ${action} | ${KEYWORD_LIST.filter((k) => k.action === action).map((k) => k.keyword).join(', ')} |`);
+    lines.push(
+      `| ${action} | ${KEYWORD_LIST.filter((k) => k.action === action)
+        .map((k) => k.keyword)
+        .join(', ')} |`,
+    );
   }
   return lines.join('\n');
 }

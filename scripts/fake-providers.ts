@@ -27,7 +27,14 @@ const telnyx = await startFakeTelnyx();
 const sns = await startFakeSns();
 const relay = await startFakeRelay();
 const fakes = { twilio, telnyx, sns, relay };
-process.send!({ type: 'ready', twilioUrl: twilio.url, telnyxUrl: telnyx.url, snsUrl: sns.url, relayUrl: relay.url, telnyxPublicKey: telnyx.publicKey });
+process.send!({
+  type: 'ready',
+  twilioUrl: twilio.url,
+  telnyxUrl: telnyx.url,
+  snsUrl: sns.url,
+  relayUrl: relay.url,
+  telnyxPublicKey: telnyx.publicKey,
+});
 
 process.on('message', async (cmd: Command) => {
   if (cmd.type === 'fault') {

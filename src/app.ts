@@ -27,7 +27,9 @@ export type App = Express & { registry: RouteRegistry };
 /** The access check each kind of route gets; see RouteRegistry. */
 function guards(deps: AppDeps): Record<Access, GuardFactory> {
   const none: GuardFactory = () => ({ beforeBody: [], afterBody: [] });
-  const before = (h: RequestHandler): GuardFactory => () => ({ beforeBody: [h], afterBody: [] });
+  const before =
+    (h: RequestHandler): GuardFactory =>
+    () => ({ beforeBody: [h], afterBody: [] });
   return {
     public: none,
     // Provider webhooks verify their signature in their own first handler.

@@ -4,8 +4,7 @@ import { z } from 'zod';
  * Every environment variable the service reads, with its default. The README's
  * configuration table mirrors this schema; keep the two in step.
  */
-const intFrom = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce.number().int().min(min).max(max).default(def);
+const intFrom = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max).default(def);
 const optionalString = z
   .string()
   .optional()

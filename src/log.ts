@@ -31,10 +31,34 @@ export const REDACT_PATHS = [
  */
 const SECRET_KEYS = new Set(
   [
-    'authToken', 'apiKey', 'clientSecret', 'secret', 'password', 'accessToken', 'refreshToken', 'token',
-    'authorization', 'cookie', 'setCookie', 'twilioAuthToken', 'signingSecret', 'secretAccessKey', 'retellApiKey',
-    'vapiSecret', 'vapiHmacSecret', 'credentials', 'credentialsEnc', 'privateKey', 'xVapiSecret', 'xSignature',
-    'xVapiSignature', 'xTwilioSignature', 'telnyxSignatureEd25519', 'xRetellSignature', 'xRelaySignature', 'csrf',
+    'authToken',
+    'apiKey',
+    'clientSecret',
+    'secret',
+    'password',
+    'accessToken',
+    'refreshToken',
+    'token',
+    'authorization',
+    'cookie',
+    'setCookie',
+    'twilioAuthToken',
+    'signingSecret',
+    'secretAccessKey',
+    'retellApiKey',
+    'vapiSecret',
+    'vapiHmacSecret',
+    'credentials',
+    'credentialsEnc',
+    'privateKey',
+    'xVapiSecret',
+    'xSignature',
+    'xVapiSignature',
+    'xTwilioSignature',
+    'telnyxSignatureEd25519',
+    'xRetellSignature',
+    'xRelaySignature',
+    'csrf',
   ].map((k) => k.toLowerCase()),
 );
 const normKey = (k: string) => k.replace(/[-_]/g, '').toLowerCase();
@@ -51,7 +75,8 @@ export function redactDeep(value: unknown, depth = 0, seen = new WeakSet<object>
   if (value instanceof Error) {
     const copy = Object.create(Object.getPrototypeOf(value) as object) as Error & Record<string, unknown>;
     for (const k of ['message', 'stack', 'cause'] as const) {
-      if (value[k] !== undefined) Object.defineProperty(copy, k, { value: k === 'cause' ? redactDeep(value.cause, depth + 1, seen) : value[k], writable: true });
+      if (value[k] !== undefined)
+        Object.defineProperty(copy, k, { value: k === 'cause' ? redactDeep(value.cause, depth + 1, seen) : value[k], writable: true });
     }
     for (const [k, v] of Object.entries(value)) copy[k] = SECRET_KEYS.has(normKey(k)) ? '[redacted]' : redactDeep(v, depth + 1, seen);
     return copy;

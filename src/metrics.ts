@@ -65,7 +65,7 @@ export const smsFailovers = new client.Counter({
 
 export const breakerState = new client.Gauge({
   name: 'sms_breaker_open',
-  help: '1 while the circuit breaker of a clinic\'s provider account is open or half-open',
+  help: "1 while the circuit breaker of a clinic's provider account is open or half-open",
   labelNames: ['org', 'provider'] as const,
   registers: [registry],
 });
@@ -231,7 +231,7 @@ export const deadLetters = new client.Gauge({
 
 export const optOutsTotal = new client.Gauge({
   name: 'sms_opt_outs',
-  help: 'Phones on the clinics\' opt-out registries, across clinics',
+  help: "Phones on the clinics' opt-out registries, across clinics",
   registers: [registry],
   async collect() {
     const b = await backlog();

@@ -17,7 +17,9 @@ describe('GET /api/admin/orgs', () => {
     const seen: string[] = [];
     let next: string | null = null;
     do {
-      const res: { status: number; body: { items: Array<{ id: string }>; next: string | null } } = await h.http.get(`/api/admin/orgs?limit=2${next ? `&before=${next}` : ''}`).set(auth);
+      const res: { status: number; body: { items: Array<{ id: string }>; next: string | null } } = await h.http
+        .get(`/api/admin/orgs?limit=2${next ? `&before=${next}` : ''}`)
+        .set(auth);
       expect(res.status).toBe(200);
       expect(res.body.items.length).toBeLessThanOrEqual(2);
       for (const o of res.body.items) expect(Object.keys(o).sort()).toEqual(['active', 'createdAt', 'id', 'name', 'timeZone']);
@@ -48,31 +50,47 @@ describe('GET /api/admin/orgs', () => {
   });
 });
 
-describe("GET /api/admin/orgs/:id/messages", () => {
+describe('GET /api/admin/orgs/:id/messages', () => {
   let org: TestOrg;
   let appointmentId: string;
   const phone = '+14155550177';
 
   beforeAll(async () => {
     org = await createOrg(h);
-    const sms = await h.http.put(`/api/admin/orgs/${org.id}/sms`).set(auth).send({ providers: [{ kind: 'sandbox', senderNumbers: ['+15005550006'] }] });
+    const sms = await h.http
+      .put(`/api/admin/orgs/${org.id}/sms`)
+      .set(auth)
+      .send({ providers: [{ kind: 'sandbox', senderNumbers: ['+15005550006'] }] });
     expect(sms.status).toBe(200);
     const res = await callTools(
       h,
       org.token,
-      vapiMessage([{ name: 'bookClinicAppointment', args: { patientName: 'Ana Ruiz', patientPhone: phone, appointmentDate: localDate(9), appointmentTime: '10:30', serviceType: 'short' } }]),
+      vapiMessage([
+        {
+          name: 'bookClinicAppointment',
+          args: {
+            patientName: 'Ana Ruiz',
+            patientPhone: phone,
+            appointmentDate: localDate(9),
+            appointmentTime: '10:30',
+            serviceType: 'short',
+          },
+        },
+      ]),
     );
     const r = resultOf(res);
     expect(r.success).toBe(true);
     appointmentId = r.appointmentId;
   });
 
-  it("shows the sandbox text exactly as the patient would get it, its state, provider and attempts, with the phone masked", async () => {
+  it('shows the sandbox text exactly as the patient would get it, its state, provider and attempts, with the phone masked', async () => {
     const res = await h.http.get(`/api/admin/orgs/${org.id}/messages`).set(auth);
     expect(res.status).toBe(200);
     expect(res.headers['cache-control']).toBe('no-store');
     const [m] = res.body.items;
-    const [row] = await h.owner<{ body: string; status: string }[]>`SELECT body, status FROM sms_outbox WHERE appointment_id = ${appointmentId}`;
+    const [row] = await h.owner<
+      { body: string; status: string }[]
+    >`SELECT body, status FROM sms_outbox WHERE appointment_id = ${appointmentId}`;
     expect(m.appointmentId).toBe(appointmentId);
     expect(m.body).toBe(row!.body);
     expect(m.body).toMatch(/^Hi Ana, your appointment at .+ is confirmed for .+ at 10:30 AM E[DS]T\. Reply STOP to opt out\.$/);
@@ -109,7 +127,10 @@ describe('GET /api/admin/orgs/:id/inbox', () => {
     const res = await h.http.get(`/api/admin/orgs/${a.id}/inbox`).set(auth);
     expect(res.status).toBe(200);
     expect(res.headers['cache-control']).toBe('no-store');
-    expect(res.body.items.map((i: { body: string }) => i.body)).toEqual(['Please call me back about my results', 'Running 10 minutes late']);
+    expect(res.body.items.map((i: { body: string }) => i.body)).toEqual([
+      'Please call me back about my results',
+      'Running 10 minutes late',
+    ]);
     expect(res.body.items[1].from).toMatch(/0188/);
     expect(res.body.items[1].from).not.toContain('4155550188');
     expect(res.body.next).toBeNull();
@@ -132,11 +153,29 @@ describe('dead letters', () => {
 describe('the sandbox chain', () => {
   it('needs nothing but its kind: {"kind":"sandbox"} is a whole chain', async () => {
     const org = await createOrg(h);
-    const res = await h.http.put(`/api/admin/orgs/${org.id}/sms`).set(auth).send({ providers: [{ kind: 'sandbox' }] });
+    const res = await h.http
+      .put(`/api/admin/orgs/${org.id}/sms`)
+      .set(auth)
+      .send({ providers: [{ kind: 'sandbox' }] });
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     expect(res.body.providers).toEqual([expect.objectContaining({ kind: 'sandbox', senderNumbers: ['+15005550006'] })]);
     const booked = resultOf(
-      await callTools(h, org.token, vapiMessage([{ name: 'bookClinicAppointment', args: { patientName: 'Sam Lee', patientPhone: '+14155550166', appointmentDate: localDate(11), appointmentTime: '09:15', serviceType: 'short' } }])),
+      await callTools(
+        h,
+        org.token,
+        vapiMessage([
+          {
+            name: 'bookClinicAppointment',
+            args: {
+              patientName: 'Sam Lee',
+              patientPhone: '+14155550166',
+              appointmentDate: localDate(11),
+              appointmentTime: '09:15',
+              serviceType: 'short',
+            },
+          },
+        ]),
+      ),
     );
     expect(booked.smsStatus).toBe('sent');
     expect(booked.smsProvider).toBe('sandbox');

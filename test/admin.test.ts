@@ -1,21 +1,21 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import {
-  ADMIN_TOKEN,
-  callTools,
-  createOrg,
-  localDate,
-  orgPayload,
-  resultOf,
-  vapiMessage,
-  } from './helpers/harness.js';
+import { ADMIN_TOKEN, callTools, createOrg, localDate, orgPayload, resultOf, vapiMessage } from './helpers/harness.js';
 import { useHarness } from './helpers/fixture.js';
 
 const h = useHarness();
 
 const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
-const post = (path: string, body: unknown) => h.http.post(path).set(auth).send(body as object);
-const patch = (path: string, body: unknown) => h.http.patch(path).set(auth).send(body as object);
+const post = (path: string, body: unknown) =>
+  h.http
+    .post(path)
+    .set(auth)
+    .send(body as object);
+const patch = (path: string, body: unknown) =>
+  h.http
+    .patch(path)
+    .set(auth)
+    .send(body as object);
 const get = (path: string) => h.http.get(path).set(auth);
 const del = (path: string) => h.http.delete(path).set(auth);
 
@@ -51,7 +51,11 @@ describe('create and read', () => {
     const read = await get(`/api/admin/orgs/${res.body.id}`);
     expect(read.status).toBe(200);
     expect(read.body).toEqual(res.body);
-    expect(read.body.services.find((s: { code: string }) => s.code === 'long')).toMatchObject({ name: 'Long Visit', durationMinutes: 45, active: true });
+    expect(read.body.services.find((s: { code: string }) => s.code === 'long')).toMatchObject({
+      name: 'Long Visit',
+      durationMinutes: 45,
+      active: true,
+    });
     expect(read.body.openingHours['1']).toEqual([['00:00', '24:00']]);
   });
 
@@ -59,13 +63,25 @@ describe('create and read', () => {
     const res = await post(
       '/api/admin/orgs',
       orgPayload({
-        openingHours: { monday: [['13:00', '17:00'], ['09:00', '12:00']], '2': [['09:00', '17:00']] },
+        openingHours: {
+          monday: [
+            ['13:00', '17:00'],
+            ['09:00', '12:00'],
+          ],
+          '2': [['09:00', '17:00']],
+        },
         services: [{ name: 'New Patient Consult', durationMinutes: 40 }],
       }),
     );
     expect(res.status).toBe(201);
     expect(res.body.services.map((s: { code: string }) => s.code)).toEqual(['new-patient-consult']);
-    expect(res.body.openingHours).toEqual({ '1': [['09:00', '12:00'], ['13:00', '17:00']], '2': [['09:00', '17:00']] });
+    expect(res.body.openingHours).toEqual({
+      '1': [
+        ['09:00', '12:00'],
+        ['13:00', '17:00'],
+      ],
+      '2': [['09:00', '17:00']],
+    });
   });
 
   it('accepts a caller-chosen id once, then 409', async () => {
@@ -98,7 +114,11 @@ describe('create and read', () => {
       expect(body).not.toContain(row!.vapi_secret_sha256);
       expect(body).not.toContain(row!.vapi_hmac_secret_enc);
     }
-    expect(Object.keys(read.body).filter((k) => /secret|hmac/i.test(k)).sort()).toEqual(['vapiHmacConfigured', 'vapiSecretConfigured']);
+    expect(
+      Object.keys(read.body)
+        .filter((k) => /secret|hmac/i.test(k))
+        .sort(),
+    ).toEqual(['vapiHmacConfigured', 'vapiSecretConfigured']);
   });
 
   it('secrets set at creation are not echoed either', async () => {
@@ -126,7 +146,15 @@ describe('validation', () => {
   const badHours: Array<[string, unknown]> = [
     ['close before open', { '1': [['17:00', '09:00']] }],
     ['open equals close', { '1': [['09:00', '09:00']] }],
-    ['overlapping windows', { '1': [['09:00', '12:00'], ['11:00', '14:00']] }],
+    [
+      'overlapping windows',
+      {
+        '1': [
+          ['09:00', '12:00'],
+          ['11:00', '14:00'],
+        ],
+      },
+    ],
     ['overlap across weekday name and number', { monday: [['09:00', '12:00']], '1': [['11:30', '13:00']] }],
     ['25:00', { '1': [['09:00', '25:00']] }],
     ['24:30', { '1': [['09:00', '24:30']] }],
@@ -152,13 +180,33 @@ describe('validation', () => {
   }
 
   it('accepts back-to-back windows and a day ending at 24:00 (control)', async () => {
-    const res = await post('/api/admin/orgs', orgPayload({ openingHours: { '1': [['09:00', '12:00'], ['12:00', '24:00']], '7': [] } }));
+    const res = await post(
+      '/api/admin/orgs',
+      orgPayload({
+        openingHours: {
+          '1': [
+            ['09:00', '12:00'],
+            ['12:00', '24:00'],
+          ],
+          '7': [],
+        },
+      }),
+    );
     expect(res.status).toBe(201);
   });
 
   it('refuses bad opening hours on update and keeps the old ones', async () => {
     const org = await createOrg(h);
-    await expect400(await patch(`/api/admin/orgs/${org.id}`, { openingHours: { '1': [['10:00', '12:00'], ['11:00', '13:00']] } }));
+    await expect400(
+      await patch(`/api/admin/orgs/${org.id}`, {
+        openingHours: {
+          '1': [
+            ['10:00', '12:00'],
+            ['11:00', '13:00'],
+          ],
+        },
+      }),
+    );
     const read = await get(`/api/admin/orgs/${org.id}`);
     expect(read.body.openingHours['1']).toEqual([['00:00', '24:00']]);
   });
@@ -168,16 +216,37 @@ describe('validation', () => {
     await expect400(
       await post(
         '/api/admin/orgs',
-        orgPayload({ services: [{ code: 'visit', name: 'Visit A', durationMinutes: 15 }, { code: 'visit', name: 'Visit B', durationMinutes: 30 }] }),
+        orgPayload({
+          services: [
+            { code: 'visit', name: 'Visit A', durationMinutes: 15 },
+            { code: 'visit', name: 'Visit B', durationMinutes: 30 },
+          ],
+        }),
       ),
       'duplicate_service',
     );
     await expect400(
-      await post('/api/admin/orgs', orgPayload({ services: [{ name: 'Check Up', durationMinutes: 15 }, { name: 'check-up', durationMinutes: 30 }] })),
+      await post(
+        '/api/admin/orgs',
+        orgPayload({
+          services: [
+            { name: 'Check Up', durationMinutes: 15 },
+            { name: 'check-up', durationMinutes: 30 },
+          ],
+        }),
+      ),
       'duplicate_service',
     );
     await expect400(
-      await post('/api/admin/orgs', orgPayload({ services: [{ code: 'check-up', name: 'A', durationMinutes: 15 }, { name: 'Check Up', durationMinutes: 30 }] })),
+      await post(
+        '/api/admin/orgs',
+        orgPayload({
+          services: [
+            { code: 'check-up', name: 'A', durationMinutes: 15 },
+            { name: 'Check Up', durationMinutes: 30 },
+          ],
+        }),
+      ),
       'duplicate_service',
     );
     expect(await orgCount()).toBe(before);
@@ -185,7 +254,10 @@ describe('validation', () => {
 
   it('refuses duplicate practitioner names regardless of case', async () => {
     const before = await orgCount();
-    await expect400(await post('/api/admin/orgs', orgPayload({ practitioners: [{ name: 'Dr. Same' }, { name: 'dr. same' }] })), 'duplicate_practitioner');
+    await expect400(
+      await post('/api/admin/orgs', orgPayload({ practitioners: [{ name: 'Dr. Same' }, { name: 'dr. same' }] })),
+      'duplicate_practitioner',
+    );
     expect(await orgCount()).toBe(before);
   });
 

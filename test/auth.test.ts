@@ -20,7 +20,6 @@ import { useHarness, useClinics } from './helpers/fixture.js';
 const ISSUER = 'clinic-voice-tools';
 const AUDIENCE = 'voice-tools';
 
-
 const h = useHarness();
 const [orgA, orgB] = useClinics(h, 2) as [TestOrg, TestOrg];
 
@@ -187,7 +186,10 @@ describe('/oauth/token', () => {
   });
 
   const tokenAttempts = async (id: string) => {
-    const form = await h.http.post('/oauth/token').type('form').send({ grant_type: 'client_credentials', client_id: id, client_secret: 's' });
+    const form = await h.http
+      .post('/oauth/token')
+      .type('form')
+      .send({ grant_type: 'client_credentials', client_id: id, client_secret: 's' });
     const viaBasic = await h.http
       .post('/oauth/token')
       .set('Authorization', `Basic ${Buffer.from(`${id}:secret`).toString('base64')}`)
@@ -308,7 +310,8 @@ describe('JWT layer', () => {
     it(`${label}: 401 on both routes, nothing booked`, async () => {
       const token = await make();
       const before = await countAll();
-      const withAuth = <T extends { set(k: string, v: string): T }>(r: T) => (token === undefined ? r : r.set('Authorization', `Bearer ${token}`));
+      const withAuth = <T extends { set(k: string, v: string): T }>(r: T) =>
+        token === undefined ? r : r.set('Authorization', `Bearer ${token}`);
 
       const modern = await withAuth(h.http.post('/api/vapi/tools')).send(bookMessage());
       expect(modern.status).toBe(401);
@@ -410,8 +413,7 @@ describe('external identity provider (JWKS)', () => {
       .setExpirationTime(opts.exp ?? '10m')
       .sign(key);
 
-  const check = (token: string) =>
-    callTools(h2, token, vapiMessage([{ name: 'checkAvailability', args: { date: localDate(4) } }]));
+  const check = (token: string) => callTools(h2, token, vapiMessage([{ name: 'checkAvailability', args: { date: localDate(4) } }]));
 
   it('accepts a token signed by the IdP key for an org of this deployment', async () => {
     const res = await check(await idpToken(idpKey, { org_id: org2.id, sub: 'idp-user-1' }));
@@ -532,7 +534,11 @@ describe('request layer: the request may only name the token org', () => {
   });
 
   it('a null organizationId names no org on the modern route', async () => {
-    const res = await callTools(h, orgA.token, vapiMessage([{ name: 'checkAvailability', args: { date: localDate(5), organizationId: null } }]));
+    const res = await callTools(
+      h,
+      orgA.token,
+      vapiMessage([{ name: 'checkAvailability', args: { date: localDate(5), organizationId: null } }]),
+    );
     expect(res.status).toBe(200);
     expect(resultOf(res).success).toBe(true);
   });
@@ -550,7 +556,11 @@ describe('request layer: the request may only name the token org', () => {
 
   it('matching org ids are accepted, whatever their case', async () => {
     const before = await countOrg(orgA.id);
-    const a = await callTools(h, orgA.token, bookMessage({ organizationId: orgA.id.toUpperCase() }, { assistant: { metadata: { org_id: orgA.id } } }));
+    const a = await callTools(
+      h,
+      orgA.token,
+      bookMessage({ organizationId: orgA.id.toUpperCase() }, { assistant: { metadata: { org_id: orgA.id } } }),
+    );
     expect(a.status).toBe(200);
     expect(resultOf(a).success).toBe(true);
     const b = await callTools(
@@ -559,7 +569,10 @@ describe('request layer: the request may only name the token org', () => {
       bookMessage({}, { call: { id: `c-${randomUUID()}`, assistantOverrides: { metadata: { orgId: orgA.id } } } }),
     );
     expect(resultOf(b).success).toBe(true);
-    const legacy = await h.http.post('/api/vapi/tools/bookClinicAppointment').set('Authorization', `Bearer ${orgA.token}`).send(legacyBody(orgA.id));
+    const legacy = await h.http
+      .post('/api/vapi/tools/bookClinicAppointment')
+      .set('Authorization', `Bearer ${orgA.token}`)
+      .send(legacyBody(orgA.id));
     expect(legacy.status).toBe(200);
     expect(legacy.body.result.success).toBe(true);
     expect(await countOrg(orgA.id)).toBe(before + 3);
@@ -577,7 +590,10 @@ describe('database layer: inactive org', () => {
     const res = await callTools(h, org.token, bookMessage());
     expect(res.status).toBe(403);
     expect(res.body.error).toBe('org_inactive');
-    const legacy = await h.http.post('/api/vapi/tools/bookClinicAppointment').set('Authorization', `Bearer ${org.token}`).send(legacyBody(org.id));
+    const legacy = await h.http
+      .post('/api/vapi/tools/bookClinicAppointment')
+      .set('Authorization', `Bearer ${org.token}`)
+      .send(legacyBody(org.id));
     expect(legacy.status).toBe(403);
     expect(await countAll()).toBe(before);
 
@@ -729,7 +745,12 @@ describe('admin API authentication', () => {
   });
 
   it('wrong admin bearer, an org token or a Basic header are 401', async () => {
-    for (const auth of [`Bearer ${ADMIN_TOKEN}x`, `Bearer ${orgA.token}`, `Basic ${Buffer.from(`admin:${ADMIN_TOKEN}`).toString('base64')}`, ADMIN_TOKEN]) {
+    for (const auth of [
+      `Bearer ${ADMIN_TOKEN}x`,
+      `Bearer ${orgA.token}`,
+      `Basic ${Buffer.from(`admin:${ADMIN_TOKEN}`).toString('base64')}`,
+      ADMIN_TOKEN,
+    ]) {
       const res = await h.http.get(`/api/admin/orgs/${orgA.id}`).set('Authorization', auth);
       expect(res.status).toBe(401);
       expect(res.body.name).toBeUndefined();

@@ -1,14 +1,7 @@
 import { DateTime } from 'luxon';
 import { describe, expect, it } from 'vitest';
-import {
-  callTools,
-  createOrg,
-  localDate,
-  resultOf,
-  vapiMessage,
-  } from './helpers/harness.js';
+import { callTools, createOrg, localDate, resultOf, vapiMessage } from './helpers/harness.js';
 import { useHarness, useClinic } from './helpers/fixture.js';
-
 
 const h = useHarness();
 const org = useClinic(h);
@@ -55,7 +48,9 @@ describe('bookClinicAppointment', () => {
   it('refuses a taken slot with success:false and nearby alternatives', async () => {
     const date = localDate(13);
     expect(resultOf(await book(base({ appointmentDate: date, appointmentTime: '11:00' }))).success).toBe(true);
-    const res = await book(base({ appointmentDate: date, appointmentTime: '11:15', patientName: 'Someone Else', patientPhone: '+14155552672' }));
+    const res = await book(
+      base({ appointmentDate: date, appointmentTime: '11:15', patientName: 'Someone Else', patientPhone: '+14155552672' }),
+    );
     const r = resultOf(res);
     expect(r.success).toBe(false);
     expect(r.reason).toBe('slot_taken');
@@ -157,11 +152,26 @@ describe('bad input gets a speakable error and books nothing', () => {
   }
 
   it('refuses times outside opening hours and names openings', async () => {
-    const closed = await createOrg(h, { openingHours: { '1': [['09:00', '17:00']], '2': [['09:00', '17:00']], '3': [['09:00', '17:00']], '4': [['09:00', '17:00']], '5': [['09:00', '17:00']], '6': [['09:00', '17:00']], '7': [['09:00', '17:00']] } });
+    const closed = await createOrg(h, {
+      openingHours: {
+        '1': [['09:00', '17:00']],
+        '2': [['09:00', '17:00']],
+        '3': [['09:00', '17:00']],
+        '4': [['09:00', '17:00']],
+        '5': [['09:00', '17:00']],
+        '6': [['09:00', '17:00']],
+        '7': [['09:00', '17:00']],
+      },
+    });
     const res = await callTools(
       h,
       closed.token,
-      vapiMessage([{ name: 'bookClinicAppointment', args: base({ appointmentDate: localDate(21), appointmentTime: '18:00', practitioner: undefined }) }]),
+      vapiMessage([
+        {
+          name: 'bookClinicAppointment',
+          args: base({ appointmentDate: localDate(21), appointmentTime: '18:00', practitioner: undefined }),
+        },
+      ]),
     );
     expect(res.body.results[0].error).toMatch(/open 9:00 AM to 5:00 PM/);
     expect(res.body.results[0].error).toMatch(/closest openings are 9:00 AM/);
@@ -212,16 +222,29 @@ describe('checkAvailability', () => {
     const booked = await callTools(
       h,
       small.token,
-      vapiMessage([{ name: 'bookClinicAppointment', args: base({ appointmentDate: date, appointmentTime: '10:00', practitioner: undefined }) }]),
+      vapiMessage([
+        { name: 'bookClinicAppointment', args: base({ appointmentDate: date, appointmentTime: '10:00', practitioner: undefined }) },
+      ]),
     );
     expect(resultOf(booked).success).toBe(true);
-    const res = await callTools(h, small.token, vapiMessage([{ name: 'checkAvailability', args: { date, serviceType: 'Standard Visit' } }]));
+    const res = await callTools(
+      h,
+      small.token,
+      vapiMessage([{ name: 'checkAvailability', args: { date, serviceType: 'Standard Visit' } }]),
+    );
     const r = resultOf(res);
     expect(r.success).toBe(true);
     expect(r.timeZone).toBe('America/New_York');
     // 30-minute visits on a 15-minute grid; 10:00-10:30 is taken, so 9:45, 10:00 and 10:15 cannot start.
     expect(r.slots.map((s: { time: string }) => s.time)).toEqual([
-      '9:00 AM', '9:15 AM', '9:30 AM', '10:30 AM', '10:45 AM', '11:00 AM', '11:15 AM', '11:30 AM',
+      '9:00 AM',
+      '9:15 AM',
+      '9:30 AM',
+      '10:30 AM',
+      '10:45 AM',
+      '11:00 AM',
+      '11:15 AM',
+      '11:30 AM',
     ]);
     for (const s of r.slots) expect(s.startsAt).toMatch(new RegExp(`^${date}T\\d{2}:\\d{2}:00-0[45]:00$`));
     expect(r.spoken).toBe('9:00 AM, 9:15 AM, 9:30 AM, 10:30 AM, 10:45 AM, 11:00 AM, 11:15 AM and 11:30 AM');

@@ -3,7 +3,6 @@ import { describe, expect, it } from 'vitest';
 import { callTools, localDate, vapiMessage } from './helpers/harness.js';
 import { useHarness, useClinic } from './helpers/fixture.js';
 
-
 const h = useHarness({ DB_POOL_MAX: '40' });
 const org = useClinic(h, { practitioners: [{ name: 'Dr. Only One' }] });
 
@@ -51,12 +50,12 @@ describe('races', () => {
     expect(refused.every((r) => r.reason === 'slot_taken')).toBe(true);
 
     // The answers agree with each other...
-    const intervals = booked
-      .map((r) => [Date.parse(r.startsAt), Date.parse(r.endsAt)] as const)
-      .sort((a, b) => a[0] - b[0]);
+    const intervals = booked.map((r) => [Date.parse(r.startsAt), Date.parse(r.endsAt)] as const).sort((a, b) => a[0] - b[0]);
     for (let i = 1; i < intervals.length; i++) expect(intervals[i]![0]).toBeGreaterThanOrEqual(intervals[i - 1]![1]);
     // ...and with the table: every success is a row, and no two rows overlap.
-    const [rows] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM appointments WHERE org_id = ${org.id} AND status = 'booked'`;
+    const [rows] = await h.owner<
+      { n: number }[]
+    >`SELECT count(*)::int AS n FROM appointments WHERE org_id = ${org.id} AND status = 'booked'`;
     expect(rows!.n).toBe(booked.length);
     expect(await overlappingPairs(org.id)).toBe(0);
   });
@@ -67,7 +66,13 @@ describe('races', () => {
       {
         id: `call_storm_${randomUUID()}`,
         name: 'bookClinicAppointment',
-        args: { patientName: 'Storm', patientPhone: '+14155559999', appointmentDate: date, appointmentTime: '15:00', serviceType: 'standard' },
+        args: {
+          patientName: 'Storm',
+          patientPhone: '+14155559999',
+          appointmentDate: date,
+          appointmentTime: '15:00',
+          serviceType: 'standard',
+        },
       },
     ]);
     const responses = await Promise.all(Array.from({ length: 40 }, () => callTools(h, org.token, body)));
@@ -77,7 +82,9 @@ describe('races', () => {
     const [rows] = await h.owner<{ n: number }[]>`
       SELECT count(*)::int AS n FROM appointments WHERE org_id = ${org.id} AND patient_phone = '+14155559999'`;
     expect(rows!.n).toBe(1);
-    const [keys] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM idempotency_keys WHERE org_id = ${org.id} AND key = ${`vapi:${body.message.toolCallList[0]!.id}`}`;
+    const [keys] = await h.owner<
+      { n: number }[]
+    >`SELECT count(*)::int AS n FROM idempotency_keys WHERE org_id = ${org.id} AND key = ${`vapi:${body.message.toolCallList[0]!.id}`}`;
     expect(keys!.n).toBe(1);
   });
 

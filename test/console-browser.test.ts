@@ -91,7 +91,9 @@ beforeAll(async () => {
   await Promise.all([book(h, maple), book(h, harbor), book(h, harbor), ...Array.from({ length: 6 }, () => book(h, lakeside))]);
   // Lakeside's day so far: its messages spread over earlier hours, each delivered (Telnyx's receipts), for the 24 h chart.
   await waitFor('Lakeside delivered', async () => {
-    const [r] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_attempts WHERE org_id = ${lakeside.id} AND delivery_state = 'delivered'`;
+    const [r] = await h.owner<
+      { n: number }[]
+    >`SELECT count(*)::int AS n FROM sms_attempts WHERE org_id = ${lakeside.id} AND delivery_state = 'delivered'`;
     return r!.n === 6;
   });
   await h.owner`
@@ -143,7 +145,10 @@ describe('the console in a browser', () => {
     expect(await page.content()).not.toContain(cookie!.value);
     expect(await page.content()).not.toContain(ADMIN_TOKEN);
     // Lakeside's chart: one green bar per hour with deliveries, and the rate in words.
-    const chart = await page.$eval(`${row(lakesideId)} svg.chart`, (svg) => ({ label: svg.getAttribute('aria-label'), bars: svg.querySelectorAll('rect.bar.ok').length }));
+    const chart = await page.$eval(`${row(lakesideId)} svg.chart`, (svg) => ({
+      label: svg.getAttribute('aria-label'),
+      bars: svg.querySelectorAll('rect.bar.ok').length,
+    }));
     expect(chart).toEqual({ label: 'Delivery rate by hour, last 24 hours: 100 % overall', bars: 6 });
     // Readable at 200 %: half the width at twice the scale, and the page itself does not scroll sideways.
     await page.setViewport({ width: 680, height: 900, deviceScaleFactor: 2 });
@@ -152,10 +157,18 @@ describe('the console in a browser', () => {
   });
 
   it("2. the clinic's Twilio goes red, in words too, when the fake Twilio goes down, without a reload", async () => {
-    await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === 'up', {}, `${row(maple.id)} ol.chain li:first-child .state`);
+    await page.waitForFunction(
+      (sel) => document.querySelector(sel)?.textContent === 'up',
+      {},
+      `${row(maple.id)} ol.chain li:first-child .state`,
+    );
     await page.evaluate(() => ((window as unknown as { marker: string }).marker = 'same page'));
     await twilio.setFault({ kind: 'down' });
-    await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === 'DOWN', { timeout: 15_000 }, `${row(maple.id)} ol.chain li:first-child .state`);
+    await page.waitForFunction(
+      (sel) => document.querySelector(sel)?.textContent === 'DOWN',
+      { timeout: 15_000 },
+      `${row(maple.id)} ol.chain li:first-child .state`,
+    );
     const link = await firstLink(maple.id);
     expect(link.cls).toContain('bad');
     expect(link.colour).toBe('rgb(198, 40, 40)');
@@ -189,7 +202,11 @@ describe('the console in a browser', () => {
     // The clinic's page shows that text exactly as the patient got it, masked phone, provider, and the skipped Twilio attempt.
     await Promise.all([page.waitForNavigation(), page.click(`a#clinic-${maple.id}`)]);
     const messages = await page.$$eval('table.messages tbody tr', (trs) =>
-      trs.map((tr) => ({ text: tr.querySelector('p.body')?.textContent ?? '', to: tr.querySelector('.phone')?.textContent ?? '', cells: tr.textContent ?? '' })),
+      trs.map((tr) => ({
+        text: tr.querySelector('p.body')?.textContent ?? '',
+        to: tr.querySelector('.phone')?.textContent ?? '',
+        cells: tr.textContent ?? '',
+      })),
     );
     const shown = messages.find((m) => m.text === sent!.body);
     expect(shown, JSON.stringify(messages)).toBeDefined();
@@ -219,7 +236,11 @@ describe('the console in a browser', () => {
     // Twilio comes back; the overview says so in place: no longer red, and this process's next send through it is the trial.
     await twilio.setFault(null);
     await page.goto(`${base}/ops`);
-    await page.waitForFunction((sel) => !document.querySelector(sel)?.className.includes('bad'), { timeout: 15_000 }, `${row(maple.id)} ol.chain li:first-child`);
+    await page.waitForFunction(
+      (sel) => !document.querySelector(sel)?.className.includes('bad'),
+      { timeout: 15_000 },
+      `${row(maple.id)} ol.chain li:first-child`,
+    );
     expect(['up', 'RECOVERING']).toContain((await firstLink(maple.id)).text);
 
     await page.goto(`${base}/ops/dead-letters?org=${maple.id}`);
@@ -240,7 +261,11 @@ describe('the console in a browser', () => {
     expect(delivered).toHaveLength(1);
     // That send was the trial: Twilio is green again.
     await page.goto(`${base}/ops`);
-    await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === 'up', { timeout: 15_000 }, `${row(maple.id)} ol.chain li:first-child .state`);
+    await page.waitForFunction(
+      (sel) => document.querySelector(sel)?.textContent === 'up',
+      { timeout: 15_000 },
+      `${row(maple.id)} ol.chain li:first-child .state`,
+    );
     expect((await firstLink(maple.id)).colour).toBe('rgb(26, 127, 55)');
   });
 
@@ -255,7 +280,14 @@ describe('the console in a browser', () => {
     expect(res.headers.get('location')).toBe('/ops/login');
     expect(await res.text()).not.toContain('Maple Street');
     // Put back into the browser, it still leads only to the sign-in page.
-    await browser.setCookie({ name: 'ops_session', value: stale.value, domain: '127.0.0.1', path: '/ops', httpOnly: true, sameSite: 'Strict' });
+    await browser.setCookie({
+      name: 'ops_session',
+      value: stale.value,
+      domain: '127.0.0.1',
+      path: '/ops',
+      httpOnly: true,
+      sameSite: 'Strict',
+    });
     await page.goto(`${base}/ops/clinics/${maple.id}`);
     expect(new URL(page.url()).pathname).toBe('/ops/login');
     expect(await page.content()).not.toContain('Maple Street');

@@ -10,11 +10,26 @@ import { startFakeTwilio } from './fakes/fake-twilio.js';
 import { consoleSession, opsGet, opsPost, type ConsoleSession } from './helpers/console.js';
 import { useHarness, useServer } from './helpers/fixture.js';
 import { createOrg } from './helpers/harness.js';
-import { book, freshPhone, newTwilioAccount, outboxFor, providerEnv, putSms, telnyxLink, twilioCreates, twilioLink } from './helpers/sms.js';
+import {
+  book,
+  freshPhone,
+  newTwilioAccount,
+  outboxFor,
+  providerEnv,
+  putSms,
+  telnyxLink,
+  twilioCreates,
+  twilioLink,
+} from './helpers/sms.js';
 
 const twilio = useServer('fake twilio', () => startFakeTwilio());
 const telnyx = useServer('fake telnyx', () => startFakeTelnyx());
-const h = useHarness(() => ({ ...providerEnv(twilio.url, telnyx.url), SMS_MAX_ATTEMPTS: '1', SMS_ATTEMPT_TIMEOUT_MS: '500', SMS_SDK_TIMEOUT_MARGIN_MS: '200' }));
+const h = useHarness(() => ({
+  ...providerEnv(twilio.url, telnyx.url),
+  SMS_MAX_ATTEMPTS: '1',
+  SMS_ATTEMPT_TIMEOUT_MS: '500',
+  SMS_SDK_TIMEOUT_MARGIN_MS: '200',
+}));
 
 let s: ConsoleSession;
 const session = async () => (s ??= await consoleSession(h));
@@ -23,12 +38,15 @@ const session = async () => (s ??= await consoleSession(h));
 async function clinic(over: Record<string, unknown> = {}, failoverEnabled = true) {
   const org = await createOrg(h, over);
   const account = newTwilioAccount(twilio);
-  await putSms(h, org.id, [twilioLink({ accountSid: account.sid, authToken: account.token }), telnyxLink()], { rateLimitPerHour: 100, failoverEnabled });
+  await putSms(h, org.id, [twilioLink({ accountSid: account.sid, authToken: account.token }), telnyxLink()], {
+    rateLimitPerHour: 100,
+    failoverEnabled,
+  });
   return { org, account };
 }
 
 describe('the overview', () => {
-  it("lists every clinic with its chain, switch and figures, escaping what clinics call themselves", async () => {
+  it('lists every clinic with its chain, switch and figures, escaping what clinics call themselves', async () => {
     const { org } = await clinic({ name: 'Dr <b>Bold</b> & "Sons" <script>alert(1)</script>' });
     await book(h, org);
     const res = await opsGet(h, await session(), '/ops');
@@ -55,11 +73,16 @@ describe("a clinic's page", () => {
   it('shows the text exactly as the patient gets it, its state, provider and attempts, with the phone masked; never a credential', async () => {
     const { org, account } = await clinic();
     const phone = freshPhone();
-    const { result } = await book(h, org, { patientPhone: phone, patientName: 'Zoë <O\'Brien>' });
+    const { result } = await book(h, org, { patientPhone: phone, patientName: "Zoë <O'Brien>" });
     const [row] = await h.owner<{ body: string }[]>`SELECT body FROM sms_outbox WHERE appointment_id = ${result.appointmentId}`;
     const res = await opsGet(h, await session(), `/ops/clinics/${org.id}`);
     expect(res.status).toBe(200);
-    const escaped = row!.body.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
+    const escaped = row!.body
+      .replace(/&/g, '&amp;')
+      .replace(/</g, '&lt;')
+      .replace(/>/g, '&gt;')
+      .replace(/"/g, '&quot;')
+      .replace(/'/g, '&#39;');
     expect(res.text).toContain(`<p class="body">${escaped}</p>`);
     expect(res.text).not.toContain(phone);
     expect(res.text).toContain(`…${phone.slice(-4)}#`);
@@ -86,7 +109,9 @@ describe('the failover switch', () => {
     expect(res.headers.location).toBe('/ops?notice=failover_on');
     const [row] = await h.owner<{ failover_enabled: boolean }[]>`SELECT failover_enabled FROM sms_settings WHERE org_id = ${org.id}`;
     expect(row!.failover_enabled).toBe(true);
-    const audit = await h.owner<{ actor: string; to_enabled: boolean }[]>`SELECT actor, to_enabled FROM sms_failover_changes WHERE org_id = ${org.id} ORDER BY id`;
+    const audit = await h.owner<
+      { actor: string; to_enabled: boolean }[]
+    >`SELECT actor, to_enabled FROM sms_failover_changes WHERE org_id = ${org.id} ORDER BY id`;
     expect(audit.at(-1)).toEqual({ actor: 'console', to_enabled: true });
     // Effective at once in this process: Twilio refuses, Telnyx takes it.
     await twilio.setFault({ kind: 'status', status: 401, code: 20003, times: 1, scope: 'create' });
@@ -95,7 +120,11 @@ describe('the failover switch', () => {
 
   it('without the CSRF token nothing changes (403)', async () => {
     const { org } = await clinic({}, false);
-    const res = await h.http.post(`/ops/clinics/${org.id}/failover`).set('Cookie', (await session()).cookie).type('form').send({ enabled: 'true' });
+    const res = await h.http
+      .post(`/ops/clinics/${org.id}/failover`)
+      .set('Cookie', (await session()).cookie)
+      .type('form')
+      .send({ enabled: 'true' });
     expect(res.status).toBe(403);
     const [row] = await h.owner<{ failover_enabled: boolean }[]>`SELECT failover_enabled FROM sms_settings WHERE org_id = ${org.id}`;
     expect(row!.failover_enabled).toBe(false);
@@ -158,7 +187,8 @@ describe('dead letters', () => {
     const a = await deadLetter();
     const b = await deadLetter();
     await h.owner`UPDATE sms_outbox SET failed_at = now() - interval '3 days', failure_reason = 'invalid_recipient' WHERE id = ${b.row.id}`;
-    const ids = async (q: string) => [...(await opsGet(h, await session(), `/ops/dead-letters${q}`)).text.matchAll(/id="dead-([0-9a-f-]{36})"/g)].map((m) => m[1]);
+    const ids = async (q: string) =>
+      [...(await opsGet(h, await session(), `/ops/dead-letters${q}`)).text.matchAll(/id="dead-([0-9a-f-]{36})"/g)].map((m) => m[1]);
     expect(await ids(`?org=${a.org.id}`)).toEqual([a.row.id]);
     expect(await ids('?age=24h')).toContain(a.row.id);
     expect(await ids('?age=24h')).not.toContain(b.row.id);

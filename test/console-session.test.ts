@@ -156,21 +156,30 @@ describe('pages without a session', () => {
   });
 
   it('a made-up cookie gets nothing', async () => {
-    const res = await h.http.get('/ops/server').set('Cookie', 'ops_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA').set('Accept', 'text/html');
+    const res = await h.http
+      .get('/ops/server')
+      .set('Cookie', 'ops_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA')
+      .set('Accept', 'text/html');
     expect(res.status).toBe(303);
     expect(res.text).not.toContain('Processes');
   });
 });
 
 describe('CSRF on every state change', () => {
-  it('a POST without the CSRF token, with another session\'s, or from another origin is refused (403) and nothing changes', async () => {
+  it("a POST without the CSRF token, with another session's, or from another origin is refused (403) and nothing changes", async () => {
     const mine = await session();
     const theirs = await session();
     for (const [label, req] of [
       ['no token', h.http.post('/ops/logout').set('Cookie', mine.cookie).type('form').send({})],
-      ['another session\'s token', h.http.post('/ops/logout').set('Cookie', mine.cookie).type('form').send({ csrf: theirs.csrf })],
-      ['cross-site Origin', h.http.post('/ops/logout').set('Cookie', mine.cookie).set('Origin', 'https://evil.example').type('form').send({ csrf: mine.csrf })],
-      ['cross-site fetch', h.http.post('/ops/logout').set('Cookie', mine.cookie).set('Sec-Fetch-Site', 'cross-site').type('form').send({ csrf: mine.csrf })],
+      ["another session's token", h.http.post('/ops/logout').set('Cookie', mine.cookie).type('form').send({ csrf: theirs.csrf })],
+      [
+        'cross-site Origin',
+        h.http.post('/ops/logout').set('Cookie', mine.cookie).set('Origin', 'https://evil.example').type('form').send({ csrf: mine.csrf }),
+      ],
+      [
+        'cross-site fetch',
+        h.http.post('/ops/logout').set('Cookie', mine.cookie).set('Sec-Fetch-Site', 'cross-site').type('form').send({ csrf: mine.csrf }),
+      ],
     ] as const) {
       const res = await req;
       expect(res.status, label).toBe(403);
@@ -178,7 +187,13 @@ describe('CSRF on every state change', () => {
     // Still signed in: none of them signed out.
     expect((await h.http.get('/ops/server').set('Cookie', mine.cookie)).status).toBe(200);
     // The same origin with the right token works (control).
-    const ok = await h.http.post('/ops/logout').set('Cookie', mine.cookie).set('Origin', 'http://127.0.0.1').set('Host', '127.0.0.1').type('form').send({ csrf: mine.csrf });
+    const ok = await h.http
+      .post('/ops/logout')
+      .set('Cookie', mine.cookie)
+      .set('Origin', 'http://127.0.0.1')
+      .set('Host', '127.0.0.1')
+      .type('form')
+      .send({ csrf: mine.csrf });
     expect(ok.status).toBe(303);
   });
 
@@ -227,7 +242,10 @@ describe('signing out and stale sessions', () => {
 
   it('the request role cannot read or write sessions: only the worker role holds them', async () => {
     await expect(h.runtime.sql`SELECT * FROM ops_sessions`).rejects.toThrow(/permission denied/);
-    await expect(h.runtime.sql`INSERT INTO ops_sessions (id_hash, csrf_hash, expires_at) VALUES (${'0'.repeat(64)}, ${'0'.repeat(64)}, now() + interval '1 hour')`).rejects.toThrow(/permission denied/);
+    await expect(
+      h.runtime
+        .sql`INSERT INTO ops_sessions (id_hash, csrf_hash, expires_at) VALUES (${'0'.repeat(64)}, ${'0'.repeat(64)}, now() + interval '1 hour')`,
+    ).rejects.toThrow(/permission denied/);
   });
 });
 

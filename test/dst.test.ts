@@ -25,8 +25,7 @@ import { callTools, createOrg, startHarness, vapiMessage, type Harness, type Tes
 // A fixed clock well before every date below.
 const NOW = DateTime.fromISO('2027-01-04T12:00:00Z');
 
-const everyDay = (windows: Array<[string, string]>) =>
-  Object.fromEntries(['1', '2', '3', '4', '5', '6', '7'].map((d) => [d, windows]));
+const everyDay = (windows: Array<[string, string]>) => Object.fromEntries(['1', '2', '3', '4', '5', '6', '7'].map((d) => [d, windows]));
 
 const STANDARD: Service = { id: 'svc-standard', code: 'standard', name: 'Standard Visit', durationMinutes: 30 };
 const SOLO: Practitioner = { id: 'pr-solo', name: 'Dr. Solo Smith', serviceCodes: null };
@@ -81,40 +80,70 @@ interface ZoneCase {
 
 const ZONES: ZoneCase[] = [
   {
-    zone: 'America/New_York', fall: '2027-11-07', spring: '2027-03-14', shift: 60, fallAt: 120,
+    zone: 'America/New_York',
+    fall: '2027-11-07',
+    spring: '2027-03-14',
+    shift: 60,
+    fallAt: 120,
     offsets: { before: -240, after: -300 },
     repeated: { time: '1:30 AM', iso: '2027-11-07T01:30:00-04:00', abbreviation: 'EDT' },
-    skipped: '2:30 AM', counts: { fall: [15, 95], spring: [11, 91] },
+    skipped: '2:30 AM',
+    counts: { fall: [15, 95], spring: [11, 91] },
   },
   {
-    zone: 'America/Los_Angeles', fall: '2027-11-07', spring: '2027-03-14', shift: 60, fallAt: 120,
+    zone: 'America/Los_Angeles',
+    fall: '2027-11-07',
+    spring: '2027-03-14',
+    shift: 60,
+    fallAt: 120,
     offsets: { before: -420, after: -480 },
     repeated: { time: '1:00 AM', iso: '2027-11-07T01:00:00-07:00', abbreviation: 'PDT' },
-    skipped: '2:00 AM', counts: { fall: [15, 95], spring: [11, 91] },
+    skipped: '2:00 AM',
+    counts: { fall: [15, 95], spring: [11, 91] },
   },
   {
-    zone: 'Europe/London', fall: '2027-10-31', spring: '2027-03-28', shift: 60, fallAt: 120,
+    zone: 'Europe/London',
+    fall: '2027-10-31',
+    spring: '2027-03-28',
+    shift: 60,
+    fallAt: 120,
     offsets: { before: 60, after: 0 },
     repeated: { time: '1:45 AM', iso: '2027-10-31T01:45:00+01:00', abbreviation: 'BST' },
-    skipped: '1:30 AM', counts: { fall: [15, 95], spring: [11, 91] },
+    skipped: '1:30 AM',
+    counts: { fall: [15, 95], spring: [11, 91] },
   },
   {
-    zone: 'America/St_Johns', fall: '2027-11-07', spring: '2027-03-14', shift: 60, fallAt: 120,
+    zone: 'America/St_Johns',
+    fall: '2027-11-07',
+    spring: '2027-03-14',
+    shift: 60,
+    fallAt: 120,
     offsets: { before: -150, after: -210 },
     repeated: { time: '1:30 AM', iso: '2027-11-07T01:30:00-02:30', abbreviation: 'NDT' },
-    skipped: '2:30 AM', counts: { fall: [15, 95], spring: [11, 91] },
+    skipped: '2:30 AM',
+    counts: { fall: [15, 95], spring: [11, 91] },
   },
   {
-    zone: 'Australia/Sydney', fall: '2027-04-04', spring: '2027-10-03', shift: 60, fallAt: 180,
+    zone: 'Australia/Sydney',
+    fall: '2027-04-04',
+    spring: '2027-10-03',
+    shift: 60,
+    fallAt: 180,
     offsets: { before: 660, after: 600 },
     repeated: { time: '2:30 AM', iso: '2027-04-04T02:30:00+11:00', abbreviation: 'AEDT' },
-    skipped: '2:30 AM', counts: { fall: [15, 95], spring: [11, 91] },
+    skipped: '2:30 AM',
+    counts: { fall: [15, 95], spring: [11, 91] },
   },
   {
-    zone: 'Australia/Lord_Howe', fall: '2027-04-04', spring: '2027-10-03', shift: 30, fallAt: 120,
+    zone: 'Australia/Lord_Howe',
+    fall: '2027-04-04',
+    spring: '2027-10-03',
+    shift: 30,
+    fallAt: 120,
     offsets: { before: 660, after: 630 },
     repeated: { time: '1:45 AM', iso: '2027-04-04T01:45:00+11:00', abbreviation: 'LHDT' },
-    skipped: '2:15 AM', counts: { fall: [15, 95], spring: [13, 93] },
+    skipped: '2:15 AM',
+    counts: { fall: [15, 95], spring: [13, 93] },
   },
 ];
 
@@ -146,7 +175,8 @@ describe('slot generation on 23- and 25-hour days (pure)', () => {
           expect(walls).toEqual([...walls].sort((a, b) => a - b));
           for (const s of slots) {
             expect(s.start.toISODate(), label).toBe(z[kind]);
-            if (kind === 'fall') expect(s.start.offset, `${label} ${times}`).toBe(wallMinutes(s.start) < z.fallAt ? z.offsets.before : z.offsets.after);
+            if (kind === 'fall')
+              expect(s.start.offset, `${label} ${times}`).toBe(wallMinutes(s.start) < z.fallAt ? z.offsets.before : z.offsets.after);
             expect(s.end.toMillis() - s.start.toMillis(), label).toBe(30 * 60_000);
             // Fed back verbatim, the spoken time means the offered instant, and booking's hours check takes it.
             const again = resolveLocal(date, parseLocalTime(spokenClock(s.start)), z.zone);
@@ -188,7 +218,10 @@ describe('wall-clock instants and local days (pure)', () => {
 
   it('wallInstant: first occurrence of a repeated time, the jump for a skipped one', () => {
     const at = (zone: string, iso: string, hhmm: string) =>
-      time.wallInstant(ld(iso), Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3)), zone).toUTC().toISO();
+      time
+        .wallInstant(ld(iso), Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3)), zone)
+        .toUTC()
+        .toISO();
     expect(at('America/New_York', '2027-11-07', '01:30')).toBe('2027-11-07T05:30:00.000Z');
     expect(at('America/New_York', '2027-03-14', '02:30')).toBe('2027-03-14T07:00:00.000Z');
     expect(at('Europe/London', '2027-10-31', '01:00')).toBe('2027-10-31T00:00:00.000Z');
@@ -202,7 +235,13 @@ describe('wall-clock instants and local days (pure)', () => {
   it('opening hours are spoken as the clinic set them, whatever the clocks do that day', () => {
     const org = pureOrg('America/New_York', everyDay([['02:30', '17:00']]));
     expect(describeHours(org, ld('2027-03-14'))).toBe('2:30 AM to 5:00 PM');
-    const chile = pureOrg('America/Santiago', everyDay([['00:00', '12:00'], ['13:00', '24:00']]));
+    const chile = pureOrg(
+      'America/Santiago',
+      everyDay([
+        ['00:00', '12:00'],
+        ['13:00', '24:00'],
+      ]),
+    );
     for (const iso of ['2027-09-04', '2027-09-05', '2027-04-03', '2027-04-04']) {
       expect(describeHours(chile, ld(iso)), iso).toBe('12:00 AM to 12:00 PM and 1:00 PM to 12:00 AM');
     }
@@ -215,8 +254,12 @@ describe('wall-clock instants and local days (pure)', () => {
     expect(spokenClock(first)).toBe('1:30 AM');
     expect(spokenClock(second)).toBe('1:30 AM after the clocks fall back');
     expect(spokenClock(DateTime.fromISO('2027-11-07T02:00:00-05:00').setZone(zone))).toBe('2:00 AM');
-    expect(spokenClock(DateTime.fromISO('2027-04-04T02:30:00+10:00').setZone('Australia/Sydney'))).toBe('2:30 AM after the clocks fall back');
-    expect(spokenClock(DateTime.fromISO('2027-04-04T01:45:00+10:30').setZone('Australia/Lord_Howe'))).toBe('1:45 AM after the clocks fall back');
+    expect(spokenClock(DateTime.fromISO('2027-04-04T02:30:00+10:00').setZone('Australia/Sydney'))).toBe(
+      '2:30 AM after the clocks fall back',
+    );
+    expect(spokenClock(DateTime.fromISO('2027-04-04T01:45:00+10:30').setZone('Australia/Lord_Howe'))).toBe(
+      '1:45 AM after the clocks fall back',
+    );
   });
 });
 
@@ -265,7 +308,10 @@ describe('opening hours across a clock change (pure)', () => {
     for (const [zone, iso, windows, expected] of cases) {
       const org = pureOrg(zone, everyDay(windows));
       const slots = computeSlots({ org, date: ld(iso), service: STANDARD, practitioners: [SOLO], busy: [], notBefore: NOW });
-      expect(slots.map((s) => spokenClock(s.start)), `${zone} ${iso} ${windows[0]!.join('-')}`).toEqual(expected);
+      expect(
+        slots.map((s) => spokenClock(s.start)),
+        `${zone} ${iso} ${windows[0]!.join('-')}`,
+      ).toEqual(expected);
       for (const s of slots) expect(isWithinOpeningHours(org, s.start, s.end)).toBe(true);
     }
   });
@@ -376,7 +422,10 @@ describe('checkAvailability and booking on the change days (HTTP)', () => {
       const refused = await book(org, date, taken, { patientName: 'Someone Else' });
       expect(refused.success).toBe(false);
       expect(refused.reason).toBe('slot_taken');
-      expect(refused.alternatives.map((a: { spoken: string }) => a.spoken), zone).toEqual(expected);
+      expect(
+        refused.alternatives.map((a: { spoken: string }) => a.spoken),
+        zone,
+      ).toEqual(expected);
       expect(refused.message).toContain(`The nearest openings are ${expected[0]}, ${expected[1]} and ${expected[2]}.`);
       for (const alt of refused.alternatives as Array<{ spoken: string; startsAt: string }>) {
         const booked = await book(org, date, alt.spoken, { patientName: 'Alt Patient' });
@@ -398,7 +447,10 @@ describe('checkAvailability and booking on the change days (HTTP)', () => {
     }
     // The last slot before 24:00 on both change days books and ends at midnight.
     const org = await clinic('America/New_York', everyDay([['00:00', '24:00']]));
-    for (const [date, end] of [['2027-11-07', '2027-11-08T00:00:00-05:00'], ['2027-03-14', '2027-03-15T00:00:00-04:00']]) {
+    for (const [date, end] of [
+      ['2027-11-07', '2027-11-08T00:00:00-05:00'],
+      ['2027-03-14', '2027-03-15T00:00:00-04:00'],
+    ]) {
       const r = await book(org, date!, '11:30 PM');
       expect(r.success, r.message).toBe(true);
       expect(r.endsAt).toBe(end);
@@ -409,7 +461,11 @@ describe('checkAvailability and booking on the change days (HTTP)', () => {
     const org = await clinic('Australia/Sydney', everyDay([['00:00', '24:00']]));
     const booked = await book(org, '2027-04-04', '4:00 AM');
     expect(booked.startsAt).toBe('2027-04-04T04:00:00+10:00');
-    const moved = await ok(org, 'rescheduleAppointment', { appointmentId: booked.appointmentId, newDate: '2027-04-04', newTime: '2:30 AM' });
+    const moved = await ok(org, 'rescheduleAppointment', {
+      appointmentId: booked.appointmentId,
+      newDate: '2027-04-04',
+      newTime: '2:30 AM',
+    });
     expect(moved.success, moved.message).toBe(true);
     expect(moved.startsAt).toBe('2027-04-04T02:30:00+11:00');
     expect(moved.message).toBe('Done. Your appointment has moved from Sunday, April 4 at 4:00 AM to Sunday, April 4 at 2:30 AM.');
@@ -446,7 +502,11 @@ describe('the same defect class elsewhere (HTTP)', () => {
     // The closest openings to a time outside the hours are searched from the first midnight too.
     expect((await book(org, '2027-11-07', '12:00 AM')).startsAt).toBe('2027-11-07T00:00:00-04:00');
     const outside = await tool(org, 'bookClinicAppointment', {
-      patientName: 'Ana Ruiz', patientPhone: phone(), appointmentDate: '2027-11-07', appointmentTime: '3:00 AM', serviceType: 'standard',
+      patientName: 'Ana Ruiz',
+      patientPhone: phone(),
+      appointmentDate: '2027-11-07',
+      appointmentTime: '3:00 AM',
+      serviceType: 'standard',
     });
     expect(outside.error).toMatch(/The closest openings are 12:30 AM, 12:45 AM and 1:00 AM\.$/);
   });
@@ -475,7 +535,11 @@ describe('the same defect class elsewhere (HTTP)', () => {
     const times = avail.slots.map((s: { time: string }) => s.time);
     expect(times[times.length - 1]).toBe('10:30 PM');
     const late = await tool(cuba, 'bookClinicAppointment', {
-      patientName: 'Ana Ruiz', patientPhone: phone(), appointmentDate: '2027-11-06', appointmentTime: '11:30 PM', serviceType: 'ninety',
+      patientName: 'Ana Ruiz',
+      patientPhone: phone(),
+      appointmentDate: '2027-11-06',
+      appointmentTime: '11:30 PM',
+      serviceType: 'ninety',
     });
     expect(late.error).toMatch(/On Saturdays we're open 8:00 PM to 12:00 AM, and a 90-minute Ninety Minute Visit at 11:30 PM doesn't fit/);
   });
@@ -531,9 +595,15 @@ describe('the database and the application agree on opening hours', () => {
     [['02:00', '03:00']],
     [['01:45', '02:15']],
     [['02:30', '17:00']],
-    [['00:00', '02:30'], ['02:30', '24:00']],
+    [
+      ['00:00', '02:30'],
+      ['02:30', '24:00'],
+    ],
     [['20:00', '24:00']],
-    [['00:00', '00:30'], ['23:00', '24:00']],
+    [
+      ['00:00', '00:30'],
+      ['23:00', '24:00'],
+    ],
   ];
 
   it('wall_instant() and wallInstant() resolve every quarter hour of the change days alike', async () => {
@@ -555,10 +625,12 @@ describe('the database and the application agree on opening hours', () => {
       SELECT t.i, (extract(epoch FROM wall_instant(t.z, t.d::date, t.t::time)) * 1000)::bigint AS ms
         FROM unnest(${zs}::text[], ${ds}::text[], ${ts}::text[]) WITH ORDINALITY AS t(z, d, t, i)
        ORDER BY t.i`;
-    const mismatches = rows.filter((r) => Number(r.ms) !== want[Number(r.i) - 1]).map((r) => {
-      const i = Number(r.i) - 1;
-      return `${zs[i]} ${ds[i]} ${ts[i]}: sql ${new Date(Number(r.ms)).toISOString()} ts ${new Date(want[i]!).toISOString()}`;
-    });
+    const mismatches = rows
+      .filter((r) => Number(r.ms) !== want[Number(r.i) - 1])
+      .map((r) => {
+        const i = Number(r.i) - 1;
+        return `${zs[i]} ${ds[i]} ${ts[i]}: sql ${new Date(Number(r.ms)).toISOString()} ts ${new Date(want[i]!).toISOString()}`;
+      });
     expect(rows.length).toBe(want.length);
     expect(mismatches).toEqual([]);
   });

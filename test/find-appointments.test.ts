@@ -26,15 +26,33 @@ async function find(args: Record<string, unknown>, opts: { token?: string; calle
   const res = await callTools(
     h,
     opts.token ?? org.token,
-    vapiMessage([{ name: 'findAppointments', args }], { call: { id: `call_${randomUUID()}` }, customer: { number: opts.caller ?? CALLER }, ...opts.extra }),
+    vapiMessage([{ name: 'findAppointments', args }], {
+      call: { id: `call_${randomUUID()}` },
+      customer: { number: opts.caller ?? CALLER },
+      ...opts.extra,
+    }),
   );
   return res;
 }
 
 async function bookFor(phone: string, date: string, time: string, serviceType = 'standard') {
-  const res = await callTools(h, org.token, vapiMessage([
-    { name: 'bookClinicAppointment', args: { patientName: 'Lee Park', patientPhone: phone, appointmentDate: date, appointmentTime: time, serviceType, practitioner: 'Dr. Alice Adams' } },
-  ]));
+  const res = await callTools(
+    h,
+    org.token,
+    vapiMessage([
+      {
+        name: 'bookClinicAppointment',
+        args: {
+          patientName: 'Lee Park',
+          patientPhone: phone,
+          appointmentDate: date,
+          appointmentTime: time,
+          serviceType,
+          practitioner: 'Dr. Alice Adams',
+        },
+      },
+    ]),
+  );
   const r = resultOf(res);
   expect(r.success, JSON.stringify(r)).toBe(true);
   return r;
@@ -77,9 +95,13 @@ describe('findAppointments', () => {
     const r = resultOf(await find({ patientPhone: '(415) 555-0178', date: localDate(41) }));
     expect(r.appointments).toHaveLength(1);
     expect(r.more).toBe(0);
-    expect(r.message).toBe(`You're booked for a Standard Visit with Dr. Alice Adams on ${r.appointments[0].spokenTime}, and you've confirmed it.`);
+    expect(r.message).toBe(
+      `You're booked for a Standard Visit with Dr. Alice Adams on ${r.appointments[0].spokenTime}, and you've confirmed it.`,
+    );
     // Its id is what cancel takes.
-    const cancel = resultOf(await callTools(h, org.token, vapiMessage([{ name: 'cancelAppointment', args: { appointmentId: r.appointments[0].appointmentId } }])));
+    const cancel = resultOf(
+      await callTools(h, org.token, vapiMessage([{ name: 'cancelAppointment', args: { appointmentId: r.appointments[0].appointmentId } }])),
+    );
     expect(cancel).toMatchObject({ success: true, status: 'cancelled' });
     expect(resultOf(await find({ patientPhone: phone, date: localDate(41) })).message).toMatch(
       /^I couldn't find any upcoming appointments on .+ for the number ending in 0 1 7 8\.$/,
@@ -87,7 +109,9 @@ describe('findAppointments', () => {
   });
 
   it('nothing found, no phone at all, a bad phone, a past date: a sentence each', async () => {
-    expect(resultOf(await find({}, { caller: '+14155550179' })).message).toBe("I couldn't find any upcoming appointments for the number ending in 0 1 7 9.");
+    expect(resultOf(await find({}, { caller: '+14155550179' })).message).toBe(
+      "I couldn't find any upcoming appointments for the number ending in 0 1 7 9.",
+    );
     const noCaller = await callTools(h, org.token, vapiMessage([{ name: 'findAppointments', args: {} }]));
     expect(noCaller.body.results[0].error).toBe('What phone number were the appointments booked with?');
     expect((await find({ patientPhone: '12' })).body.results[0].error).toMatch(/phone number doesn't look right/);
@@ -109,7 +133,12 @@ describe('findAppointments', () => {
     const phone = '+14155550181';
     await bookFor(phone, localDate(44), '16:00');
     const vapi = resultOf(await find({}, { caller: phone }));
-    const retell = await retellPost(h, `/api/retell/${org.id}/tools`, retellBody('findAppointments', {}, retellCall({ call_id: `call_${randomUUID()}`, from_number: phone })), key);
+    const retell = await retellPost(
+      h,
+      `/api/retell/${org.id}/tools`,
+      retellBody('findAppointments', {}, retellCall({ call_id: `call_${randomUUID()}`, from_number: phone })),
+      key,
+    );
     const eleven = await elevenPost(h, org.token, 'findAppointments', {}, `conv_${randomUUID()}`, phone);
     expect(retell.status).toBe(200);
     expect(eleven.status).toBe(200);

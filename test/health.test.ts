@@ -38,7 +38,12 @@ describe('health, readiness and metrics', () => {
     const booked = await callTools(
       h,
       org.token,
-      vapiMessage([{ name: 'bookClinicAppointment', args: { patientName: 'Metric Patient', patientPhone: phone, appointmentDate: localDate(11), appointmentTime: '10:00' } }]),
+      vapiMessage([
+        {
+          name: 'bookClinicAppointment',
+          args: { patientName: 'Metric Patient', patientPhone: phone, appointmentDate: localDate(11), appointmentTime: '10:00' },
+        },
+      ]),
     );
     expect(resultOf(booked).success).toBe(true);
     const res = await h.http.get('/metrics');

@@ -34,7 +34,11 @@ const freshSource = () => {
 };
 
 function token(id: string, secret: string, source: string) {
-  return h.http.post('/oauth/token').set('X-Forwarded-For', source).type('form').send({ grant_type: 'client_credentials', client_id: id, client_secret: secret });
+  return h.http
+    .post('/oauth/token')
+    .set('X-Forwarded-For', source)
+    .type('form')
+    .send({ grant_type: 'client_credentials', client_id: id, client_secret: secret });
 }
 
 async function metric(name: string, label = ''): Promise<number> {
@@ -154,11 +158,18 @@ describe('throttling failed attempts', () => {
   });
 
   it('without TRUST_PROXY, X-Forwarded-For is not believed: a guesser cannot pick a fresh address', async () => {
-    const plain = await startHarness({ OAUTH_FAILURES_PER_SOURCE: '3', OAUTH_FAILURES_PER_CLIENT: '1000', OAUTH_THROTTLE_PAUSE_MS: '50' }, { ownerUrl: h.ownerUrl });
+    const plain = await startHarness(
+      { OAUTH_FAILURES_PER_SOURCE: '3', OAUTH_FAILURES_PER_CLIENT: '1000', OAUTH_THROTTLE_PAUSE_MS: '50' },
+      { ownerUrl: h.ownerUrl },
+    );
     try {
       const statuses = [];
       for (let i = 0; i < 5; i++) {
-        const r = await plain.http.post('/oauth/token').set('X-Forwarded-For', `203.0.113.${i}`).type('form').send({ grant_type: 'client_credentials', client_id: `cli_x${i}`, client_secret: 'g' });
+        const r = await plain.http
+          .post('/oauth/token')
+          .set('X-Forwarded-For', `203.0.113.${i}`)
+          .type('form')
+          .send({ grant_type: 'client_credentials', client_id: `cli_x${i}`, client_secret: 'g' });
         statuses.push(r.status);
       }
       expect(statuses).toEqual([401, 401, 401, 429, 429]);

@@ -41,7 +41,11 @@ describe('database layer of the org check with warm settings', () => {
     expect(book.body.error).toBe('org_inactive');
     const avail = await callTools(h, org.token, vapiMessage([{ name: 'checkAvailability', args: { date: localDate(9) } }]));
     expect(avail.status).toBe(403);
-    const cancel = await callTools(h, org.token, vapiMessage([{ name: 'cancelAppointment', args: { appointmentId: booked.appointmentId } }]));
+    const cancel = await callTools(
+      h,
+      org.token,
+      vapiMessage([{ name: 'cancelAppointment', args: { appointmentId: booked.appointmentId } }]),
+    );
     expect(cancel.status).toBe(403);
     expect(await appointments(org.id)).toBe(before);
     const [row] = await h.owner`SELECT status FROM appointments WHERE id = ${booked.appointmentId}`;

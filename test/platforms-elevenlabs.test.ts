@@ -32,10 +32,13 @@ const bookingArgs = (over: Record<string, unknown> = {}) => {
 
 describe('/oauth/token as ElevenLabs calls it', () => {
   it('accepts client credentials in a JSON body, with the scope and extra fields it may add', async () => {
-    const res = await h.http
-      .post('/oauth/token')
-      .set('Content-Type', 'application/json')
-      .send({ grant_type: 'client_credentials', client_id: a.clientId, client_secret: a.clientSecret, scope: 'tools:invoke', audience: 'x' });
+    const res = await h.http.post('/oauth/token').set('Content-Type', 'application/json').send({
+      grant_type: 'client_credentials',
+      client_id: a.clientId,
+      client_secret: a.clientSecret,
+      scope: 'tools:invoke',
+      audience: 'x',
+    });
     expect(res.status).toBe(200);
     expect(res.body.token_type).toBe('Bearer');
     expect(res.headers['cache-control']).toBe('no-store');
@@ -98,16 +101,28 @@ describe('booking through ElevenLabs', () => {
   });
 
   it('tool errors are sentences with 200; a missing conversation id is a 400 naming the mapping', async () => {
-    const bad = await elevenPost(h, a.token, 'bookClinicAppointment', bookingArgs({ appointmentTime: 'teatime', patientPhone: '+14155550183' }));
+    const bad = await elevenPost(
+      h,
+      a.token,
+      'bookClinicAppointment',
+      bookingArgs({ appointmentTime: 'teatime', patientPhone: '+14155550183' }),
+    );
     expect(bad.status).toBe(200);
     expect(bad.body).toMatchObject({ success: false, error: 'invalid_time' });
     const unknown = await elevenPost(h, a.token, 'deleteAllPatients', {});
     expect(unknown.body).toMatchObject({ success: false, error: 'unknown_tool' });
     const before = await appointmentsOf(h, a.id);
-    const noConv = await h.http.post('/api/elevenlabs/tools/bookClinicAppointment').set('Authorization', `Bearer ${a.token}`).send(bookingArgs({ patientPhone: '+14155550183' }));
+    const noConv = await h.http
+      .post('/api/elevenlabs/tools/bookClinicAppointment')
+      .set('Authorization', `Bearer ${a.token}`)
+      .send(bookingArgs({ patientPhone: '+14155550183' }));
     expect(noConv.status).toBe(400);
     expect(noConv.body.message).toMatch(/system__conversation_id/);
-    const notObject = await h.http.post('/api/elevenlabs/tools/checkAvailability').set('Authorization', `Bearer ${a.token}`).set('Content-Type', 'application/json').send('[1,2]');
+    const notObject = await h.http
+      .post('/api/elevenlabs/tools/checkAvailability')
+      .set('Authorization', `Bearer ${a.token}`)
+      .set('Content-Type', 'application/json')
+      .send('[1,2]');
     expect(notObject.status).toBe(400);
     expect(await appointmentsOf(h, a.id)).toBe(before);
   });
@@ -123,7 +138,9 @@ describe('ElevenLabs credentials and the org checks', () => {
 
   it('a deactivated clinic is 403 with its settings cached, nothing booked', async () => {
     const org = await createOrg(h);
-    expect((await elevenPost(h, org.token, 'bookClinicAppointment', bookingArgs({ patientPhone: '+14155550185' }))).body.success).toBe(true);
+    expect((await elevenPost(h, org.token, 'bookClinicAppointment', bookingArgs({ patientPhone: '+14155550185' }))).body.success).toBe(
+      true,
+    );
     await h.owner`UPDATE orgs SET active = false WHERE id = ${org.id}`;
     const before = await appointmentsOf(h, org.id);
     const res = await elevenPost(h, org.token, 'bookClinicAppointment', bookingArgs({ patientPhone: '+14155550185' }));
@@ -133,7 +150,12 @@ describe('ElevenLabs credentials and the org checks', () => {
 
   it("cross-clinic: another clinic named in the arguments is 403, and B's appointment is invisible to A", async () => {
     const before = await appointmentsOf(h, a.id);
-    const named = await elevenPost(h, a.token, 'bookClinicAppointment', bookingArgs({ patientPhone: '+14155550186', organizationId: b.id }));
+    const named = await elevenPost(
+      h,
+      a.token,
+      'bookClinicAppointment',
+      bookingArgs({ patientPhone: '+14155550186', organizationId: b.id }),
+    );
     expect(named.status).toBe(403);
     expect(named.body.error).toBe('org_mismatch');
     expect(await appointmentsOf(h, a.id)).toBe(before);
@@ -146,10 +168,16 @@ describe('ElevenLabs credentials and the org checks', () => {
 
   it("the clinic's Vapi-only layers (HMAC, x-vapi-secret) do not apply to ElevenLabs, and still apply to Vapi", async () => {
     const org = await createOrg(h);
-    const set = await h.http.patch(`/api/admin/orgs/${org.id}`).set(admin).send({ vapiHmacSecret: 'vapi-hmac-secret-long-enough', vapiSecret: 'vapi-shared-secret-long-enough' });
+    const set = await h.http
+      .patch(`/api/admin/orgs/${org.id}`)
+      .set(admin)
+      .send({ vapiHmacSecret: 'vapi-hmac-secret-long-enough', vapiSecret: 'vapi-shared-secret-long-enough' });
     expect(set.status).toBe(200);
     expect((await elevenPost(h, org.token, 'checkAvailability', { date: localDate(4) })).status).toBe(200);
-    const vapi = await h.http.post('/api/vapi/tools').set('Authorization', `Bearer ${org.token}`).send({ message: { type: 'status-update' } });
+    const vapi = await h.http
+      .post('/api/vapi/tools')
+      .set('Authorization', `Bearer ${org.token}`)
+      .send({ message: { type: 'status-update' } });
     expect(vapi.status).toBe(401);
   });
 });

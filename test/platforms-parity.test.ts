@@ -16,7 +16,10 @@ let key: string;
 
 beforeAll(async () => {
   key = await setRetellKey(h, org.id);
-  const sms = await h.http.put(`/api/admin/orgs/${org.id}/sms`).set(admin).send({ providers: [{ kind: 'sandbox', senderNumbers: ['+15005550006'] }] });
+  const sms = await h.http
+    .put(`/api/admin/orgs/${org.id}/sms`)
+    .set(admin)
+    .send({ providers: [{ kind: 'sandbox', senderNumbers: ['+15005550006'] }] });
   expect(sms.status).toBe(200);
 });
 
@@ -26,14 +29,23 @@ const DOORS: Door[] = ['vapi', 'retell', 'elevenlabs'];
 /** One tool call through a door, as that platform sends it; the answer as a plain result object. */
 async function through(door: Door, name: string, args: Record<string, unknown>, callId: string): Promise<Record<string, any>> {
   if (door === 'vapi') {
-    const res = await callTools(h, org.token, vapiMessage([{ name, args, id: `tc_${callId}` }], { call: { id: callId }, customer: { number: '+14155550161' } }));
+    const res = await callTools(
+      h,
+      org.token,
+      vapiMessage([{ name, args, id: `tc_${callId}` }], { call: { id: callId }, customer: { number: '+14155550161' } }),
+    );
     expect(res.status).toBe(200);
     const r = res.body.results[0];
     return r.result !== undefined ? resultOf(res) : { success: false, message: r.error };
   }
   const res =
     door === 'retell'
-      ? await retellPost(h, `/api/retell/${org.id}/tools`, retellBody(name, args, retellCall({ call_id: callId, from_number: '+14155550161' })), key)
+      ? await retellPost(
+          h,
+          `/api/retell/${org.id}/tools`,
+          retellBody(name, args, retellCall({ call_id: callId, from_number: '+14155550161' })),
+          key,
+        )
       : await elevenPost(h, org.token, name, args, callId, '+14155550161');
   expect(res.status).toBe(200);
   return res.body;
@@ -45,7 +57,12 @@ describe('the same request through each door', () => {
     it(`${door}: books with the caller id, confirms by SMS, and a replay returns the same appointment`, async () => {
       hour += 1;
       const callId = `call_${door}_${randomUUID()}`;
-      const args = { patientName: 'Parity Patient', appointmentDate: localDate(14), appointmentTime: `${hour}:00`, serviceType: 'standard' };
+      const args = {
+        patientName: 'Parity Patient',
+        appointmentDate: localDate(14),
+        appointmentTime: `${hour}:00`,
+        serviceType: 'standard',
+      };
       const first = await through(door, 'bookClinicAppointment', args, callId);
       expect(first).toMatchObject({ success: true, smsStatus: 'sent', smsProvider: 'sandbox', service: 'Standard Visit' });
       expect(first.message).toMatch(/^You're booked for a Standard Visit with Dr\. .+ A confirmation text is on its way\.$/);
@@ -76,9 +93,19 @@ describe('the same request through each door', () => {
   });
 
   it('a slot taken through one door is taken for the others, with the same alternatives', async () => {
-    const args = { patientName: 'First Come', appointmentDate: localDate(16), appointmentTime: '10:00', serviceType: 'extended', practitioner: 'Dr. Alice Adams' };
+    const args = {
+      patientName: 'First Come',
+      appointmentDate: localDate(16),
+      appointmentTime: '10:00',
+      serviceType: 'extended',
+      practitioner: 'Dr. Alice Adams',
+    };
     expect((await through('retell', 'bookClinicAppointment', args, `call_${randomUUID()}`)).success).toBe(true);
-    const others = await Promise.all((['vapi', 'elevenlabs'] as const).map((d) => through(d, 'bookClinicAppointment', { ...args, patientName: 'Second' }, `call_${randomUUID()}`)));
+    const others = await Promise.all(
+      (['vapi', 'elevenlabs'] as const).map((d) =>
+        through(d, 'bookClinicAppointment', { ...args, patientName: 'Second' }, `call_${randomUUID()}`),
+      ),
+    );
     for (const o of others) expect(o).toMatchObject({ success: false, reason: 'slot_taken' });
     expect(others[0]!.message).toBe(others[1]!.message);
   });

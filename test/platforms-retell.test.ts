@@ -53,7 +53,10 @@ describe('the signature agrees with retell-sdk', () => {
     ['stale: 6 minutes old', () => ({ raw: body, sig: signRetell(body, key, Date.now() - 6 * MIN) })],
     ['future: 6 minutes ahead', () => ({ raw: body, sig: signRetell(body, key, Date.now() + 6 * MIN) })],
     ['wrong key', () => ({ raw: body, sig: signRetell(body, 'key_someone_else_000000', Date.now()) })],
-    ['timestamp changed after signing', () => ({ raw: body, sig: signRetell(body, key, Date.now()).replace(/^v=(\d+)/, (_m, t: string) => `v=${Number(t) + 1}`) })],
+    [
+      'timestamp changed after signing',
+      () => ({ raw: body, sig: signRetell(body, key, Date.now()).replace(/^v=(\d+)/, (_m, t: string) => `v=${Number(t) + 1}`) }),
+    ],
     ['truncated digest', () => ({ raw: body, sig: signRetell(body, key, Date.now()).slice(0, -2) })],
     ['no digest', () => ({ raw: body, sig: `v=${Date.now()}` })],
     ['garbage', () => ({ raw: body, sig: 'sha256=deadbeef' })],
@@ -70,7 +73,12 @@ describe('the signature agrees with retell-sdk', () => {
   }
 
   it('the two sides agree on who is valid at all (control: the cases are not all one answer)', async () => {
-    const answers = await Promise.all(cases.map(async ([, make]) => { const { raw, sig } = make(); return Retell.verify(raw, key, sig); }));
+    const answers = await Promise.all(
+      cases.map(async ([, make]) => {
+        const { raw, sig } = make();
+        return Retell.verify(raw, key, sig);
+      }),
+    );
     expect(answers.filter(Boolean).length).toBe(3);
   });
 
@@ -89,7 +97,7 @@ describe('the signature agrees with retell-sdk', () => {
 });
 
 describe('booking through Retell', () => {
-  it("books with the default payload; the caller id comes from call.from_number, the call id from call.call_id", async () => {
+  it('books with the default payload; the caller id comes from call.from_number, the call id from call.call_id', async () => {
     const before = await appointmentsOf(h, a.id);
     const call = retellCall({ from_number: '+14155550171' });
     const res = await retellPost(h, toolsPath(a.id), retellBody('bookClinicAppointment', bookingArgs(), call), keyA);
@@ -104,8 +112,13 @@ describe('booking through Retell', () => {
     expect(key!.key).toMatch(new RegExp(`^retell:${call.call_id}:bookClinicAppointment:[0-9a-f]{32}$`));
   });
 
-  it('a phone number in the arguments is the patient\'s; the caller id is only the fallback', async () => {
-    const res = await retellPost(h, toolsPath(a.id), retellBody('bookClinicAppointment', bookingArgs({ patientPhone: '(415) 555-0188' })), keyA);
+  it("a phone number in the arguments is the patient's; the caller id is only the fallback", async () => {
+    const res = await retellPost(
+      h,
+      toolsPath(a.id),
+      retellBody('bookClinicAppointment', bookingArgs({ patientPhone: '(415) 555-0188' })),
+      keyA,
+    );
     const [row] = await h.owner`SELECT patient_phone FROM appointments WHERE id = ${res.body.appointmentId}`;
     expect(row!.patient_phone).toBe('+14155550188');
   });
@@ -124,7 +137,10 @@ describe('booking through Retell', () => {
     expect(first.body.success).toBe(true);
     const before = await appointmentsOf(h, a.id);
     // Retell's transcript grows between attempts; the arguments' key order may differ too.
-    const again = retellBody('bookClinicAppointment', Object.fromEntries(Object.entries(args).reverse()), call).replace('"transcript":"…"', '"transcript":"… and more"');
+    const again = retellBody('bookClinicAppointment', Object.fromEntries(Object.entries(args).reverse()), call).replace(
+      '"transcript":"…"',
+      '"transcript":"… and more"',
+    );
     const second = await retellPost(h, toolsPath(a.id), again, keyA, { at: Date.now() + 1000 });
     expect(second.status).toBe(200);
     expect(second.body.appointmentId).toBe(first.body.appointmentId);
@@ -157,7 +173,12 @@ describe('booking through Retell', () => {
 
   it('args_at_root without a call id is a 400 naming the header, and nothing is booked', async () => {
     const before = await appointmentsOf(h, a.id);
-    const res = await retellPost(h, `${toolsPath(a.id)}/bookClinicAppointment`, JSON.stringify(bookingArgs({ patientPhone: '+14155550174' })), keyA);
+    const res = await retellPost(
+      h,
+      `${toolsPath(a.id)}/bookClinicAppointment`,
+      JSON.stringify(bookingArgs({ patientPhone: '+14155550174' })),
+      keyA,
+    );
     expect(res.status).toBe(400);
     expect(res.body.error).toBe('invalid_envelope');
     expect(res.body.message).toMatch(/X-Retell-Call-Id/);
@@ -165,7 +186,12 @@ describe('booking through Retell', () => {
   });
 
   it('tool errors are sentences with 200: a bad date, an unknown function, a missing phone on a web call', async () => {
-    const bad = await retellPost(h, toolsPath(a.id), retellBody('bookClinicAppointment', bookingArgs({ appointmentDate: 'next blursday' })), keyA);
+    const bad = await retellPost(
+      h,
+      toolsPath(a.id),
+      retellBody('bookClinicAppointment', bookingArgs({ appointmentDate: 'next blursday' })),
+      keyA,
+    );
     expect(bad.status).toBe(200);
     expect(bad.body).toMatchObject({ success: false, error: 'invalid_date' });
     expect(bad.body.message).toMatch(/couldn't understand that date/);
@@ -181,7 +207,13 @@ describe('booking through Retell', () => {
   it('malformed requests are clear 4xx answers, never 500', async () => {
     const p = toolsPath(a.id);
     expect((await retellPost(h, p, '{"name":', keyA)).status).toBe(400);
-    for (const raw of ['[]', '{"call":{"call_id":"c"},"args":{}}', '{"name":"checkAvailability","args":{}}', '{"name":"checkAvailability","call":{"call_id":"c"},"args":"[1]"}', `{"name":"checkAvailability","call":{"call_id":"${'x'.repeat(300)}"},"args":{}}`]) {
+    for (const raw of [
+      '[]',
+      '{"call":{"call_id":"c"},"args":{}}',
+      '{"name":"checkAvailability","args":{}}',
+      '{"name":"checkAvailability","call":{"call_id":"c"},"args":"[1]"}',
+      `{"name":"checkAvailability","call":{"call_id":"${'x'.repeat(300)}"},"args":{}}`,
+    ]) {
       const res = await retellPost(h, p, raw, keyA);
       expect(res.status, raw).toBe(400);
       expect(res.body.error, raw).toMatch(/^invalid_/);
@@ -224,7 +256,11 @@ describe('Retell credentials', () => {
     expect((await retellPost(h, toolsPath(b.id), raw(), keyA)).status).toBe(401);
     const named = [
       retellBody('bookClinicAppointment', bookingArgs({ patientPhone: '+14155550176' }), retellCall({ metadata: { org_id: b.id } })),
-      retellBody('bookClinicAppointment', bookingArgs({ patientPhone: '+14155550176' }), retellCall({ retell_llm_dynamic_variables: { org_id: b.id } })),
+      retellBody(
+        'bookClinicAppointment',
+        bookingArgs({ patientPhone: '+14155550176' }),
+        retellCall({ retell_llm_dynamic_variables: { org_id: b.id } }),
+      ),
       retellBody('bookClinicAppointment', bookingArgs({ patientPhone: '+14155550176', organizationId: b.id })),
     ];
     for (const body of named) {
@@ -234,7 +270,16 @@ describe('Retell credentials', () => {
     }
     expect([await appointmentsOf(h, a.id), await appointmentsOf(h, b.id)]).toEqual([beforeA, beforeB]);
     // Naming its own clinic is fine (control).
-    const own = await retellPost(h, toolsPath(a.id), retellBody('bookClinicAppointment', bookingArgs({ patientPhone: '+14155550176' }), retellCall({ metadata: { org_id: a.id.toUpperCase() } })), keyA);
+    const own = await retellPost(
+      h,
+      toolsPath(a.id),
+      retellBody(
+        'bookClinicAppointment',
+        bookingArgs({ patientPhone: '+14155550176' }),
+        retellCall({ metadata: { org_id: a.id.toUpperCase() } }),
+      ),
+      keyA,
+    );
     expect(own.body.success).toBe(true);
   });
 
@@ -270,12 +315,13 @@ describe('Retell credentials', () => {
   });
 });
 
-
 describe('the Retell function JSON in docs/platforms.md', () => {
   const doc = fs.readFileSync(new URL('../docs/platforms.md', import.meta.url), 'utf8');
   const start = doc.indexOf('## Retell');
   const section = doc.slice(start, doc.indexOf('\n## ', start + 5));
-  const fns = [...section.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => JSON.parse(m[1]!) as Record<string, any>).filter((b) => b.type === 'custom');
+  const fns = [...section.matchAll(/```json\n([\s\S]*?)```/g)]
+    .map((m) => JSON.parse(m[1]!) as Record<string, any>)
+    .filter((b) => b.type === 'custom');
 
   it('has one custom function per tool the server offers', () => {
     expect(fns.map((f) => f.name).sort()).toEqual([...TOOLS.keys()].sort());

@@ -32,20 +32,35 @@ export type Checks = [
   // Structural assignability allows extra fields; these do not: every key we declare is one the SDK knows.
   Assignable<keyof Vapi.ToolCallResult, KeysOf<VapiToolCallResult>>,
   Assignable<keyof Vapi.ServerMessageResponseTransferDestinationRequest, KeysOf<VapiTransferResponse>>,
-  Assignable<keyof Vapi.ServerMessageResponseTransferDestinationRequestDestination.Number, KeysOf<Extract<VapiTransferResponse, { destination: unknown }>['destination']>>,
+  Assignable<
+    keyof Vapi.ServerMessageResponseTransferDestinationRequestDestination.Number,
+    KeysOf<Extract<VapiTransferResponse, { destination: unknown }>['destination']>
+  >,
   Assignable<keyof Vapi.ToolCallResultSpokenMessage.RequestComplete, keyof VapiSpokenMessage>,
 ];
 
 /** Compiles only when the tuple lists every key of T and nothing else. */
 type Exactly<T, K extends readonly (keyof T)[]> = [Exclude<keyof T, K[number]>] extends [never] ? K : never;
-const exactly = <T>() => <const K extends readonly (keyof T)[]>(keys: Exactly<T, K>): readonly string[] => keys as readonly string[];
+const exactly =
+  <T>() =>
+  <const K extends readonly (keyof T)[]>(keys: Exactly<T, K>): readonly string[] =>
+    keys as readonly string[];
 
 const RESULT_KEYS = exactly<Vapi.ToolCallResult>()(['toolCallId', 'name', 'result', 'error', 'message', 'metadata']);
 const RESPONSE_KEYS = exactly<Vapi.ServerMessageResponseToolCalls>()(['results', 'error']);
 const TRANSFER_KEYS = exactly<Vapi.ServerMessageResponseTransferDestinationRequest>()(['destination', 'message', 'error']);
 const NUMBER_KEYS = [
   'type',
-  ...exactly<Vapi.TransferDestinationNumber>()(['message', 'numberE164CheckEnabled', 'number', 'extension', 'callerId', 'transferPlan', 'name', 'description']),
+  ...exactly<Vapi.TransferDestinationNumber>()([
+    'message',
+    'numberE164CheckEnabled',
+    'number',
+    'extension',
+    'callerId',
+    'transferPlan',
+    'name',
+    'description',
+  ]),
 ];
 const SPOKEN_KEYS = [
   'type',
@@ -59,7 +74,10 @@ const h = useHarness();
 const org = useClinic(h, { frontDeskPhone: '+14155550100' });
 
 function expectOnlyKeys(obj: Record<string, unknown>, allowed: readonly string[], where: string) {
-  expect(Object.keys(obj).filter((k) => !allowed.includes(k)), where).toEqual([]);
+  expect(
+    Object.keys(obj).filter((k) => !allowed.includes(k)),
+    where,
+  ).toEqual([]);
 }
 
 describe('responses match @vapi-ai/server-sdk at run time', () => {
@@ -69,7 +87,10 @@ describe('responses match @vapi-ai/server-sdk at run time', () => {
       org.token,
       vapiMessage([
         { name: 'checkAvailability', args: { date: localDate(6) } },
-        { name: 'bookClinicAppointment', args: { patientName: 'Sdk Shape', patientPhone: '+14155550196', appointmentDate: localDate(13), appointmentTime: '10:00' } },
+        {
+          name: 'bookClinicAppointment',
+          args: { patientName: 'Sdk Shape', patientPhone: '+14155550196', appointmentDate: localDate(13), appointmentTime: '10:00' },
+        },
         { name: 'checkAvailability', args: { date: 'when pigs fly' } },
         { name: 'nothingLikeThis', args: {} },
       ]),
@@ -82,7 +103,7 @@ describe('responses match @vapi-ai/server-sdk at run time', () => {
       expectOnlyKeys(r, RESULT_KEYS, `results[${i}]`);
       expect(typeof r.toolCallId).toBe('string');
       expect(typeof r.name).toBe('string');
-      expect(('result' in r) !== ('error' in r), `results[${i}] has exactly one of result and error`).toBe(true);
+      expect('result' in r !== 'error' in r, `results[${i}] has exactly one of result and error`).toBe(true);
       expect(typeof (r.result ?? r.error)).toBe('string');
       const m = r.message as Record<string, unknown>;
       expectOnlyKeys(m, SPOKEN_KEYS, `results[${i}].message`);
@@ -93,7 +114,11 @@ describe('responses match @vapi-ai/server-sdk at run time', () => {
   });
 
   it('transfer-destination-request, open and closed', async () => {
-    const ask = (token: string) => h.http.post('/api/vapi/tools').set('Authorization', `Bearer ${token}`).send({ message: { type: 'transfer-destination-request', call: { id: randomUUID() } } });
+    const ask = (token: string) =>
+      h.http
+        .post('/api/vapi/tools')
+        .set('Authorization', `Bearer ${token}`)
+        .send({ message: { type: 'transfer-destination-request', call: { id: randomUUID() } } });
     const open = (await ask(org.token)).body as Record<string, unknown>;
     expectOnlyKeys(open, TRANSFER_KEYS, 'transfer');
     const destination = open.destination as Record<string, unknown>;

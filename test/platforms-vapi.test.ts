@@ -54,7 +54,14 @@ describe('spoken results', () => {
 
   it('a clinic with spokenResults: false gets results without a message, and can turn it back on', async () => {
     const quiet = await createOrg(h, { spokenResults: false });
-    const off = await callTools(h, quiet.token, vapiMessage([{ name: 'checkAvailability', args: { date: localDate(5) } }, { name: 'x', args: {} }]));
+    const off = await callTools(
+      h,
+      quiet.token,
+      vapiMessage([
+        { name: 'checkAvailability', args: { date: localDate(5) } },
+        { name: 'x', args: {} },
+      ]),
+    );
     expect(off.body.results.map((r: Record<string, unknown>) => 'message' in r)).toEqual([false, false]);
     expect(resultOf(off).success).toBe(true);
     const patched = await h.http.patch(`/api/admin/orgs/${quiet.id}`).set(admin).send({ spokenResults: true });
@@ -65,14 +72,21 @@ describe('spoken results', () => {
   });
 
   it('results and spoken messages are single lines', async () => {
-    const res = await callTools(h, org.token, vapiMessage([{ name: 'bookClinicAppointment', args: bookArgs('09:15', { patientName: 'Line\nBreak' }) }]));
+    const res = await callTools(
+      h,
+      org.token,
+      vapiMessage([{ name: 'bookClinicAppointment', args: bookArgs('09:15', { patientName: 'Line\nBreak' }) }]),
+    );
     expect(res.body.results[0].message.content).not.toMatch(/[\r\n]/);
   });
 });
 
 describe('transfer-destination-request', () => {
   const transfer = (token: string, extra: Record<string, unknown> = {}) =>
-    h.http.post('/api/vapi/tools').set('Authorization', `Bearer ${token}`).send({ message: { type: 'transfer-destination-request', call: { id: `c_${randomUUID()}` }, ...extra } });
+    h.http
+      .post('/api/vapi/tools')
+      .set('Authorization', `Bearer ${token}`)
+      .send({ message: { type: 'transfer-destination-request', call: { id: `c_${randomUUID()}` }, ...extra } });
 
   it('during opening hours: the front desk number with a short spoken message', async () => {
     const open = await createOrg(h, { frontDeskPhone: '+14155550100' });
@@ -83,11 +97,16 @@ describe('transfer-destination-request', () => {
 
   it('outside opening hours: an error sentence offering a message, naming when the desk opens again', async () => {
     const tomorrow = DateTime.now().setZone('America/New_York').plus({ days: 1 });
-    const closed = await createOrg(h, { frontDeskPhone: '+14155550100', openingHours: { [String(tomorrow.weekday)]: [['09:00', '17:00']] } });
+    const closed = await createOrg(h, {
+      frontDeskPhone: '+14155550100',
+      openingHours: { [String(tomorrow.weekday)]: [['09:00', '17:00']] },
+    });
     const res = await transfer(closed.token);
     expect(res.status).toBe(200);
     expect(res.body.destination).toBeUndefined();
-    expect(res.body.error).toBe(`The front desk is closed right now. It opens again ${tomorrow.toFormat('cccc')} at 9:00 AM. I can take a message for them.`);
+    expect(res.body.error).toBe(
+      `The front desk is closed right now. It opens again ${tomorrow.toFormat('cccc')} at 9:00 AM. I can take a message for them.`,
+    );
   });
 
   it('with no front-desk number: an error sentence offering a message', async () => {
@@ -113,7 +132,13 @@ describe('takeMessage', () => {
   it("stores the caller's message in the clinic inbox, beside SMS replies; a retry stores it once", async () => {
     const clinic = await createOrg(h);
     const body = vapiMessage(
-      [{ name: 'takeMessage', args: { patientName: 'Maria Lopez', message: 'Please call me back about my test results.' }, id: 'call_msg_1' }],
+      [
+        {
+          name: 'takeMessage',
+          args: { patientName: 'Maria Lopez', message: 'Please call me back about my test results.' },
+          id: 'call_msg_1',
+        },
+      ],
       { customer: { number: '+14155550192' } },
     );
     const first = await callTools(h, clinic.token, body);
@@ -134,7 +159,11 @@ describe('takeMessage', () => {
 
   it('asks for a number when there is no caller id and none was given, and stores nothing', async () => {
     const clinic = await createOrg(h);
-    const res = await callTools(h, clinic.token, vapiMessage([{ name: 'takeMessage', args: { patientName: 'Web Caller', message: 'Hello' } }]));
+    const res = await callTools(
+      h,
+      clinic.token,
+      vapiMessage([{ name: 'takeMessage', args: { patientName: 'Web Caller', message: 'Hello' } }]),
+    );
     expect(res.body.results[0].error).toMatch(/best number/);
     const [n] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM inbox_messages WHERE org_id = ${clinic.id}`;
     expect(n!.n).toBe(0);
@@ -161,14 +190,25 @@ describe('end-of-call reports and the call log', () => {
           { role: 'bot', message: 'Maple Street, how can I help?' },
           { role: 'tool_calls', toolCalls: [{ id: 't1', type: 'function', function: { name: 'checkAvailability', arguments: '{}' } }] },
           { role: 'tool_call_result', name: 'checkAvailability', result: '…', toolCallId: 't1' },
-          { role: 'tool_calls', toolCalls: [{ id: 't2', type: 'function', function: { name: 'bookClinicAppointment', arguments: '{}' } }, { id: 't3', type: 'function', function: { name: 'checkAvailability', arguments: '{}' } }] },
+          {
+            role: 'tool_calls',
+            toolCalls: [
+              { id: 't2', type: 'function', function: { name: 'bookClinicAppointment', arguments: '{}' } },
+              { id: 't3', type: 'function', function: { name: 'checkAvailability', arguments: '{}' } },
+            ],
+          },
         ],
       },
       ...extra,
     },
   });
-  const post = (token: string, body: unknown) => h.http.post('/api/vapi/tools').set('Authorization', `Bearer ${token}`).send(body as object);
-  const rows = async (orgId: string) => (await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE org_id = ${orgId}`)[0]!.n;
+  const post = (token: string, body: unknown) =>
+    h.http
+      .post('/api/vapi/tools')
+      .set('Authorization', `Bearer ${token}`)
+      .send(body as object);
+  const rows = async (orgId: string) =>
+    (await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE org_id = ${orgId}`)[0]!.n;
 
   it('is stored once when delivered twice, and read back from the call log', async () => {
     const clinic = await createOrg(h);
@@ -205,11 +245,22 @@ describe('end-of-call reports and the call log', () => {
     expect(log.body.items[0].transcript).toMatch(/I need an appointment/);
   });
 
-  it('Vapi\'s own durationSeconds wins; odd fields are dropped, not refused', async () => {
+  it("Vapi's own durationSeconds wins; odd fields are dropped, not refused", async () => {
     const clinic = await createOrg(h);
-    const res = await post(clinic.token, report('odd', { durationSeconds: 61.26, startedAt: 'yesterday', endedAt: 42, customer: { number: 'anonymous' }, call: { id: 'odd' }, artifact: { messages: 'nope' } }));
+    const res = await post(
+      clinic.token,
+      report('odd', {
+        durationSeconds: 61.26,
+        startedAt: 'yesterday',
+        endedAt: 42,
+        customer: { number: 'anonymous' },
+        call: { id: 'odd' },
+        artifact: { messages: 'nope' },
+      }),
+    );
     expect(res.status).toBe(200);
-    const [row] = await h.owner`SELECT duration_seconds::float8 AS d, started_at, caller_phone, tools_used FROM calls WHERE org_id = ${clinic.id}`;
+    const [row] =
+      await h.owner`SELECT duration_seconds::float8 AS d, started_at, caller_phone, tools_used FROM calls WHERE org_id = ${clinic.id}`;
     expect(row).toMatchObject({ d: 61.3, started_at: null, caller_phone: null, tools_used: [] });
   });
 
@@ -220,7 +271,9 @@ describe('end-of-call reports and the call log', () => {
     const seen: string[] = [];
     let next: string | null = null;
     do {
-      const page: { body: { items: Array<{ callId: string }>; next: string | null } } = await h.http.get(`/api/admin/orgs/${clinic.id}/calls?limit=2${next ? `&before=${next}` : ''}`).set(admin);
+      const page: { body: { items: Array<{ callId: string }>; next: string | null } } = await h.http
+        .get(`/api/admin/orgs/${clinic.id}/calls?limit=2${next ? `&before=${next}` : ''}`)
+        .set(admin);
       seen.push(...page.body.items.map((i) => i.callId));
       next = page.body.next;
     } while (next);
@@ -250,12 +303,15 @@ describe('end-of-call reports and the call log', () => {
 });
 
 describe('the calls table is a tenant table', () => {
-  it('has row-level security forced, and clinic_app sees no call without its org, nor another clinic\'s with it', async () => {
+  it("has row-level security forced, and clinic_app sees no call without its org, nor another clinic's with it", async () => {
     const [rls] = await h.owner<{ on: boolean; forced: boolean }[]>`
       SELECT relrowsecurity AS on, relforcerowsecurity AS forced FROM pg_class WHERE relname = 'calls' AND relnamespace = 'public'::regnamespace`;
     expect(rls).toEqual({ on: true, forced: true });
     const [x, y] = await Promise.all([createOrg(h), createOrg(h)]);
-    await h.http.post('/api/vapi/tools').set('Authorization', `Bearer ${x.token}`).send({ message: { type: 'end-of-call-report', call: { id: 'rls-call' } } });
+    await h.http
+      .post('/api/vapi/tools')
+      .set('Authorization', `Bearer ${x.token}`)
+      .send({ message: { type: 'end-of-call-report', call: { id: 'rls-call' } } });
     const [owner] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE org_id = ${x.id}`;
     expect(owner!.n).toBe(1);
     const [none] = await h.runtime.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM calls`;

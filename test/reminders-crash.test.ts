@@ -85,7 +85,9 @@ describe('exactly once across processes', () => {
     await waitFor(
       'every reminder to be sent',
       async () => {
-        const [n] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_outbox WHERE id = ANY(${ids}::uuid[]) AND status = 'sent'`;
+        const [n] = await h.owner<
+          { n: number }[]
+        >`SELECT count(*)::int AS n FROM sms_outbox WHERE id = ANY(${ids}::uuid[]) AND status = 'sent'`;
         return n!.n === rows.length;
       },
       30_000,

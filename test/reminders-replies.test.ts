@@ -30,7 +30,12 @@ async function text(door: Door, org: TestOrg, from: string, body: string): Promi
     expect(res.status).toBe(200);
     if (res.body === EMPTY) return null;
     const m = /<Message>([\s\S]*)<\/Message>/.exec(res.body);
-    return m ? m[1]!.replace(/&apos;/g, "'").replace(/&quot;/g, '"').replace(/&amp;/g, '&') : null;
+    return m
+      ? m[1]!
+          .replace(/&apos;/g, "'")
+          .replace(/&quot;/g, '"')
+          .replace(/&amp;/g, '&')
+      : null;
   }
   const before = sentTo(from).telnyx.length;
   const res = await telnyx.sendInbound({ url: urls(org.id).telnyx, from, to: TELNYX_POOL[0]!, text: body });
@@ -53,19 +58,28 @@ async function text(door: Door, org: TestOrg, from: string, body: string): Promi
 }
 
 async function appointment(id: string) {
-  const [a] = await h.owner<{ status: string; confirmed_at: Date | null; reschedule_requested_at: Date | null; cancel_requested_at: Date | null }[]>`
+  const [a] = await h.owner<
+    { status: string; confirmed_at: Date | null; reschedule_requested_at: Date | null; cancel_requested_at: Date | null }[]
+  >`
     SELECT status, confirmed_at, reschedule_requested_at, cancel_requested_at FROM appointments WHERE id = ${id}`;
   return a!;
 }
 
 const inbox = async (orgId: string) =>
-  (await h.http.get(`/api/admin/orgs/${orgId}/inbox?unmask=true`).set(admin)).body.items as Array<{ kind: string; body: string; from: string; appointmentId: string | null }>;
+  (await h.http.get(`/api/admin/orgs/${orgId}/inbox?unmask=true`).set(admin)).body.items as Array<{
+    kind: string;
+    body: string;
+    from: string;
+    appointmentId: string | null;
+  }>;
 
 /** Makes the appointment's 24 h reminder due now and waits for the worker to send it. */
 async function remind(appointmentId: string): Promise<string> {
   await h.owner`UPDATE sms_outbox SET next_attempt_at = now() WHERE appointment_id = ${appointmentId} AND kind = 'reminder:1440'`;
   const row = await waitFor('the reminder to be sent', async () => {
-    const [r] = await h.owner<{ status: string; body: string }[]>`SELECT status, body FROM sms_outbox WHERE appointment_id = ${appointmentId} AND kind = 'reminder:1440'`;
+    const [r] = await h.owner<
+      { status: string; body: string }[]
+    >`SELECT status, body FROM sms_outbox WHERE appointment_id = ${appointmentId} AND kind = 'reminder:1440'`;
     return r?.status === 'sent' ? r : null;
   });
   return row.body;
@@ -79,7 +93,8 @@ describe('reply keywords', () => {
       expect(replyKeywordOf(t, true), t).toBe('cancel');
       expect(replyKeywordOf(t, false), t).toBeNull();
     }
-    for (const t of ['CANCEL', 'cancel', 'yes', 'c please', 'confirmed tomorrow', 'C C', '', 'RR']) expect(replyKeywordOf(t, true), t).toBeNull();
+    for (const t of ['CANCEL', 'cancel', 'yes', 'c please', 'confirmed tomorrow', 'C C', '', 'RR'])
+      expect(replyKeywordOf(t, true), t).toBeNull();
   });
 });
 
@@ -113,7 +128,9 @@ for (const door of ['twilio', 'telnyx'] as const) {
       const answer = await text(door, org, phone, '2');
       expect(answer).toMatch(/: we'll be in touch to move your visit on .+\. Call \(415\) 555-0100\. Reply STOP to opt out\.$/);
       expect((await appointment(result.appointmentId)).reschedule_requested_at).not.toBeNull();
-      expect(await inbox(org.id)).toEqual([expect.objectContaining({ kind: 'reschedule_request', body: '2', from: phone, appointmentId: result.appointmentId })]);
+      expect(await inbox(org.id)).toEqual([
+        expect.objectContaining({ kind: 'reschedule_request', body: '2', from: phone, appointmentId: result.appointmentId }),
+      ]);
       // A second R: answered, not filed twice.
       expect(await text(door, org, phone, 'R')).toMatch(/we'll be in touch/);
       expect(await inbox(org.id)).toHaveLength(1);
@@ -123,7 +140,9 @@ for (const door of ['twilio', 'telnyx'] as const) {
       const org = await replyClinic(door);
       const phone = freshPhone();
       const { result } = await book(h, org, { patientPhone: phone });
-      expect(await text(door, org, phone, 'X')).toMatch(/thanks for your message\. For anything about your visit please call us at \(415\) 555-0100\./);
+      expect(await text(door, org, phone, 'X')).toMatch(
+        /thanks for your message\. For anything about your visit please call us at \(415\) 555-0100\./,
+      );
       expect((await appointment(result.appointmentId)).status).toBe('booked');
       expect((await inbox(org.id)).map((i) => i.kind)).toEqual(['sms_reply']);
     });
@@ -137,7 +156,9 @@ for (const door of ['twilio', 'telnyx'] as const) {
       expect(reminders.map((r) => r.kind)).toEqual(['reminder:120', 'reminder:1440']);
       expect(reminders[0]!.body).toContain('Reply C to confirm, R to reschedule, X to cancel.');
 
-      expect(await text(door, org, phone, 'x')).toMatch(/: Reply X again to cancel your visit on .+\. Call \(415\) 555-0100\. Reply STOP to opt out\.$/);
+      expect(await text(door, org, phone, 'x')).toMatch(
+        /: Reply X again to cancel your visit on .+\. Call \(415\) 555-0100\. Reply STOP to opt out\.$/,
+      );
       expect(await appointment(result.appointmentId)).toMatchObject({ status: 'booked' });
       expect(await text(door, org, phone, '3')).toMatch(/: your visit on .+ is cancelled\. Call \(415\) 555-0100\./);
       expect(await appointment(result.appointmentId)).toMatchObject({ status: 'cancelled', cancel_requested_at: null });
@@ -156,7 +177,7 @@ for (const door of ['twilio', 'telnyx'] as const) {
       const org = await replyClinic(door);
       const stranger = freshPhone();
       expect(await text(door, org, stranger, 'C')).toBe(
-        `${(await orgName(org.id))}: thanks for your message. For anything about your visit please call us at (415) 555-0100. Reply STOP to opt out.`,
+        `${await orgName(org.id)}: thanks for your message. For anything about your visit please call us at (415) 555-0100. Reply STOP to opt out.`,
       );
       expect(await text(door, org, stranger, 'Is there parking nearby?')).toBeNull();
       const patient = freshPhone();

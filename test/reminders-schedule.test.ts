@@ -24,11 +24,20 @@ const settings = (over: Partial<ReminderSettings> = {}): ReminderSettings => ({
 
 const at = (iso: string, zone: string) => DateTime.fromISO(iso, { zone });
 const plan = (startIso: string, zone: string, over: Partial<ReminderSettings> = {}, phone = US_PHONE, nowIso = '2027-01-04T12:00:00Z') =>
-  planReminders({ start: at(startIso, zone), settings: settings(over), clinicZone: zone, patientPhone: phone, now: DateTime.fromISO(nowIso) });
+  planReminders({
+    start: at(startIso, zone),
+    settings: settings(over),
+    clinicZone: zone,
+    patientPhone: phone,
+    now: DateTime.fromISO(nowIso),
+  });
 const utc = (d: DateTime) => d.toUTC().toISO({ suppressMilliseconds: true });
 // Zone names as each zone's own locale writes them (en-US calls BST "GMT+1").
 const wall = (d: DateTime, zone: string) =>
-  d.setZone(zone).setLocale(zone.startsWith('Europe/') ? 'en-GB' : 'en-US').toFormat('ccc yyyy-LL-dd HH:mm ZZZZ');
+  d
+    .setZone(zone)
+    .setLocale(zone.startsWith('Europe/') ? 'en-GB' : 'en-US')
+    .toFormat('ccc yyyy-LL-dd HH:mm ZZZZ');
 const realHours = (a: DateTime, b: DateTime) => (a.toMillis() - b.toMillis()) / 3_600_000;
 
 describe('offsets across a DST change', () => {
@@ -128,7 +137,7 @@ describe('quiet hours', () => {
     expect(late!.due < at('2027-02-09T23:00', NY)).toBe(true);
   });
 
-  it('the window is read on the patient\'s clock when the number tells it: a UK mobile at a New York clinic', () => {
+  it("the window is read on the patient's clock when the number tells it: a UK mobile at a New York clinic", () => {
     expect(windowZone(UK_PHONE, NY, 'patient')).toBe(LON);
     expect(windowZone(US_PHONE, NY, 'patient')).toBe(NY);
     expect(windowZone(UK_PHONE, NY, 'clinic')).toBe(NY);

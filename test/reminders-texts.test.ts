@@ -9,7 +9,13 @@ import { formatContactPhone, renderConfirmation, renderReminder, renderReply, ty
 
 const AT = '2027-03-04T20:00:00Z';
 const US: TextClinic = { clinicName: 'Maple Street Clinic', contactPhone: '+14155550100', timeZone: 'America/New_York', region: 'US' };
-const GB: TextClinic = { clinicName: 'Harley Street Health', contactPhone: '+442079460018', timeZone: 'Europe/London', region: 'GB', locale: 'en-GB' };
+const GB: TextClinic = {
+  clinicName: 'Harley Street Health',
+  contactPhone: '+442079460018',
+  timeZone: 'Europe/London',
+  region: 'GB',
+  locale: 'en-GB',
+};
 const REPLIES: ReplyKind[] = ['confirmed', 'already_confirmed', 'reschedule_requested', 'cancel_ask', 'cancelled', 'call_us'];
 
 describe('reminder text', () => {
@@ -96,9 +102,38 @@ function rng(seed: number) {
   };
 }
 
-const ZONES = ['America/New_York', 'America/Anchorage', 'Pacific/Honolulu', 'Europe/London', 'Australia/Lord_Howe', 'Asia/Kolkata', 'America/St_Johns', 'Pacific/Chatham', 'UTC'];
+const ZONES = [
+  'America/New_York',
+  'America/Anchorage',
+  'Pacific/Honolulu',
+  'Europe/London',
+  'Australia/Lord_Howe',
+  'Asia/Kolkata',
+  'America/St_Johns',
+  'Pacific/Chatham',
+  'UTC',
+];
 const PHONES = ['+14155550100', '+442079460018', '+8613800138000', '+61255501234', '+919876543210', null];
-const NAME_PIECES = ['Greater', 'Metropolitan', 'Family', 'Medicine', '&', 'Pediatric', 'Associates', 'O’Brien’s', '[Care]', '{€}', 'Zoë', 'Ünïcødé', '🦷', 'Clinic', '—', '|', 'St.', 'Dr.'];
+const NAME_PIECES = [
+  'Greater',
+  'Metropolitan',
+  'Family',
+  'Medicine',
+  '&',
+  'Pediatric',
+  'Associates',
+  'O’Brien’s',
+  '[Care]',
+  '{€}',
+  'Zoë',
+  'Ünïcødé',
+  '🦷',
+  'Clinic',
+  '—',
+  '|',
+  'St.',
+  'Dr.',
+];
 const INSTANTS = ['2027-03-04T20:00:00Z', '2027-09-29T23:30:00Z', '2027-12-31T17:45:00Z', '2027-11-07T05:30:00Z', '2027-06-15T16:05:00Z'];
 
 function cases(n: number): Array<TextClinic & { startsAt: string; cancelByReply: boolean; patientName: string }> {
@@ -155,7 +190,10 @@ describe('every text, over long and awkward clinic names, zones, numbers and bot
         const shown = text.slice(0, text.indexOf(': '));
         expect(clinic.startsWith(shown), `${shown} | ${clinic}`).toBe(true);
         // A cut never leaves a dangling separator, so "at least 10" is the first 10 less those.
-        const floor = [...clinic].slice(0, 10).join('').replace(/[\s,;:&/\\|-]+$/, '');
+        const floor = [...clinic]
+          .slice(0, 10)
+          .join('')
+          .replace(/[\s,;:&/\\|-]+$/, '');
         expect(shown.length, text).toBeGreaterThanOrEqual(floor.length);
       }
     }

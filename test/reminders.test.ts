@@ -64,9 +64,16 @@ const reminders = (harness: Harness, appointmentId: string) =>
      WHERE appointment_id = ${appointmentId} AND kind LIKE 'reminder:%' ORDER BY created_at, kind`;
 
 async function bookAt(harness: Harness, org: TestOrg, date: string, time: string, phone = freshPhone()) {
-  const res = await callTools(harness, org.token, vapiMessage([
-    { name: 'bookClinicAppointment', args: { patientName: 'Ana Ruiz', patientPhone: phone, appointmentDate: date, appointmentTime: time, serviceType: 'short' } },
-  ]));
+  const res = await callTools(
+    harness,
+    org.token,
+    vapiMessage([
+      {
+        name: 'bookClinicAppointment',
+        args: { patientName: 'Ana Ruiz', patientPhone: phone, appointmentDate: date, appointmentTime: time, serviceType: 'short' },
+      },
+    ]),
+  );
   expect(res.status).toBe(200);
   const r = resultOf(res);
   expect(r.success, JSON.stringify(r)).toBe(true);
@@ -84,7 +91,8 @@ const iso = (d: Date) => d.toISOString().replace('.000Z', 'Z');
 const sentTo = (phone: string) => twilio.messages.filter((m) => m.to === phone);
 
 /** Time passes: the reminder is due now, its window still open. */
-const makeDue = (id: string) => h.owner`UPDATE sms_outbox SET next_attempt_at = now(), send_by = now() + interval '1 hour' WHERE id = ${id}`;
+const makeDue = (id: string) =>
+  h.owner`UPDATE sms_outbox SET next_attempt_at = now(), send_by = now() + interval '1 hour' WHERE id = ${id}`;
 
 describe('scheduled by the booking transaction', () => {
   it('New York across the spring change: 24 h before Sunday 9:00 AM EDT goes out Saturday 9:00 AM EST', async () => {
@@ -101,7 +109,11 @@ describe('scheduled by the booking transaction', () => {
   });
 
   it('London across the autumn change, en-GB: 24 h before Sunday 9:00 GMT goes out Saturday 9:00 BST', async () => {
-    const org = await clinic(fixed, { timeZone: 'Europe/London', defaultRegion: 'GB', locale: 'en-GB', name: 'Harley Health' }, { contactPhone: '+442079460018' });
+    const org = await clinic(
+      fixed,
+      { timeZone: 'Europe/London', defaultRegion: 'GB', locale: 'en-GB', name: 'Harley Health' },
+      { contactPhone: '+442079460018' },
+    );
     const r = await bookAt(fixed, org, '2027-10-31', '09:00', '+447400123456');
     expect(r.spokenTime).toBe('Sunday 31 October at 09:00');
     const [rem] = await reminders(fixed, r.appointmentId);
@@ -109,11 +121,15 @@ describe('scheduled by the booking transaction', () => {
     expect(rem!.body).toBe(
       'Harley Health: reminder of your visit on Sun 31 Oct at 09:00 GMT. Reply C to confirm or R to reschedule. Call 020 7946 0018. Reply STOP to opt out.',
     );
-    const [conf] = await fixed.owner<{ body: string }[]>`SELECT body FROM sms_outbox WHERE appointment_id = ${r.appointmentId} AND kind = 'booked'`;
-    expect(conf!.body).toBe('Hi Ana, your appointment at Harley Health is confirmed for Sun 31 Oct at 09:00 GMT. Call 020 7946 0018. Reply STOP to opt out.');
+    const [conf] = await fixed.owner<
+      { body: string }[]
+    >`SELECT body FROM sms_outbox WHERE appointment_id = ${r.appointmentId} AND kind = 'booked'`;
+    expect(conf!.body).toBe(
+      'Hi Ana, your appointment at Harley Health is confirmed for Sun 31 Oct at 09:00 GMT. Call 020 7946 0018. Reply STOP to opt out.',
+    );
   });
 
-  it('quiet hours: 2 h before 7:30 AM moves to 8:45 PM the evening before; a window of the clinic\'s own', async () => {
+  it("quiet hours: 2 h before 7:30 AM moves to 8:45 PM the evening before; a window of the clinic's own", async () => {
     const org = await clinic(fixed, {}, { reminderOffsetsMinutes: [120] });
     const r = await bookAt(fixed, org, '2027-02-10', '07:30');
     const [rem] = await reminders(fixed, r.appointmentId);
@@ -129,10 +145,12 @@ describe('scheduled by the booking transaction', () => {
   it('two offsets; none without a number to call; none for a clinic that turned them off', async () => {
     const org = await clinic(fixed, {}, { reminderOffsetsMinutes: [1440, 120] });
     const r = await bookAt(fixed, org, '2027-02-10', '15:00');
-    expect((await reminders(fixed, r.appointmentId)).map((x) => [x.kind, iso(x.next_attempt_at)])).toEqual([
-      ['reminder:120', '2027-02-10T18:00:00Z'],
-      ['reminder:1440', '2027-02-09T20:00:00Z'],
-    ].sort());
+    expect((await reminders(fixed, r.appointmentId)).map((x) => [x.kind, iso(x.next_attempt_at)])).toEqual(
+      [
+        ['reminder:120', '2027-02-10T18:00:00Z'],
+        ['reminder:1440', '2027-02-09T20:00:00Z'],
+      ].sort(),
+    );
     const silent = await createOrg(fixed);
     await putSms(fixed, silent.id, [twilioLink()], { rateLimitPerHour: 100 });
     expect(await reminders(fixed, (await bookAt(fixed, silent, '2027-02-10', '15:00')).appointmentId)).toEqual([]);
@@ -147,7 +165,9 @@ describe('never for a cancelled or moved appointment', () => {
     const { result } = await book(h, org);
     const cancelled = await tool(h, org, 'cancelAppointment', { appointmentId: result.appointmentId });
     expect(cancelled.success).toBe(true);
-    expect(await reminders(h, result.appointmentId)).toEqual([expect.objectContaining({ kind: 'reminder:1440', status: 'cancelled', failure_reason: 'appointment_cancelled' })]);
+    expect(await reminders(h, result.appointmentId)).toEqual([
+      expect.objectContaining({ kind: 'reminder:1440', status: 'cancelled', failure_reason: 'appointment_cancelled' }),
+    ]);
   });
 
   it('the reschedule transaction moves them to the new time, text and all', async () => {
@@ -156,7 +176,11 @@ describe('never for a cancelled or moved appointment', () => {
     const { result } = await book(h, org, { patientPhone: phone });
     const [before] = await reminders(h, result.appointmentId);
     const newDate = DateTime.fromISO(result.startsAt).plus({ days: 2 });
-    const moved = await tool(h, org, 'rescheduleAppointment', { appointmentId: result.appointmentId, newDate: newDate.toISODate(), newTime: '10:00' });
+    const moved = await tool(h, org, 'rescheduleAppointment', {
+      appointmentId: result.appointmentId,
+      newDate: newDate.toISODate(),
+      newTime: '10:00',
+    });
     expect(moved.success, moved.message).toBe(true);
     const [after] = await reminders(h, result.appointmentId);
     expect(after!.id).toBe(before!.id);
@@ -177,10 +201,20 @@ describe('never for a cancelled or moved appointment', () => {
     const [rem] = await reminders(h, result.appointmentId);
     await makeDue(rem!.id);
     // A worker has claimed it (its gate not yet run) when the patient moves the appointment.
-    const worker = new Outbox(h.runtime.workerSql, `test-${randomUUID()}`, { leaseMs: 30_000, retryBaseMs: 50, retryMaxMs: 200, maxAttempts: 6, defaultRateLimit: 5 });
+    const worker = new Outbox(h.runtime.workerSql, `test-${randomUUID()}`, {
+      leaseMs: 30_000,
+      retryBaseMs: 50,
+      retryMaxMs: 200,
+      maxAttempts: 6,
+      defaultRateLimit: 5,
+    });
     const claimed = await worker.claimDue(500);
     expect(claimed.map((c) => c.id)).toContain(rem!.id);
-    const moved = await tool(h, org, 'rescheduleAppointment', { appointmentId: result.appointmentId, newDate: DateTime.fromISO(result.startsAt).plus({ days: 3 }).toISODate(), newTime: '11:00' });
+    const moved = await tool(h, org, 'rescheduleAppointment', {
+      appointmentId: result.appointmentId,
+      newDate: DateTime.fromISO(result.startsAt).plus({ days: 3 }).toISODate(),
+      newTime: '11:00',
+    });
     expect(moved.success, moved.message).toBe(true);
     const [verdict] = await worker.gate([rem!.id]);
     expect(verdict).toEqual({ status: 'cancelled', reason: 'superseded' });
@@ -197,12 +231,23 @@ describe('never for a cancelled or moved appointment', () => {
     const [rem] = await reminders(h, result.appointmentId);
     await makeDue(rem!.id);
     const holder = `test-${randomUUID()}`;
-    const worker = new Outbox(h.runtime.workerSql, holder, { leaseMs: 30_000, retryBaseMs: 50, retryMaxMs: 200, maxAttempts: 6, defaultRateLimit: 5 });
+    const worker = new Outbox(h.runtime.workerSql, holder, {
+      leaseMs: 30_000,
+      retryBaseMs: 50,
+      retryMaxMs: 200,
+      maxAttempts: 6,
+      defaultRateLimit: 5,
+    });
     expect((await worker.claimDue(500)).map((c) => c.id)).toContain(rem!.id);
     expect(await worker.gate([rem!.id])).toEqual([{ status: 'sending', inFlight: null, resendAfter: null }]);
     expect((await tool(h, org, 'cancelAppointment', { appointmentId: result.appointmentId })).success).toBe(true);
     const link = (await h.runtime.sms.chains.load(org.id))!.links[0]!;
-    const open = sqlAttemptLog(h.runtime.workerSql).open({ id: rem!.id, orgId: org.id, to: phone, body: rem!.body, leaseHolder: holder }, link, link.pool[0]!, false);
+    const open = sqlAttemptLog(h.runtime.workerSql).open(
+      { id: rem!.id, orgId: org.id, to: phone, body: rem!.body, leaseHolder: holder },
+      link,
+      link.pool[0]!,
+      false,
+    );
     await expect(open).rejects.toMatchObject({ code: 'SM003', reason: 'appointment_cancelled' });
     expect((await reminders(h, result.appointmentId))[0]).toMatchObject({ status: 'cancelled', failure_reason: 'appointment_cancelled' });
     const [n] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_attempts WHERE outbox_id = ${rem!.id}`;
@@ -263,7 +308,9 @@ describe('the gate: sending window and caps', () => {
     const { result } = await book(h, org, { patientPhone: phone });
     const [rem] = await reminders(h, result.appointmentId);
     // Three reminders this week, on earlier days (other appointments, since settled).
-    const others = await Promise.all([1, 2, 3].map(async () => (await reminders(h, (await book(h, org, { patientPhone: phone })).result.appointmentId))[0]!));
+    const others = await Promise.all(
+      [1, 2, 3].map(async () => (await reminders(h, (await book(h, org, { patientPhone: phone })).result.appointmentId))[0]!),
+    );
     for (const [i, o] of others.entries()) {
       await h.owner`INSERT INTO sms_reminder_log (org_id, recipient, outbox_id, at) VALUES (${org.id}, ${phone}, ${o.id}, now() - ${`${i + 1} days 1 hour`}::interval)`;
     }
@@ -278,7 +325,10 @@ describe('the gate: sending window and caps', () => {
 
   it('the daily cap holds across two runtimes gating at the same time', async () => {
     const org = await clinic(h);
-    const h2 = await startHarness({ ...providerEnv(twilio.url, telnyx.url), CREDENTIALS_KEY: h.secrets.credentialsKey }, { ownerUrl: h.ownerUrl });
+    const h2 = await startHarness(
+      { ...providerEnv(twilio.url, telnyx.url), CREDENTIALS_KEY: h.secrets.credentialsKey },
+      { ownerUrl: h.ownerUrl },
+    );
     try {
       const phone = freshPhone();
       const booked = await Promise.all(Array.from({ length: 6 }, () => book(h, org, { patientPhone: phone })));
@@ -298,10 +348,27 @@ describe('settings', () => {
   it('PUT /sms takes the schedule, window, zone rule, cancel switch and contact number; GET shows them; a PUT without them keeps them', async () => {
     const org = await createOrg(h);
     const first = await putSms(h, org.id, [twilioLink()], { contactPhone: CONTACT });
-    expect(first).toMatchObject({ contactPhone: CONTACT, reminderOffsetsMinutes: [1440], sendingWindow: { start: '08:00', end: '21:00' }, quietHoursZone: 'patient', cancelByReply: false });
-    await putSms(h, org.id, [twilioLink()], { contactPhone: CONTACT, reminderOffsetsMinutes: [2880, 90], sendingWindow: { start: '09:30', end: '19:00' }, quietHoursZone: 'clinic', cancelByReply: true });
+    expect(first).toMatchObject({
+      contactPhone: CONTACT,
+      reminderOffsetsMinutes: [1440],
+      sendingWindow: { start: '08:00', end: '21:00' },
+      quietHoursZone: 'patient',
+      cancelByReply: false,
+    });
+    await putSms(h, org.id, [twilioLink()], {
+      contactPhone: CONTACT,
+      reminderOffsetsMinutes: [2880, 90],
+      sendingWindow: { start: '09:30', end: '19:00' },
+      quietHoursZone: 'clinic',
+      cancelByReply: true,
+    });
     const kept = await putSms(h, org.id, [twilioLink()], { contactPhone: CONTACT });
-    expect(kept).toMatchObject({ reminderOffsetsMinutes: [2880, 90], sendingWindow: { start: '09:30', end: '19:00' }, quietHoursZone: 'clinic', cancelByReply: true });
+    expect(kept).toMatchObject({
+      reminderOffsetsMinutes: [2880, 90],
+      sendingWindow: { start: '09:30', end: '19:00' },
+      quietHoursZone: 'clinic',
+      cancelByReply: true,
+    });
     for (const bad of [
       { reminderOffsetsMinutes: [0] },
       { reminderOffsetsMinutes: [1.5] },
@@ -313,7 +380,10 @@ describe('settings', () => {
       { quietHoursZone: 'Europe/London' },
       { contactPhone: '555-0100' },
     ]) {
-      const res = await h.http.put(`/api/admin/orgs/${org.id}/sms`).set(admin).send({ providers: [twilioLink()], ...bad });
+      const res = await h.http
+        .put(`/api/admin/orgs/${org.id}/sms`)
+        .set(admin)
+        .send({ providers: [twilioLink()], ...bad });
       expect(res.status, JSON.stringify(bad)).toBe(400);
     }
   });

@@ -36,7 +36,15 @@ const pgDir = () => path.join(dataDir, 'pg');
 function launch(port: number, env: Record<string, string> = {}): Launched {
   const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: os.tmpdir(), LOG_LEVEL: 'info', HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dataDir, ...env },
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: os.tmpdir(),
+      LOG_LEVEL: 'info',
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      DATA_DIR: dataDir,
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -62,10 +70,14 @@ async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 
 async function listening(l: Launched): Promise<void> {
   let gone = false;
   void l.exited.then(() => (gone = true));
-  await until('"listening"', () => {
-    if (gone) throw new Error(`server exited during start-up:\n${l.stdout()}\n${l.stderr()}`);
-    return l.stdout().includes('"msg":"listening"');
-  }, 60_000);
+  await until(
+    '"listening"',
+    () => {
+      if (gone) throw new Error(`server exited during start-up:\n${l.stdout()}\n${l.stderr()}`);
+      return l.stdout().includes('"msg":"listening"');
+    },
+    60_000,
+  );
 }
 
 async function exitWithin(l: Launched, ms: number) {
@@ -122,8 +134,11 @@ const alive = (pid: number) => {
 
 function sh(script: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile('sh', ['-c', script], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: os.tmpdir(), ...env }, timeout: 60_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+    execFile(
+      'sh',
+      ['-c', script],
+      { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: os.tmpdir(), ...env }, timeout: 60_000 },
+      (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
     );
   });
 }
@@ -131,7 +146,10 @@ function sh(script: string, env: Record<string, string> = {}): Promise<{ code: n
 async function token(base: string, id: string, secret: string): Promise<string> {
   const res = await fetch(`${base}/oauth/token`, {
     method: 'POST',
-    headers: { Authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+    headers: {
+      Authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`,
+      'Content-Type': 'application/x-www-form-urlencoded',
+    },
     body: 'grant_type=client_credentials',
   });
   expect(res.status).toBe(200);
@@ -142,7 +160,9 @@ async function tool(base: string, tok: string, id: string, name: string, args: R
   const res = await fetch(`${base}/api/vapi/tools`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${tok}`, 'Content-Type': 'application/json', 'x-dry-run': '1' },
-    body: JSON.stringify({ message: { type: 'tool-calls', toolCallList: [{ id, type: 'function', function: { name, arguments: args } }] } }),
+    body: JSON.stringify({
+      message: { type: 'tool-calls', toolCallList: [{ id, type: 'function', function: { name, arguments: args } }] },
+    }),
     signal: AbortSignal.timeout(10_000),
   });
   const body = (await res.json()) as { results: Array<{ result: string }> };
@@ -160,7 +180,9 @@ async function ownerSql() {
 let day = DateTime.now().setZone(ZONE).plus({ days: 2 });
 while (day.weekday > 5) day = day.plus({ days: 1 });
 const DAY = day.toISODate()!;
-const TIMES = [8, 9, 10, 11, 13, 14, 15, 16].flatMap((h) => [0, 15, 30, 45].map((m) => `${String(h).padStart(2, '0')}:${String(m).padStart(2, '0')}`));
+const TIMES = [8, 9, 10, 11, 13, 14, 15, 16].flatMap((h) =>
+  [0, 15, 30, 45].map((m) => `${String(h).padStart(2, '0')}:${String(m).padStart(2, '0')}`),
+);
 
 let first: Launched;
 let clientId: string;
@@ -188,7 +210,12 @@ describe('one DATA_DIR through first run, crashes and restarts', () => {
     [, clientId, clientSecret] = m as unknown as [string, string, string];
     const all = first.stdout() + first.stderr();
     expect(all.split(clientSecret).length - 1).toBe(1);
-    expect(all).toMatch(new RegExp(`^ready: http://localhost:\\d+ \\| demo org ${DEMO_ORG} \\| .*curl -s -X POST .*/api/admin/orgs/${DEMO_ORG}/clients$`, 'm'));
+    expect(all).toMatch(
+      new RegExp(
+        `^ready: http://localhost:\\d+ \\| demo org ${DEMO_ORG} \\| .*curl -s -X POST .*/api/admin/orgs/${DEMO_ORG}/clients$`,
+        'm',
+      ),
+    );
     expect(all).not.toContain('date -d');
     await token(first.base, clientId, clientSecret);
   });
@@ -197,7 +224,10 @@ describe('one DATA_DIR through first run, crashes and restarts', () => {
     const banner = first.stdout();
     const exportLine = /^ {4}export CLIENT_ID=.*$/m.exec(banner)![0];
     const byHand = banner.slice(banner.indexOf('Or by hand')).split('\n').slice(1);
-    const commands = byHand.slice(0, byHand.findIndex((l) => l.trim() === ''));
+    const commands = byHand.slice(
+      0,
+      byHand.findIndex((l) => l.trim() === ''),
+    );
     const r = await sh([exportLine, ...commands].join('\n'));
     expect(r.stderr).toBe('');
     expect(r.stdout).toMatch(/^checkAvailability: \{"success":true,.*"slots":\[\{/m);
@@ -273,7 +303,9 @@ describe('one DATA_DIR through first run, crashes and restarts', () => {
 
   it('a busy port: exits non-zero at once with one line, leaving no PostgreSQL behind', async () => {
     const blocker = net.createServer();
-    const port = await new Promise<number>((resolve) => blocker.listen(0, '127.0.0.1', () => resolve((blocker.address() as net.AddressInfo).port)));
+    const port = await new Promise<number>((resolve) =>
+      blocker.listen(0, '127.0.0.1', () => resolve((blocker.address() as net.AddressInfo).port)),
+    );
     try {
       const l = launch(port);
       const { code } = await exitWithin(l, 20_000);
@@ -317,7 +349,9 @@ describe('one DATA_DIR through first run, crashes and restarts', () => {
 
     const third = launch(await freePort());
     await listening(third);
-    expect(third.stdout()).toContain(`stopping PostgreSQL (pid ${postmasterPid}) left running on ${pgDir()} by an earlier instance that died`);
+    expect(third.stdout()).toContain(
+      `stopping PostgreSQL (pid ${postmasterPid}) left running on ${pgDir()} by an earlier instance that died`,
+    );
     expect(alive(postmasterPid)).toBe(false);
     const tok = await token(third.base, clientId, clientSecret);
     // The same tool call again: its booking, made before both crashes, is replayed, not made twice.
@@ -337,23 +371,33 @@ describe('one DATA_DIR through first run, crashes and restarts', () => {
   });
 
   // Linux only, as the code: elsewhere there is no /proc to prove that no backend still runs in the directory.
-  it.runIf(process.platform === 'linux')('a stale postmaster.pid whose pid now belongs to another process does not block the start', async () => {
-    // As root PostgreSQL runs as the postgres user, and only a process of that user blocks it.
-    const asPostgres = process.getuid?.() === 0 ? { uid: Number((await sh('id -u postgres')).stdout), gid: Number((await sh('id -g postgres')).stdout) } : {};
-    const squatter = spawn('sleep', ['60'], { stdio: 'ignore', ...asPostgres });
-    try {
-      const pidFile = path.join(pgDir(), 'postmaster.pid');
-      await fs.writeFile(pidFile, `${squatter.pid}\n${pgDir()}\n${Math.floor(Date.now() / 1000) - 3600}\n5432\n\n127.0.0.1\n  5432001    65536\nready   \n`, { mode: 0o600 });
-      if ('uid' in asPostgres) await fs.chown(pidFile, asPostgres.uid!, asPostgres.gid!);
-      const l = launch(await freePort());
-      await listening(l);
-      expect(l.stdout()).toContain(`removed a stale ${pidFile}: its pid ${squatter.pid} now belongs to another process (sleep)`);
-      l.proc.kill('SIGTERM');
-      expect((await exitWithin(l, 20_000)).code).toBe(0);
-    } finally {
-      squatter.kill('SIGKILL');
-    }
-  });
+  it.runIf(process.platform === 'linux')(
+    'a stale postmaster.pid whose pid now belongs to another process does not block the start',
+    async () => {
+      // As root PostgreSQL runs as the postgres user, and only a process of that user blocks it.
+      const asPostgres =
+        process.getuid?.() === 0
+          ? { uid: Number((await sh('id -u postgres')).stdout), gid: Number((await sh('id -g postgres')).stdout) }
+          : {};
+      const squatter = spawn('sleep', ['60'], { stdio: 'ignore', ...asPostgres });
+      try {
+        const pidFile = path.join(pgDir(), 'postmaster.pid');
+        await fs.writeFile(
+          pidFile,
+          `${squatter.pid}\n${pgDir()}\n${Math.floor(Date.now() / 1000) - 3600}\n5432\n\n127.0.0.1\n  5432001    65536\nready   \n`,
+          { mode: 0o600 },
+        );
+        if ('uid' in asPostgres) await fs.chown(pidFile, asPostgres.uid!, asPostgres.gid!);
+        const l = launch(await freePort());
+        await listening(l);
+        expect(l.stdout()).toContain(`removed a stale ${pidFile}: its pid ${squatter.pid} now belongs to another process (sleep)`);
+        l.proc.kill('SIGTERM');
+        expect((await exitWithin(l, 20_000)).code).toBe(0);
+      } finally {
+        squatter.kill('SIGKILL');
+      }
+    },
+  );
 });
 
 describe('VERIFY_SMS_BRIDGE.sh without a server', () => {

@@ -1,16 +1,7 @@
 import postgres, { type Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withOrg } from '../src/db/pool.js';
-import {
-  callTools,
-  createOrg,
-  localDate,
-  resultOf,
-  startHarness,
-  vapiMessage,
-  type Harness,
-  type TestOrg,
-} from './helpers/harness.js';
+import { callTools, createOrg, localDate, resultOf, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
 
 let h: Harness;
 let A: TestOrg;
@@ -89,7 +80,8 @@ describe('database roles', () => {
       SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class
        WHERE relnamespace = 'public'::regnamespace AND relname = ANY(${[...TENANT_TABLES]})`;
     expect(rows).toHaveLength(TENANT_TABLES.length);
-    for (const r of rows) expect({ t: r.relname, on: r.relrowsecurity, forced: r.relforcerowsecurity }).toEqual({ t: r.relname, on: true, forced: true });
+    for (const r of rows)
+      expect({ t: r.relname, on: r.relrowsecurity, forced: r.relforcerowsecurity }).toEqual({ t: r.relname, on: true, forced: true });
   });
 
   it('clinic_app cannot switch row security off or disable it on a table', async () => {
@@ -148,7 +140,10 @@ describe('inside a transaction scoped to org A', () => {
       expect(orgs.map((o) => o.id)).toEqual([A.id]);
       for (const t of ['services', 'practitioners', 'oauth_clients', 'idempotency_keys']) {
         const rows = (await tx.unsafe(`SELECT DISTINCT org_id FROM ${t}`)) as unknown as Array<{ org_id: string }>;
-        expect(rows.map((r) => r.org_id), t).toEqual([A.id]);
+        expect(
+          rows.map((r) => r.org_id),
+          t,
+        ).toEqual([A.id]);
       }
     });
     // And A's counts match the owner's view of A.
@@ -171,16 +166,20 @@ describe('inside a transaction scoped to org A', () => {
     expect(after[0]!.status).toBe('booked');
   });
 
-  it("INSERT of an appointment row for B is refused with 42501", async () => {
+  it('INSERT of an appointment row for B is refused with 42501', async () => {
     const [bRow] = await h.owner<{ practitioner_id: string; service_id: string }[]>`
       SELECT practitioner_id, service_id FROM appointments WHERE id = ${apptsB[0]!}`;
     const bCountBefore = await ownerCount('appointments', B.id);
     const starts = new Date(Date.now() + 40 * 86_400_000);
     const ends = new Date(starts.getTime() + 30 * 60_000);
     await expect(
-      withOrg(h.runtime.sql, A.id, (tx) => tx`
+      withOrg(
+        h.runtime.sql,
+        A.id,
+        (tx) => tx`
         INSERT INTO appointments (org_id, practitioner_id, service_id, patient_name, patient_phone, starts_at, ends_at)
-        VALUES (${B.id}, ${bRow!.practitioner_id}, ${bRow!.service_id}, 'Injected', '+14155550999', ${starts}, ${ends})`),
+        VALUES (${B.id}, ${bRow!.practitioner_id}, ${bRow!.service_id}, 'Injected', '+14155550999', ${starts}, ${ends})`,
+      ),
     ).rejects.toMatchObject({ code: '42501' });
     expect(await ownerCount('appointments', B.id)).toBe(bCountBefore);
     const [unchanged] = await h.owner`SELECT status, patient_name FROM appointments WHERE id = ${apptsB[0]!}`;
@@ -197,8 +196,12 @@ describe('inside a transaction scoped to org A', () => {
 
   it('cannot create an org or a client for another tenant', async () => {
     await expect(
-      withOrg(h.runtime.sql, A.id, (tx) => tx`
-        INSERT INTO oauth_clients (client_id, org_id, name, secret_hash) VALUES ('cli_injected', ${B.id}, 'x', 'x')`),
+      withOrg(
+        h.runtime.sql,
+        A.id,
+        (tx) => tx`
+        INSERT INTO oauth_clients (client_id, org_id, name, secret_hash) VALUES ('cli_injected', ${B.id}, 'x', 'x')`,
+      ),
     ).rejects.toMatchObject({ code: '42501' });
     const [r] = await h.owner`SELECT count(*)::int AS n FROM oauth_clients WHERE client_id = 'cli_injected'`;
     expect(r!.n).toBe(0);

@@ -23,7 +23,10 @@ interface ServedRoute {
 
 /** Walks Express's own routing table, nested routers included. */
 function servedRoutes(): ServedRoute[] {
-  type Layer = { route?: { path: string; methods: Record<string, boolean>; stack: Array<{ handle: unknown }> }; handle?: { stack?: Layer[] } };
+  type Layer = {
+    route?: { path: string; methods: Record<string, boolean>; stack: Array<{ handle: unknown }> };
+    handle?: { stack?: Layer[] };
+  };
   const out: ServedRoute[] = [];
   const walk = (stack: Layer[]) => {
     for (const layer of stack) {
@@ -55,7 +58,9 @@ describe('the route table', () => {
       expect(['public', 'admin', 'clinic', 'metrics', 'provider', 'session']).toContain(r.spec!.access);
     }
     // The registry knows exactly the served routes: nothing declared and left unmounted.
-    expect(h.runtime.app.registry.routes.map((s) => `${s.method} ${s.path}`).sort()).toEqual(routes.map((r) => `${r.method} ${r.path}`).sort());
+    expect(h.runtime.app.registry.routes.map((s) => `${s.method} ${s.path}`).sort()).toEqual(
+      routes.map((r) => `${r.method} ${r.path}`).sort(),
+    );
   });
 
   it('every /api/admin route is admin-only, and every other /api route takes a clinic token or a provider signature', () => {
@@ -81,8 +86,17 @@ describe('dead tokens on every clinic route', () => {
     const path = r.path.replace(':toolName', 'bookClinicAppointment');
     seq += 1;
     const at = `${String(8 + Math.floor(seq / 4)).padStart(2, '0')}:${String((seq % 4) * 15).padStart(2, '0')}`;
-    const args = { patientName: 'Dead Token', patientPhone: '+14155550123', appointmentDate: localDate(30), appointmentTime: at, serviceType: 'short' };
-    const req = (h.http as unknown as Record<string, (p: string) => import('supertest').Test>)[r.method]!(path).set('Authorization', `Bearer ${token}`);
+    const args = {
+      patientName: 'Dead Token',
+      patientPhone: '+14155550123',
+      appointmentDate: localDate(30),
+      appointmentTime: at,
+      serviceType: 'short',
+    };
+    const req = (h.http as unknown as Record<string, (p: string) => import('supertest').Test>)[r.method]!(path).set(
+      'Authorization',
+      `Bearer ${token}`,
+    );
     if (r.method === 'get') return req;
     // ElevenLabs: the flat arguments plus the mapped system variables.
     if (r.path.startsWith('/api/elevenlabs/')) return req.send({ ...args, conversationId: `conv_${randomUUID()}` });
@@ -97,7 +111,10 @@ describe('dead tokens on every clinic route', () => {
   beforeAll(async () => {
     [revoked, deactivated, control] = await Promise.all([createOrg(h), createOrg(h), createOrg(h)]);
     const c = await h.http.post(`/api/admin/orgs/${revoked.id}/clients`).set(admin).send({ name: 'sibling' });
-    const t = await h.http.post('/oauth/token').type('form').send({ grant_type: 'client_credentials', client_id: c.body.clientId, client_secret: c.body.clientSecret });
+    const t = await h.http
+      .post('/oauth/token')
+      .type('form')
+      .send({ grant_type: 'client_credentials', client_id: c.body.clientId, client_secret: c.body.clientSecret });
     sibling = { token: t.body.access_token };
     // As another server process's admin API would: this process's settings cache is not told.
     await h.owner`UPDATE oauth_clients SET revoked_at = now() WHERE client_id = ${revoked.clientId}`;
@@ -117,7 +134,9 @@ describe('dead tokens on every clinic route', () => {
   };
 
   it('there are clinic routes to check', () => {
-    expect(clinicRoutes().map((r) => r.path)).toEqual(expect.arrayContaining(['/api/vapi/tools', '/api/vapi/tools/:toolName', '/api/sms/diagnostics']));
+    expect(clinicRoutes().map((r) => r.path)).toEqual(
+      expect.arrayContaining(['/api/vapi/tools', '/api/vapi/tools/:toolName', '/api/sms/diagnostics']),
+    );
   });
 
   it("a revoked client's token is refused with 401 on every clinic route, and nothing is done", async () => {
@@ -157,7 +176,9 @@ describe('dead tokens on every clinic route', () => {
   it('a missing or malformed token is 401 on every clinic route', async () => {
     for (const r of clinicRoutes()) {
       expect((await request(r, 'not-a-jwt')).status, r.path).toBe(401);
-      const bare = (h.http as unknown as Record<string, (p: string) => import('supertest').Test>)[r.method]!(r.path.replace(':toolName', 'checkAvailability'));
+      const bare = (h.http as unknown as Record<string, (p: string) => import('supertest').Test>)[r.method]!(
+        r.path.replace(':toolName', 'checkAvailability'),
+      );
       expect((await bare).status, r.path).toBe(401);
     }
   });
@@ -182,7 +203,13 @@ describe('dead credentials on every signature-identified clinic route', () => {
   function signed(r: ServedRoute, orgId: string, signKey: string | null, opts: { at?: number; signature?: string } = {}) {
     seq += 1;
     const at = `${String(8 + Math.floor(seq / 4)).padStart(2, '0')}:${String((seq % 4) * 15).padStart(2, '0')}`;
-    const args = { patientName: 'Dead Signature', patientPhone: '+14155550124', appointmentDate: localDate(31), appointmentTime: at, serviceType: 'short' };
+    const args = {
+      patientName: 'Dead Signature',
+      patientPhone: '+14155550124',
+      appointmentDate: localDate(31),
+      appointmentTime: at,
+      serviceType: 'short',
+    };
     const path = r.path.replace(':orgId', orgId).replace(':toolName', 'bookClinicAppointment');
     if (r.path.includes(':toolName')) {
       return retellPost(h, path, JSON.stringify(args), signKey, { ...opts, headers: { 'X-Retell-Call-Id': `call_${randomUUID()}` } });
@@ -196,7 +223,11 @@ describe('dead credentials on every signature-identified clinic route', () => {
   };
 
   it('there are signature routes to check', () => {
-    expect(signedRoutes().map((r) => r.path).sort()).toEqual(['/api/retell/:orgId/tools', '/api/retell/:orgId/tools/:toolName']);
+    expect(
+      signedRoutes()
+        .map((r) => r.path)
+        .sort(),
+    ).toEqual(['/api/retell/:orgId/tools', '/api/retell/:orgId/tools/:toolName']);
   });
 
   it('a good signature works on every one (control)', async () => {
@@ -245,12 +276,13 @@ describe('dead credentials on every signature-identified clinic route', () => {
 });
 
 describe('/openapi.json', () => {
-  const docPromise = () => h.http.get('/openapi.json').then((r) => r.body as { openapi: string; paths: Record<string, Record<string, { 'x-access': string }>> });
+  const docPromise = () =>
+    h.http.get('/openapi.json').then((r) => r.body as { openapi: string; paths: Record<string, Record<string, { 'x-access': string }>> });
 
   it('is a valid OpenAPI 3.1 document', async () => {
     const doc = await docPromise();
     expect(doc.openapi).toBe('3.1.0');
-    const result = await new Validator().validate(doc as unknown as Parameters<Validator["validate"]>[0]);
+    const result = await new Validator().validate(doc as unknown as Parameters<Validator['validate']>[0]);
     expect(result.errors ?? [], JSON.stringify(result.errors)).toEqual([]);
     expect(result.valid).toBe(true);
   });
@@ -279,21 +311,32 @@ describe('/openapi.json', () => {
 
   it('replaying every admin example against the server gets one of the statuses the route documents', async () => {
     // The examples name the demo clinic's id.
-    await h.http.post('/api/admin/orgs').set(admin).send({ ...(await import('./helpers/harness.js')).orgPayload(), id: '5eed0000-0000-4000-8000-000000000001' });
+    await h.http
+      .post('/api/admin/orgs')
+      .set(admin)
+      .send({ ...(await import('./helpers/harness.js')).orgPayload(), id: '5eed0000-0000-4000-8000-000000000001' });
     for (const spec of h.runtime.app.registry.routes.filter((s) => s.access === 'admin' && s.example)) {
       let path = spec.path;
       for (const [k, v] of Object.entries(spec.example!.params ?? {})) path = path.replace(`:${k}`, encodeURIComponent(v));
       const qs = new URLSearchParams(spec.example!.query ?? {}).toString();
-      const req = (h.http as unknown as Record<string, (p: string) => import('supertest').Test>)[spec.method]!(qs ? `${path}?${qs}` : path).set(admin);
+      const req = (h.http as unknown as Record<string, (p: string) => import('supertest').Test>)[spec.method]!(
+        qs ? `${path}?${qs}` : path,
+      ).set(admin);
       const res = spec.example!.body !== undefined ? await req.send(spec.example!.body as object) : await req;
-      expect(Object.keys(spec.responses).map(Number), `${spec.method} ${spec.path} answered ${res.status} ${JSON.stringify(res.body)}`).toContain(res.status);
+      expect(
+        Object.keys(spec.responses).map(Number),
+        `${spec.method} ${spec.path} answered ${res.status} ${JSON.stringify(res.body)}`,
+      ).toContain(res.status);
       expect(res.status, `${spec.method} ${spec.path}`).toBeLessThan(500);
     }
   });
 
   it('a body the schema refuses is a 400 naming the field, before anything is written', async () => {
     const before = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM orgs`;
-    const res = await h.http.post('/api/admin/orgs').set(admin).send({ name: 'No zone', openingHours: {}, services: [], practitioners: [] });
+    const res = await h.http
+      .post('/api/admin/orgs')
+      .set(admin)
+      .send({ name: 'No zone', openingHours: {}, services: [], practitioners: [] });
     expect(res.status).toBe(400);
     expect(res.body.error).toBe('invalid_request');
     expect(res.body.message).toMatch(/timeZone/);

@@ -27,7 +27,13 @@ describe('ambiguous outcomes (timeout after the request left)', () => {
     expect(sentTo(phone).telnyx).toHaveLength(0);
     const attempts = await attemptsFor(h, result.appointmentId);
     expect(attempts).toHaveLength(1);
-    expect(attempts[0]).toMatchObject({ provider: 'twilio', outcome: 'reconciled', error_class: 'ambiguous', error_code: 'TIMEOUT', provider_message_id: sentTo(phone).twilio[0]!.sid });
+    expect(attempts[0]).toMatchObject({
+      provider: 'twilio',
+      outcome: 'reconciled',
+      error_class: 'ambiguous',
+      error_code: 'TIMEOUT',
+      provider_message_id: sentTo(phone).twilio[0]!.sid,
+    });
   });
 
   it('create hung and nothing was accepted: the lookup says so, and it fails over after one attempt timeout', async () => {

@@ -6,16 +6,7 @@ import { DEFAULT_TELNYX_API_KEY } from './fakes/fake-telnyx.js';
 import { DEFAULT_TWILIO_ACCOUNT } from './fakes/fake-twilio.js';
 import { ADMIN_TOKEN, createOrg, startHarness, type TestOrg } from './helpers/harness.js';
 import { clinic, h, sentTo, telnyx, twilio, smsEnv, useSmsEngineSuite } from './helpers/sms-engine.js';
-import {
-  TELNYX_POOL,
-  TWILIO_POOL,
-  book,
-  freshPhone,
-  newTwilioAccount,
-  putSms,
-  telnyxLink,
-  twilioLink,
-} from './helpers/sms.js';
+import { TELNYX_POOL, TWILIO_POOL, book, freshPhone, newTwilioAccount, putSms, telnyxLink, twilioLink } from './helpers/sms.js';
 
 useSmsEngineSuite();
 
@@ -34,7 +25,10 @@ describe('per-clinic credentials', () => {
     for (const p of phonesA) expect(sentTo(p).twilio.map((m) => m.accountSid)).toEqual([a.sid]);
     for (const p of phonesB) expect(sentTo(p).twilio.map((m) => m.accountSid)).toEqual([b.sid]);
     const basic = (acc: { sid: string; token: string }) => `Basic ${Buffer.from(`${acc.sid}:${acc.token}`).toString('base64')}`;
-    for (const [acc, other] of [[a, b], [b, a]] as const) {
+    for (const [acc, other] of [
+      [a, b],
+      [b, a],
+    ] as const) {
       const reqs = twilio.log.filter((r) => r.path.includes(acc.sid));
       expect(reqs.length).toBeGreaterThanOrEqual(2);
       expect(reqs.every((r) => r.authorization === basic(acc))).toBe(true);
@@ -47,7 +41,10 @@ describe('per-clinic credentials', () => {
     const account = newTwilioAccount(twilio);
     const telnyxKey = `KEY_${account.token}`;
     telnyx.addApiKey(telnyxKey);
-    const put = await putSms(h, org.id, [twilioLink({ accountSid: account.sid, authToken: account.token }), telnyxLink({ apiKey: telnyxKey })]);
+    const put = await putSms(h, org.id, [
+      twilioLink({ accountSid: account.sid, authToken: account.token }),
+      telnyxLink({ apiKey: telnyxKey }),
+    ]);
     const got = await h.http.get(`/api/admin/orgs/${org.id}/sms`).set('Authorization', `Bearer ${ADMIN_TOKEN}`);
     expect(got.status).toBe(200);
     expect(got.body.providers.map((p: { kind: string }) => p.kind)).toEqual(['twilio', 'telnyx']);
@@ -140,7 +137,9 @@ describe('admin API surface', () => {
       .set('Authorization', `Bearer ${ADMIN_TOKEN}`)
       .send({ providers: [twilioLink()] });
     expect(missing.status).toBe(404);
-    const unauth = await supertest(h.runtime.app).put(`/api/admin/orgs/${org.id}/sms`).send({ providers: [twilioLink()] });
+    const unauth = await supertest(h.runtime.app)
+      .put(`/api/admin/orgs/${org.id}/sms`)
+      .send({ providers: [twilioLink()] });
     expect(unauth.status).toBe(401);
   });
 });

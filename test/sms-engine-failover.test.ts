@@ -32,7 +32,14 @@ describe('delivery through the provider chain', () => {
     expect(row).toMatchObject({ status: 'sent', provider: 'twilio', from_number: tw[0]!.from });
     const attempts = await attemptsFor(h, result.appointmentId);
     expect(attempts).toHaveLength(1);
-    expect(attempts[0]).toMatchObject({ provider: 'twilio', outcome: 'accepted', failed_over: false, from_number: tw[0]!.from, provider_message_id: tw[0]!.sid, error_class: null });
+    expect(attempts[0]).toMatchObject({
+      provider: 'twilio',
+      outcome: 'accepted',
+      failed_over: false,
+      from_number: tw[0]!.from,
+      provider_message_id: tw[0]!.sid,
+      error_class: null,
+    });
     expect(attempts[0]!.latency_ms).toBeGreaterThanOrEqual(0);
   });
 
@@ -115,7 +122,13 @@ describe('error classes', () => {
     expect(TELNYX_POOL).toContain(tx[0]!.from);
     const attempts = await attemptsFor(h, result.appointmentId);
     expect(attempts).toHaveLength(2);
-    expect(attempts[0]).toMatchObject({ provider: 'twilio', outcome: 'failed', error_class: 'provider', error_code: String(code), failed_over: false });
+    expect(attempts[0]).toMatchObject({
+      provider: 'twilio',
+      outcome: 'failed',
+      error_class: 'provider',
+      error_code: String(code),
+      failed_over: false,
+    });
     expect(attempts[0]!.error_message).toContain(String(code));
     expect(attempts[1]).toMatchObject({ provider: 'telnyx', outcome: 'accepted', failed_over: true, from_number: tx[0]!.from });
     expect((await outboxFor(h, result.appointmentId)).from_number).toBe(tx[0]!.from);
@@ -145,7 +158,9 @@ describe('error classes', () => {
     expect(await appointmentExists(h, result.appointmentId)).toBe(true);
     expect(telnyx.requests).toBe(telnyxBefore);
     const attempts = await attemptsFor(h, result.appointmentId);
-    expect(attempts.map((a) => [a.provider, a.outcome, a.error_class, a.error_code])).toEqual([['twilio', 'failed', 'recipient', String(code)]]);
+    expect(attempts.map((a) => [a.provider, a.outcome, a.error_class, a.error_code])).toEqual([
+      ['twilio', 'failed', 'recipient', String(code)],
+    ]);
     expect(await outboxFor(h, result.appointmentId)).toMatchObject({ status: 'failed', failure_reason: reason });
   });
 

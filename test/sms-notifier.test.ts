@@ -17,11 +17,13 @@ describe('notifier.outcome', () => {
     const released = new Promise<void>((r) => (release = r));
     // Another transaction holds the row the way a worker's claim statement does
     // before it commits (SKIP LOCKED passes it by), then gives it up unclaimed.
-    const holder = h.owner.begin(async (tx) => {
-      await tx`SELECT id FROM sms_outbox WHERE id = ${row!.id} FOR UPDATE`;
-      await released;
-      throw new Error('rolled back on purpose');
-    }).catch(() => undefined);
+    const holder = h.owner
+      .begin(async (tx) => {
+        await tx`SELECT id FROM sms_outbox WHERE id = ${row!.id} FOR UPDATE`;
+        await released;
+        throw new Error('rolled back on purpose');
+      })
+      .catch(() => undefined);
     await new Promise((r) => setTimeout(r, 50));
     const answer = h.runtime.sms.notifier.outcome(org.id, row!.appointment_id, 'booked', Date.now());
     setTimeout(release, 150);

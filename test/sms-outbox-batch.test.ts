@@ -63,7 +63,13 @@ async function clinic(rateLimitPerHour = 1000): Promise<TestOrg> {
 
 /** An outbox for one worker id on the worker role, as the service uses it. */
 const outboxAs = (worker: string) =>
-  new Outbox(h.runtime.workerSql, worker, { leaseMs: 30_000, retryBaseMs: RETRY_BASE_MS, retryMaxMs: RETRY_MAX_MS, maxAttempts: MAX_ATTEMPTS, defaultRateLimit: 5 });
+  new Outbox(h.runtime.workerSql, worker, {
+    leaseMs: 30_000,
+    retryBaseMs: RETRY_BASE_MS,
+    retryMaxMs: RETRY_MAX_MS,
+    maxAttempts: MAX_ATTEMPTS,
+    defaultRateLimit: 5,
+  });
 
 async function claimAll(ob: Outbox, ids: string[]): Promise<OutboxRow[]> {
   const rows = await ob.claimDue(ids.length + 50);
@@ -79,7 +85,14 @@ describe('the gate of a claimed batch', () => {
     const org = await clinic(2);
     const repeat = freshPhone();
     const [ok, cancelled, moved, expired, optedOut, r1, r2, r3] = await enqueue(h, org, [
-      freshPhone(), freshPhone(), freshPhone(), freshPhone(), freshPhone(), repeat, repeat, repeat,
+      freshPhone(),
+      freshPhone(),
+      freshPhone(),
+      freshPhone(),
+      freshPhone(),
+      repeat,
+      repeat,
+      repeat,
     ]);
     await h.owner`UPDATE appointments SET status = 'cancelled' WHERE id = ${cancelled!.appointment_id}`;
     await h.owner`UPDATE appointments SET starts_at = starts_at + interval '1 day', ends_at = ends_at + interval '1 day' WHERE id = ${moved!.appointment_id}`;
@@ -87,7 +100,10 @@ describe('the gate of a claimed batch', () => {
     await h.owner`INSERT INTO sms_opt_outs (org_id, phone, source) VALUES (${org.id}, ${optedOut!.to_phone}, 'test')`;
     const gone = '00000000-0000-4000-8000-000000000000';
     const ob = outboxAs('gate-test');
-    const rows = await claimAll(ob, [ok, cancelled, moved, expired, optedOut, r1, r2, r3].map((r) => r!.id));
+    const rows = await claimAll(
+      ob,
+      [ok, cancelled, moved, expired, optedOut, r1, r2, r3].map((r) => r!.id),
+    );
     const verdicts = await ob.gate([...rows.map((r) => r.id), gone]);
     expect(verdicts.map((v) => [v.status, 'reason' in v ? v.reason : null])).toEqual([
       ['sending', null],
@@ -105,7 +121,9 @@ describe('the gate of a claimed batch', () => {
     expect(limited.map((x) => ('reason' in x.v ? x.v.reason : null))).toEqual(['rate_limited']);
     expect(limited[0]!.id).toBe([...repeats.map((x) => x.id)].sort().at(-1));
     // The two let through were counted; a second gate of the same rows does not count them again.
-    const [log] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_rate_log WHERE org_id = ${org.id} AND recipient = ${repeat}`;
+    const [log] = await h.owner<
+      { n: number }[]
+    >`SELECT count(*)::int AS n FROM sms_rate_log WHERE org_id = ${org.id} AND recipient = ${repeat}`;
     expect(log!.n).toBe(2);
     const again = await ob.gate(repeats.filter((x) => x.v.status === 'sending').map((x) => x.id));
     expect(again.map((v) => v.status)).toEqual(['sending', 'sending']);
@@ -121,7 +139,10 @@ describe('the gate of a claimed batch', () => {
     const msg = { id: row!.id, orgId: org.id, to: row!.to_phone, body: row!.body, leaseHolder: 'inflight-test' };
     const opened = await log.open(msg, link, link.pool[0]!, false);
     const [v] = await ob.gate([row!.id]);
-    expect(v).toMatchObject({ status: 'sending', inFlight: { attemptId: opened.attemptId, provider: 'twilio', accountKey: link.provider.accountKey, from: link.pool[0] } });
+    expect(v).toMatchObject({
+      status: 'sending',
+      inFlight: { attemptId: opened.attemptId, provider: 'twilio', accountKey: link.provider.accountKey, from: link.pool[0] },
+    });
   });
 });
 
@@ -130,20 +151,28 @@ describe('opening the first attempts of a batch', () => {
     const org = await clinic();
     const rows = await enqueue(h, org, [freshPhone(), freshPhone(), freshPhone()]);
     const ob = outboxAs('worker-a');
-    await claimAll(ob, rows.map((r) => r.id));
+    await claimAll(
+      ob,
+      rows.map((r) => r.id),
+    );
     // The lease of the second row ran out and worker B claimed it.
     await h.owner`UPDATE sms_outbox SET locked_by = 'worker-b' WHERE id = ${rows[1]!.id}`;
     const log = sqlAttemptLog(h.runtime.workerSql);
     const link = (await h.runtime.sms.chains.load(org.id))!.links[0]!;
     const results = await Promise.allSettled(
-      rows.map((r) => log.open({ id: r.id, orgId: org.id, to: r.to_phone, body: r.body, leaseHolder: 'worker-a' }, link, link.pool[0]!, false)),
+      rows.map((r) =>
+        log.open({ id: r.id, orgId: org.id, to: r.to_phone, body: r.body, leaseHolder: 'worker-a' }, link, link.pool[0]!, false),
+      ),
     );
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
     expect(isLeaseLost((results[1] as PromiseRejectedResult).reason)).toBe(true);
     expect(await attemptsFor(h, rows[1]!.appointment_id)).toHaveLength(0);
     const opened = await h.owner<{ started_at: Date; outcome: string; worker: string }[]>`
       SELECT started_at, outcome, worker FROM sms_attempts WHERE outbox_id = ANY(${[rows[0]!.id, rows[2]!.id]}::uuid[])`;
-    expect(opened.map((a) => [a.outcome, a.worker])).toEqual([['in_flight', 'worker-a'], ['in_flight', 'worker-a']]);
+    expect(opened.map((a) => [a.outcome, a.worker])).toEqual([
+      ['in_flight', 'worker-a'],
+      ['in_flight', 'worker-a'],
+    ]);
     // now() is the transaction's start: both rows came from one statement.
     expect(new Set(opened.map((a) => a.started_at.getTime())).size).toBe(1);
   });
@@ -154,7 +183,10 @@ describe('settling a batch', () => {
     const org = await clinic();
     const rows = await enqueue(h, org, [freshPhone(), freshPhone(), freshPhone(), freshPhone(), freshPhone()]);
     const ob = outboxAs('settler');
-    const [sent, retry, dead, cancel, stolen] = await claimAll(ob, rows.map((r) => r.id));
+    const [sent, retry, dead, cancel, stolen] = await claimAll(
+      ob,
+      rows.map((r) => r.id),
+    );
     const log = sqlAttemptLog(h.runtime.workerSql);
     const link = (await h.runtime.sms.chains.load(org.id))!.links[0]!;
     const msg = { id: sent!.id, orgId: org.id, to: sent!.to_phone, body: sent!.body, leaseHolder: 'settler' };
@@ -164,9 +196,40 @@ describe('settling a batch', () => {
     await h.owner`UPDATE sms_outbox SET locked_by = 'someone-else' WHERE id = ${stolen!.id}`;
 
     const statuses = await ob.settle([
-      { row: sent!, settlement: { status: 'sent', provider: 'twilio', providerMessageId: 'SM1', from: accepted.from, failedOver: false, reconciled: false, attempt: { id: accepted.attemptId, outcome: 'accepted', providerMessageId: 'SM1', latencyMs: 12 } } },
-      { row: retry!, settlement: { status: 'pending', reason: 'all_providers_failed:transient', errorClass: 'transient', code: '20429', provider: 'twilio', message: 'busy' } },
-      { row: dead!, settlement: { status: 'failed', reason: 'invalid_recipient', errorClass: 'recipient', code: '21211', provider: 'twilio', message: 'bad number' } },
+      {
+        row: sent!,
+        settlement: {
+          status: 'sent',
+          provider: 'twilio',
+          providerMessageId: 'SM1',
+          from: accepted.from,
+          failedOver: false,
+          reconciled: false,
+          attempt: { id: accepted.attemptId, outcome: 'accepted', providerMessageId: 'SM1', latencyMs: 12 },
+        },
+      },
+      {
+        row: retry!,
+        settlement: {
+          status: 'pending',
+          reason: 'all_providers_failed:transient',
+          errorClass: 'transient',
+          code: '20429',
+          provider: 'twilio',
+          message: 'busy',
+        },
+      },
+      {
+        row: dead!,
+        settlement: {
+          status: 'failed',
+          reason: 'invalid_recipient',
+          errorClass: 'recipient',
+          code: '21211',
+          provider: 'twilio',
+          message: 'bad number',
+        },
+      },
       { row: cancel!, settlement: { status: 'cancelled', reason: 'superseded' } },
       { row: stolen!, settlement: { status: 'failed', reason: 'expired', message: 'not sent: expired' } },
     ]);
@@ -178,14 +241,21 @@ describe('settling a batch', () => {
     expect(await outboxFor(h, cancel!.appointment_id)).toMatchObject({ status: 'cancelled', failure_reason: 'superseded' });
     expect(await outboxFor(h, stolen!.appointment_id)).toMatchObject({ status: 'sending' });
     const [detail] = await h.owner`SELECT last_error, last_error_class, last_error_code, locked_by FROM sms_outbox WHERE id = ${dead!.id}`;
-    expect(detail).toEqual({ last_error: 'invalid_recipient: bad number', last_error_class: 'recipient', last_error_code: '21211', locked_by: null });
+    expect(detail).toEqual({
+      last_error: 'invalid_recipient: bad number',
+      last_error_class: 'recipient',
+      last_error_code: '21211',
+      locked_by: null,
+    });
     // The accepted attempt was closed with its row; the earlier one at the same account is settled by it.
     const attempts = await attemptsFor(h, sent!.appointment_id);
     expect(attempts.map((a) => [a.outcome, a.error_code, a.provider_message_id, a.latency_ms])).toEqual([
       ['failed', 'SUPERSEDED', null, null],
       ['accepted', null, 'SM1', 12],
     ]);
-    const times = await h.owner<{ t: Date }[]>`SELECT updated_at AS t FROM sms_outbox WHERE id = ANY(${[sent!.id, retry!.id, dead!.id, cancel!.id]}::uuid[])`;
+    const times = await h.owner<
+      { t: Date }[]
+    >`SELECT updated_at AS t FROM sms_outbox WHERE id = ANY(${[sent!.id, retry!.id, dead!.id, cancel!.id]}::uuid[])`;
     expect(new Set(times.map((r) => r.t.getTime())).size).toBe(1);
   });
 
@@ -193,12 +263,24 @@ describe('settling a batch', () => {
     const org = await clinic();
     // Runs so far (this one included), as the claim counts them.
     const runs = [1, 2, 3, 5, 5, 5, 5, 5];
-    const rows = await enqueue(h, org, runs.map(() => freshPhone()));
+    const rows = await enqueue(
+      h,
+      org,
+      runs.map(() => freshPhone()),
+    );
     const ob = outboxAs('backoff');
-    await claimAll(ob, rows.map((r) => r.id));
+    await claimAll(
+      ob,
+      rows.map((r) => r.id),
+    );
     for (const [i, r] of rows.entries()) await h.owner`UPDATE sms_outbox SET attempts = ${runs[i]!} WHERE id = ${r.id}`;
     const before = Date.now();
-    const statuses = await ob.settle(rows.map((r) => ({ row: { id: r.id, org_id: org.id }, settlement: { status: 'pending', reason: 'all_providers_failed:transient', message: 'busy' } })));
+    const statuses = await ob.settle(
+      rows.map((r) => ({
+        row: { id: r.id, org_id: org.id },
+        settlement: { status: 'pending', reason: 'all_providers_failed:transient', message: 'busy' },
+      })),
+    );
     const after = Date.now();
     expect(statuses).toEqual(runs.map(() => 'pending'));
     const got = await h.owner<{ id: string; at_ms: number }[]>`
@@ -218,20 +300,46 @@ describe('settling a batch', () => {
     const [last] = await enqueue(h, org, [freshPhone()]);
     await claimAll(ob, [last!.id]);
     await h.owner`UPDATE sms_outbox SET attempts = ${MAX_ATTEMPTS} WHERE id = ${last!.id}`;
-    expect(await ob.settle([{ row: { id: last!.id, org_id: org.id }, settlement: { status: 'pending', reason: 'ambiguous_unreconciled', errorClass: 'ambiguous', code: 'TIMEOUT', message: 'no answer' } }])).toEqual(['failed']);
-    const [row] = await h.owner`SELECT status, failure_reason, last_error, last_error_class, failed_at IS NOT NULL AS failed FROM sms_outbox WHERE id = ${last!.id}`;
-    expect(row).toEqual({ status: 'failed', failure_reason: 'retries_exhausted', last_error: 'retries_exhausted: ambiguous_unreconciled: no answer', last_error_class: 'ambiguous', failed: true });
+    expect(
+      await ob.settle([
+        {
+          row: { id: last!.id, org_id: org.id },
+          settlement: {
+            status: 'pending',
+            reason: 'ambiguous_unreconciled',
+            errorClass: 'ambiguous',
+            code: 'TIMEOUT',
+            message: 'no answer',
+          },
+        },
+      ]),
+    ).toEqual(['failed']);
+    const [row] =
+      await h.owner`SELECT status, failure_reason, last_error, last_error_class, failed_at IS NOT NULL AS failed FROM sms_outbox WHERE id = ${last!.id}`;
+    expect(row).toEqual({
+      status: 'failed',
+      failure_reason: 'retries_exhausted',
+      last_error: 'retries_exhausted: ambiguous_unreconciled: no answer',
+      last_error_class: 'ambiguous',
+      failed: true,
+    });
   });
 
   it('a drained batch is gated, opened and settled in a few statements, not three per message', async () => {
     const org = await clinic();
-    const rows = await enqueue(h, org, Array.from({ length: 30 }, () => freshPhone()));
+    const rows = await enqueue(
+      h,
+      org,
+      Array.from({ length: 30 }, () => freshPhone()),
+    );
     const ids = rows.map((r) => r.id);
     const worker = h.runtime.sms.worker;
     worker.start();
     try {
       await waitFor('the batch to be sent', async () => {
-        const [n] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_outbox WHERE id = ANY(${ids}::uuid[]) AND status = 'sent'`;
+        const [n] = await h.owner<
+          { n: number }[]
+        >`SELECT count(*)::int AS n FROM sms_outbox WHERE id = ANY(${ids}::uuid[]) AND status = 'sent'`;
         return n!.n === ids.length;
       });
     } finally {
@@ -266,16 +374,28 @@ describe('the table of moves', () => {
       }
     }
     // pending>cancelled: issue 11's "void" of a waiting reminder by the cancel or reschedule transaction.
-    expect([...allowed].sort()).toEqual(['failed>pending', 'pending>cancelled', 'pending>sending', 'sending>cancelled', 'sending>failed', 'sending>pending', 'sending>sent']);
+    expect([...allowed].sort()).toEqual([
+      'failed>pending',
+      'pending>cancelled',
+      'pending>sending',
+      'sending>cancelled',
+      'sending>failed',
+      'sending>pending',
+      'sending>sent',
+    ]);
   });
 
   it('a new row starts pending: the app cannot enqueue a row in any other state', async () => {
     const org = await clinic();
     const [row] = await enqueue(h, org, [freshPhone()]);
     const insert = (status: string) =>
-      withOrg(h.runtime.sql, org.id, (tx) => tx`
+      withOrg(
+        h.runtime.sql,
+        org.id,
+        (tx) => tx`
         INSERT INTO sms_outbox (org_id, appointment_id, kind, to_phone, body, expires_at, status)
-        SELECT org_id, appointment_id, ${`k-${status}`}, to_phone, body, expires_at, ${status} FROM sms_outbox WHERE id = ${row!.id}`);
+        SELECT org_id, appointment_id, ${`k-${status}`}, to_phone, body, expires_at, ${status} FROM sms_outbox WHERE id = ${row!.id}`,
+      );
     await expect(insert('sent')).rejects.toMatchObject({ code: 'SM002' });
     await expect(insert('pending')).resolves.toBeDefined();
   });
@@ -317,7 +437,9 @@ describe('patient phones in provider error text', () => {
     await waitFor('the send to reach Twilio', async () => posts() > before);
     await twilio.setFault({ kind: 'status', status: 500, code: 20500, message: `Unable to list messages To=${phone}` });
     expect(await run).toEqual({ status: 'retry', reason: 'ambiguous_unreconciled' });
-    const line = await waitFor('the lookup failure to be logged', async () => logLines.find((l) => l.msg === 'sms reconcile lookup failed'));
+    const line = await waitFor('the lookup failure to be logged', async () =>
+      logLines.find((l) => l.msg === 'sms reconcile lookup failed'),
+    );
     expect(String(line.err)).toContain(`To=…${phone.slice(-4)}`);
     expect(JSON.stringify(logLines)).not.toContain(phone.slice(1));
   });

@@ -106,7 +106,8 @@ describe('crash recovery with real processes', () => {
     }
 
     await spawnServer();
-    const appointmentId = (await h.owner<{ appointment_id: string }[]>`SELECT appointment_id FROM sms_outbox WHERE to_phone = ${phone}`)[0]!.appointment_id;
+    const appointmentId = (await h.owner<{ appointment_id: string }[]>`SELECT appointment_id FROM sms_outbox WHERE to_phone = ${phone}`)[0]!
+      .appointment_id;
     const done = await settled(h, appointmentId, 15_000);
     expect(done.status).toBe('sent');
     expect(deliveredTo(phone)).toHaveLength(1);
@@ -141,7 +142,11 @@ describe('crash recovery with real processes', () => {
     expect(deliveredTo(phone)).toHaveLength(1);
     const attempts = await attemptsFor(h, row!.appointment_id);
     expect(attempts).toHaveLength(1);
-    expect(attempts[0]).toMatchObject({ provider: 'twilio', outcome: 'reconciled', provider_message_id: twilio.messages.find((m) => m.to === phone)!.sid });
+    expect(attempts[0]).toMatchObject({
+      provider: 'twilio',
+      outcome: 'reconciled',
+      provider_message_id: twilio.messages.find((m) => m.to === phone)!.sid,
+    });
     void second;
   });
 
@@ -157,7 +162,9 @@ describe('crash recovery with real processes', () => {
     await waitFor(
       'all 200 rows to be sent',
       async () => {
-        const [r] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_outbox WHERE id = ANY(${ids}::uuid[]) AND status = 'sent'`;
+        const [r] = await h.owner<
+          { n: number }[]
+        >`SELECT count(*)::int AS n FROM sms_outbox WHERE id = ANY(${ids}::uuid[]) AND status = 'sent'`;
         return r!.n === 200;
       },
       30_000,
@@ -194,10 +201,14 @@ describe('leases between live processes', () => {
     const done = await settled(h, row!.appointment_id, 15_000);
     expect(done.status).toBe('sent');
     // Let any second attempt (there must be none) finish before counting.
-    const attempts = await waitFor('no attempt left in flight', async () => {
-      const list = await attemptsFor(h, row!.appointment_id);
-      return list.every((a) => a.outcome !== 'in_flight') ? list : null;
-    }, 10_000);
+    const attempts = await waitFor(
+      'no attempt left in flight',
+      async () => {
+        const list = await attemptsFor(h, row!.appointment_id);
+        return list.every((a) => a.outcome !== 'in_flight') ? list : null;
+      },
+      10_000,
+    );
     expect(attempts.map((a) => a.outcome)).toEqual(['accepted']);
     expect(deliveredTo(phone)).toHaveLength(1);
   });
@@ -250,12 +261,20 @@ describe('per-recipient rate limit', () => {
     const list = await h.http.get('/api/admin/failed-sms').query({ orgId: org.id }).set('Authorization', `Bearer ${ADMIN_TOKEN}`);
     expect(list.status).toBe(200);
     expect(list.body.items).toHaveLength(1);
-    expect(list.body.items[0]).toMatchObject({ appointmentId: sixth.result.appointmentId, reason: 'rate_limited', to: phone, providerAttempts: 0 });
+    expect(list.body.items[0]).toMatchObject({
+      appointmentId: sixth.result.appointmentId,
+      reason: 'rate_limited',
+      to: phone,
+      providerAttempts: 0,
+    });
   });
 
   it('holds across two runtimes booking at the same time', async () => {
     const org = await clinic({ rateLimitPerHour: 5 });
-    const h2 = await startHarness({ ...providerEnv(twilio.url, telnyx.url), CREDENTIALS_KEY: h.secrets.credentialsKey }, { ownerUrl: h.ownerUrl });
+    const h2 = await startHarness(
+      { ...providerEnv(twilio.url, telnyx.url), CREDENTIALS_KEY: h.secrets.credentialsKey },
+      { ownerUrl: h.ownerUrl },
+    );
     try {
       const phone = freshPhone();
       const results = await Promise.all(Array.from({ length: 8 }, (_, i) => book(i % 2 ? h2 : h, org, { patientPhone: phone })));

@@ -78,7 +78,13 @@ describe('twilio adapter against the fake Twilio API', () => {
     expect(res.status).toBe('queued');
     const stored = fake.messages.filter((m) => m.sid === res.providerMessageId);
     expect(stored).toHaveLength(1);
-    expect(stored[0]).toMatchObject({ to: req.to, from: req.from, body: req.body, accountSid: DEFAULT_TWILIO_ACCOUNT.sid, status: 'queued' });
+    expect(stored[0]).toMatchObject({
+      to: req.to,
+      from: req.from,
+      body: req.body,
+      accountSid: DEFAULT_TWILIO_ACCOUNT.sid,
+      status: 'queued',
+    });
     const post = fake.log.filter((l) => l.method === 'POST').at(-1);
     expect(post?.path).toBe(`/2010-04-01/Accounts/${DEFAULT_TWILIO_ACCOUNT.sid}/Messages.json`);
     const basic = Buffer.from(`${DEFAULT_TWILIO_ACCOUNT.sid}:${DEFAULT_TWILIO_ACCOUNT.token}`).toString('base64');
@@ -119,7 +125,9 @@ describe('twilio adapter against the fake Twilio API', () => {
     const err = await sendError(provider.send(request()));
     expect(err).toMatchObject({ errorClass: 'transient', code: 'ECONNREFUSED', httpStatus: undefined });
     // The axios error holds the Basic auth header; it must not leak through `cause`.
-    expect(inspect(err, { depth: 10 })).not.toContain(Buffer.from(`${DEFAULT_TWILIO_ACCOUNT.sid}:${DEFAULT_TWILIO_ACCOUNT.token}`).toString('base64'));
+    expect(inspect(err, { depth: 10 })).not.toContain(
+      Buffer.from(`${DEFAULT_TWILIO_ACCOUNT.sid}:${DEFAULT_TWILIO_ACCOUNT.token}`).toString('base64'),
+    );
 
     await fake.restart();
     await expect(provider.send(request())).resolves.toMatchObject({ status: 'queued' });
@@ -180,7 +188,12 @@ describe('twilio adapter against the fake Twilio API', () => {
   });
 
   it('wrong credentials mean fail over, without the token in the message', async () => {
-    const wrongToken = createTwilioProvider({ accountSid: DEFAULT_TWILIO_ACCOUNT.sid, authToken: 'not-the-token', baseUrl: fake.url, timeoutMs: 2000 });
+    const wrongToken = createTwilioProvider({
+      accountSid: DEFAULT_TWILIO_ACCOUNT.sid,
+      authToken: 'not-the-token',
+      baseUrl: fake.url,
+      timeoutMs: 2000,
+    });
     const err = await sendError(wrongToken.send(request()));
     expect(err).toMatchObject({ errorClass: 'provider', code: '20003', httpStatus: 401 });
     expect(err.message).not.toContain('not-the-token');
@@ -257,9 +270,19 @@ describe('telnyx adapter against the fake Telnyx API', () => {
     expect(res.status).toBe('queued');
     const stored = fake.messages.filter((m) => m.id === res.providerMessageId);
     expect(stored).toHaveLength(1);
-    expect(stored[0]).toMatchObject({ to: req.to, from: req.from, body: req.body, idempotencyKey: req.idempotencyKey, apiKey: DEFAULT_TELNYX_API_KEY });
+    expect(stored[0]).toMatchObject({
+      to: req.to,
+      from: req.from,
+      body: req.body,
+      idempotencyKey: req.idempotencyKey,
+      apiKey: DEFAULT_TELNYX_API_KEY,
+    });
     const post = fake.log.filter((l) => l.method === 'POST').at(-1);
-    expect(post).toMatchObject({ path: '/v2/messages', authorization: `Bearer ${DEFAULT_TELNYX_API_KEY}`, idempotencyKey: req.idempotencyKey });
+    expect(post).toMatchObject({
+      path: '/v2/messages',
+      authorization: `Bearer ${DEFAULT_TELNYX_API_KEY}`,
+      idempotencyKey: req.idempotencyKey,
+    });
   });
 
   it('hashes the API key into accountKey and has no findRecent', () => {
@@ -270,7 +293,12 @@ describe('telnyx adapter against the fake Telnyx API', () => {
   });
 
   it('accepts a base URL that already ends in /v2 and passes the messaging profile', async () => {
-    const p = createTelnyxProvider({ apiKey: DEFAULT_TELNYX_API_KEY, baseUrl: `${fake.url}/v2/`, timeoutMs: 2000, messagingProfileId: 'prof-123' });
+    const p = createTelnyxProvider({
+      apiKey: DEFAULT_TELNYX_API_KEY,
+      baseUrl: `${fake.url}/v2/`,
+      timeoutMs: 2000,
+      messagingProfileId: 'prof-123',
+    });
     const res = await p.send(request());
     expect(fake.messages.find((m) => m.id === res.providerMessageId)?.messagingProfileId).toBe('prof-123');
   });
@@ -379,7 +407,10 @@ describe('sandbox provider', () => {
     const res = await sb.send(req);
     expect(res.providerMessageId).toMatch(/^SB[0-9a-f]{32}$/);
     expect(sb.sent.at(-1)).toMatchObject({ id: res.providerMessageId, to: req.to, from: req.from, body: req.body });
-    expect(await sb.findRecent!({ to: req.to, from: req.from, body: req.body, since })).toEqual({ providerMessageId: res.providerMessageId, status: 'queued' });
+    expect(await sb.findRecent!({ to: req.to, from: req.from, body: req.body, since })).toEqual({
+      providerMessageId: res.providerMessageId,
+      status: 'queued',
+    });
     expect(await sb.findRecent!({ to: req.to, from: req.from, body: 'other', since })).toBeNull();
     expect(createSandboxProvider().accountKey).toBe('sandbox:default');
   });
@@ -409,8 +440,16 @@ describe('classify', () => {
   const telnyxError = (status: number, errors: unknown[]) => APIError.generate(status, { errors }, undefined, new Headers());
 
   it('unknown 4xx codes fail over: the provider rejected it, so nothing was sent', () => {
-    expect(classifyTwilioError({ status: 400, code: 99999, message: 'new thing' })).toMatchObject({ errorClass: 'provider', code: '99999', httpStatus: 400 });
-    expect(classifyTelnyxError(telnyxError(422, [{ code: '49999', title: 'new thing' }]))).toMatchObject({ errorClass: 'provider', code: '49999', httpStatus: 422 });
+    expect(classifyTwilioError({ status: 400, code: 99999, message: 'new thing' })).toMatchObject({
+      errorClass: 'provider',
+      code: '99999',
+      httpStatus: 400,
+    });
+    expect(classifyTelnyxError(telnyxError(422, [{ code: '49999', title: 'new thing' }]))).toMatchObject({
+      errorClass: 'provider',
+      code: '49999',
+      httpStatus: 422,
+    });
   });
 
   it('401/403 without a code fail over; 429 and 5xx without a code are transient', () => {
@@ -430,14 +469,24 @@ describe('classify', () => {
     const asNumber = classifyTwilioError({ status: 400, code: 21610 });
     const asString = classifyTwilioError({ status: 400, code: '21610' });
     for (const e of [asNumber, asString]) expect(e).toMatchObject({ errorClass: 'recipient', code: '21610', optOut: true });
-    expect(classifyTelnyxError(telnyxError(400, [{ code: 40300 }]))).toMatchObject({ errorClass: 'recipient', code: '40300', optOut: true });
+    expect(classifyTelnyxError(telnyxError(400, [{ code: 40300 }]))).toMatchObject({
+      errorClass: 'recipient',
+      code: '40300',
+      optOut: true,
+    });
     // Telnyx codes are not Twilio codes: the table is namespaced.
     expect(classifyTelnyxError(telnyxError(400, [{ code: '21610' }]))).toMatchObject({ errorClass: 'provider', optOut: false });
   });
 
   it('a known code beats the HTTP status, and STOP wins among several errors', () => {
-    expect(classifyTelnyxError(telnyxError(403, [{ code: '40300' }]))).toMatchObject({ errorClass: 'recipient', optOut: true, httpStatus: 403 });
-    expect(classifyTelnyxError(telnyxError(400, [{ code: '10015' }, { code: '40300', title: 'Blocked due to STOP message' }]))).toMatchObject({
+    expect(classifyTelnyxError(telnyxError(403, [{ code: '40300' }]))).toMatchObject({
+      errorClass: 'recipient',
+      optOut: true,
+      httpStatus: 403,
+    });
+    expect(
+      classifyTelnyxError(telnyxError(400, [{ code: '10015' }, { code: '40300', title: 'Blocked due to STOP message' }])),
+    ).toMatchObject({
       errorClass: 'recipient',
       code: '40300',
       optOut: true,
@@ -447,8 +496,14 @@ describe('classify', () => {
   it('network errors before sending are transient; after sending, ambiguous', () => {
     const axios = (code: string, message: string) =>
       Object.assign(new Error(message), { isAxiosError: true, code, config: { headers: { Authorization: 'Basic c2VjcmV0OnRva2Vu' } } });
-    expect(classifyTwilioError(axios('ECONNREFUSED', 'connect ECONNREFUSED 127.0.0.1:1'))).toMatchObject({ errorClass: 'transient', code: 'ECONNREFUSED' });
-    expect(classifyTwilioError(axios('ENOTFOUND', 'getaddrinfo ENOTFOUND api.twilio.com'))).toMatchObject({ errorClass: 'transient', code: 'ENOTFOUND' });
+    expect(classifyTwilioError(axios('ECONNREFUSED', 'connect ECONNREFUSED 127.0.0.1:1'))).toMatchObject({
+      errorClass: 'transient',
+      code: 'ECONNREFUSED',
+    });
+    expect(classifyTwilioError(axios('ENOTFOUND', 'getaddrinfo ENOTFOUND api.twilio.com'))).toMatchObject({
+      errorClass: 'transient',
+      code: 'ENOTFOUND',
+    });
     expect(classifyTwilioError(axios('EAI_AGAIN', 'getaddrinfo EAI_AGAIN'))).toMatchObject({ errorClass: 'transient', code: 'EAI_AGAIN' });
     const timedOut = classifyTwilioError(axios('ECONNABORTED', 'timeout of 3000ms exceeded'));
     expect(timedOut).toMatchObject({ errorClass: 'ambiguous', code: 'TIMEOUT' });
@@ -475,9 +530,14 @@ describe('classify', () => {
       code: 'ECONNREFUSED',
     });
 
-    const reset = new APIConnectionError({ cause: new TypeError('fetch failed', { cause: Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }) }) });
+    const reset = new APIConnectionError({
+      cause: new TypeError('fetch failed', { cause: Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }) }),
+    });
     expect(classifyTelnyxError(reset)).toMatchObject({ errorClass: 'ambiguous', code: 'UND_ERR_SOCKET' });
-    expect(classifyTelnyxError(new APIConnectionError({ message: 'no cause' }))).toMatchObject({ errorClass: 'ambiguous', code: undefined });
+    expect(classifyTelnyxError(new APIConnectionError({ message: 'no cause' }))).toMatchObject({
+      errorClass: 'ambiguous',
+      code: undefined,
+    });
   });
 
   it('passes an existing ProviderSendError through untouched', () => {

@@ -250,9 +250,11 @@ describe('relay receipts: POST /webhooks/relay/:orgId', () => {
       .send(raw);
   };
   const stateOf = async (appointmentId: string) =>
-    (await h.owner<{ delivery_state: string | null }[]>`
+    (
+      await h.owner<{ delivery_state: string | null }[]>`
       SELECT a.delivery_state FROM sms_attempts a JOIN sms_outbox o ON o.id = a.outbox_id
-       WHERE o.appointment_id = ${appointmentId} AND a.outcome = 'accepted'`)[0]?.delivery_state;
+       WHERE o.appointment_id = ${appointmentId} AND a.outcome = 'accepted'`
+    )[0]?.delivery_state;
 
   it('a signed receipt moves the attempt forward; forged, stale and replayed ones are refused with nothing changed', async () => {
     const org = await clinic([relayLink(relay.url, { receipts: true })]);
@@ -263,8 +265,17 @@ describe('relay receipts: POST /webhooks/relay/:orgId', () => {
     expect(await stateOf(result.appointmentId)).toBe('accepted');
 
     expect((await signed(org.id, { messageId: m!.messageId, status: 'delivered' }, { secret: 'x'.repeat(40) })).status).toBe(403);
-    expect((await signed(org.id, { messageId: m!.messageId, status: 'delivered' }, { ts: Math.floor(Date.now() / 1000) - 3600 })).status).toBe(403);
-    expect((await h.http.post(`/webhooks/relay/${org.id}`).set('content-type', 'application/json').send({ messageId: m!.messageId, status: 'delivered' })).status).toBe(403);
+    expect(
+      (await signed(org.id, { messageId: m!.messageId, status: 'delivered' }, { ts: Math.floor(Date.now() / 1000) - 3600 })).status,
+    ).toBe(403);
+    expect(
+      (
+        await h.http
+          .post(`/webhooks/relay/${org.id}`)
+          .set('content-type', 'application/json')
+          .send({ messageId: m!.messageId, status: 'delivered' })
+      ).status,
+    ).toBe(403);
     expect(await stateOf(result.appointmentId)).toBe('accepted');
 
     const ts = Math.floor(Date.now() / 1000);

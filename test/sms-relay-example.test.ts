@@ -228,7 +228,10 @@ describe("reference receiver's receipts", () => {
       const hooks = relayWebhooks(SECRET);
       const req = { url: sink.url, headers: got[0]!.headers as Record<string, string>, rawBody: got[0]!.raw };
       expect(await hooks.verify(req)).toEqual({ ok: true });
-      expect(hooks.parse(req, 'receipt')).toMatchObject({ kind: 'receipt', receipt: { providerMessageId: 'SM123', status: 'undelivered', code: 'invalid_recipient' } });
+      expect(hooks.parse(req, 'receipt')).toMatchObject({
+        kind: 'receipt',
+        receipt: { providerMessageId: 'SM123', status: 'undelivered', code: 'invalid_recipient' },
+      });
       expect(await relayWebhooks('another-secret-0123456789abcdefghij').verify(req)).toEqual({ ok: false, reason: 'mismatch' });
     } finally {
       await sink.close();

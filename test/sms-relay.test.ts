@@ -210,8 +210,14 @@ describe('relay receipts: webhooks.verify and parse', () => {
   });
 
   it('parses {messageId, status, code?, at?} into a receipt event and refuses anything else', () => {
-    expect(hooks.parse(signed(receipt), 'receipt')).toEqual({ kind: 'receipt', key: 'rly_1:delivered', receipt: { providerMessageId: 'rly_1', status: 'delivered' } });
-    expect(hooks.parse(signed(JSON.stringify({ messageId: 'rly_2', status: 'undelivered', code: 'invalid_recipient' })), 'receipt')).toEqual({
+    expect(hooks.parse(signed(receipt), 'receipt')).toEqual({
+      kind: 'receipt',
+      key: 'rly_1:delivered',
+      receipt: { providerMessageId: 'rly_1', status: 'delivered' },
+    });
+    expect(
+      hooks.parse(signed(JSON.stringify({ messageId: 'rly_2', status: 'undelivered', code: 'invalid_recipient' })), 'receipt'),
+    ).toEqual({
       kind: 'receipt',
       key: 'rly_2:undelivered',
       receipt: { providerMessageId: 'rly_2', status: 'undelivered', code: 'invalid_recipient' },

@@ -43,7 +43,16 @@ describe('the last hour, per clinic and provider link', () => {
 
     const s = await clinicOf(org.id);
     const [tw, tx] = s.providers as Array<Record<string, any>>;
-    expect(tw).toMatchObject({ position: 0, kind: 'twilio', accepted: 3, delivered: 2, undelivered: 1, refused: 1, asyncFailovers: 1, failovers: 0 });
+    expect(tw).toMatchObject({
+      position: 0,
+      kind: 'twilio',
+      accepted: 3,
+      delivered: 2,
+      undelivered: 1,
+      refused: 1,
+      asyncFailovers: 1,
+      failovers: 0,
+    });
     expect(tw!.deliveryRate).toBeCloseTo(2 / 3, 5);
     expect(tw!.attempts).toBe(4);
     expect(tw!.account).toMatch(/^twilio:AC[0-9a-f]{4}…[0-9a-f]{4}$/);
@@ -136,7 +145,9 @@ describe('outbox, dead letters, opt-outs, bookings today', () => {
     const org = await createOrg(h, { timeZone: 'Pacific/Kiritimati' });
     await putSms(h, org.id, [{ kind: 'sandbox', senderNumbers: ['+15005550006'] }]);
     const rows = await enqueue(h, org, [freshPhone(), freshPhone()]);
-    const [mid] = await h.owner<{ midnight: Date }[]>`SELECT (date_trunc('day', now() AT TIME ZONE 'Pacific/Kiritimati') AT TIME ZONE 'Pacific/Kiritimati') AS midnight`;
+    const [mid] = await h.owner<
+      { midnight: Date }[]
+    >`SELECT (date_trunc('day', now() AT TIME ZONE 'Pacific/Kiritimati') AT TIME ZONE 'Pacific/Kiritimati') AS midnight`;
     // One made just before the clinic's midnight (yesterday there), one just after.
     await h.owner`UPDATE appointments SET created_at = ${new Date(mid!.midnight.getTime() - 60_000)} WHERE id = ${rows[0]!.appointment_id}`;
     await h.owner`UPDATE appointments SET created_at = ${new Date(mid!.midnight.getTime() + 60_000)} WHERE id = ${rows[1]!.appointment_id}`;
@@ -233,7 +244,8 @@ describe("the console's hourly delivery series", () => {
       SELECT date_trunc('hour', a.started_at) AS hour FROM sms_attempts a JOIN sms_outbox o ON o.id = a.outbox_id
        WHERE o.appointment_id IN (${a.result.appointmentId}, ${b.result.appointmentId}) ORDER BY a.started_at`;
     expect(hours[1]!.hour.getTime() - hours[0]!.hour.getTime()).toBe(3 * 3_600_000);
-    for (const { hour } of hours) expect(plain.find((x) => x.hour === hour.toISOString())).toMatchObject({ accepted: 1, delivered: 1, rate: 1 });
+    for (const { hour } of hours)
+      expect(plain.find((x) => x.hour === hour.toISOString())).toMatchObject({ accepted: 1, delivered: 1, rate: 1 });
     // A new message this hour shows at once, cache or not.
     const c = await book(h, org);
     await untilDelivery(c.result.appointmentId, (ds) => ds.some((d) => d.delivery_state === 'delivered'));

@@ -96,7 +96,12 @@ describe('pickSender', () => {
   it('a removed number hands its recipients to their second choice', () => {
     for (const r of RECIPIENTS.slice(0, 200)) {
       const [top, second] = rankSenders(r, POOL);
-      expect(pickSender(r, POOL.filter((n) => n !== top))).toBe(second);
+      expect(
+        pickSender(
+          r,
+          POOL.filter((n) => n !== top),
+        ),
+      ).toBe(second);
     }
   });
 

@@ -220,9 +220,7 @@ describe('renderConfirmation', () => {
 
   it('turns a smart-quoted clinic name into ASCII', () => {
     const text = render({ clinicName: 'O’Brien’s Clinic' });
-    expect(text).toBe(
-      "Hi Ana, your appointment at O'Brien's Clinic is confirmed for Thu, Aug 20 at 3:00 PM EDT. Reply STOP to opt out.",
-    );
+    expect(text).toBe("Hi Ana, your appointment at O'Brien's Clinic is confirmed for Thu, Aug 20 at 3:00 PM EDT. Reply STOP to opt out.");
     expect(segmentInfo(text).encoding).toBe('GSM-7');
   });
 
@@ -304,7 +302,8 @@ describe('scrubPhones (provider text on its way to logs and admin lists)', () =>
 
   it('leaves codes, statuses, dates, ids and UUIDs alone', async () => {
     const { scrubPhones } = await import('../src/log.js');
-    const text = 'code 21211 HTTP 400 after 2000 ms on 2026-12-01, SM1234567890abcdef1234567890abcdef, 123e4567-e89b-12d3-a456-426614174000';
+    const text =
+      'code 21211 HTTP 400 after 2000 ms on 2026-12-01, SM1234567890abcdef1234567890abcdef, 123e4567-e89b-12d3-a456-426614174000';
     expect(scrubPhones(text)).toBe(text);
     expect(scrubPhones(undefined)).toBeUndefined();
   });

@@ -22,23 +22,28 @@ describe('an ambiguous attempt waits for evidence', () => {
   it.each([
     ['hangs', { kind: 'hang', records: true }],
     ['resets the connection', { kind: 'reset', records: true }],
-  ] as const)('the primary %s after accepting (lookups too): its receipt settles it sent, with no failover and no dead letter', async (_what, fault) => {
-    const org = await clinic();
-    const phone = freshPhone();
-    await twilio.setFault(fault);
-    const { result } = await book(h, org, { patientPhone: phone });
-    // Queued; or sent, when the receipt proved the attempt before the response budget ran out.
-    expect(result.success).toBe(true);
-    expect(['queued', 'sent']).toContain(result.smsStatus);
-    const row = await settled(h, result.appointmentId);
-    expect(row).toMatchObject({ status: 'sent', provider: 'twilio' });
-    await untilDelivery(result.appointmentId, (d) => d[0]?.delivery_state === 'delivered');
-    const ds = await deliveries(result.appointmentId);
-    expect(ds).toEqual([expect.objectContaining({ provider: 'twilio', outcome: 'reconciled', provider_message_id: sentTo(phone).twilio[0]!.sid })]);
-    expect(sentTo(phone).twilio).toHaveLength(1);
-    expect(sentTo(phone).telnyx).toHaveLength(0);
-    expect(await deadLetters(org.id)).toEqual([]);
-  });
+  ] as const)(
+    'the primary %s after accepting (lookups too): its receipt settles it sent, with no failover and no dead letter',
+    async (_what, fault) => {
+      const org = await clinic();
+      const phone = freshPhone();
+      await twilio.setFault(fault);
+      const { result } = await book(h, org, { patientPhone: phone });
+      // Queued; or sent, when the receipt proved the attempt before the response budget ran out.
+      expect(result.success).toBe(true);
+      expect(['queued', 'sent']).toContain(result.smsStatus);
+      const row = await settled(h, result.appointmentId);
+      expect(row).toMatchObject({ status: 'sent', provider: 'twilio' });
+      await untilDelivery(result.appointmentId, (d) => d[0]?.delivery_state === 'delivered');
+      const ds = await deliveries(result.appointmentId);
+      expect(ds).toEqual([
+        expect.objectContaining({ provider: 'twilio', outcome: 'reconciled', provider_message_id: sentTo(phone).twilio[0]!.sid }),
+      ]);
+      expect(sentTo(phone).twilio).toHaveLength(1);
+      expect(sentTo(phone).telnyx).toHaveLength(0);
+      expect(await deadLetters(org.id)).toEqual([]);
+    },
+  );
 
   it('no evidence within SMS_AMBIGUOUS_MAX_MS: it fails over once to the next provider, and waiting used up no runs', async () => {
     const org = await clinic();
@@ -75,17 +80,32 @@ describe('an ambiguous attempt waits for evidence', () => {
     const dup0 = await metric('sms_duplicate_deliveries_total', {});
     const { result } = await book(h, org, { patientPhone: phone });
     await settled(h, result.appointmentId, 10_000);
-    const ds = await untilDelivery(result.appointmentId, (d) => d.length === 2 && d.every((x) => x.delivery_state === 'delivered'), 'both delivered', 10_000);
+    const ds = await untilDelivery(
+      result.appointmentId,
+      (d) => d.length === 2 && d.every((x) => x.delivery_state === 'delivered'),
+      'both delivered',
+      10_000,
+    );
     expect(ds.map((d) => [d.provider, d.outcome, d.delivery_state])).toEqual([
       ['twilio', 'reconciled', 'delivered'],
       ['telnyx', 'accepted', 'delivered'],
     ]);
     expect(ds.filter((d) => d.duplicate_delivery)).toHaveLength(1);
     expect(await metric('sms_duplicate_deliveries_total', {})).toBe(dup0 + 1);
-    const stats = await h.owner<Array<{ provider: string; accepted: string; delivered: string; ambiguous_failovers: string; duplicate_deliveries: string }>>`
+    const stats = await h.owner<
+      Array<{ provider: string; accepted: string; delivered: string; ambiguous_failovers: string; duplicate_deliveries: string }>
+    >`
       SELECT provider, accepted, delivered, ambiguous_failovers, duplicate_deliveries FROM sms_delivery_stats(now() - interval '1 hour')
        WHERE org_id = ${org.id} ORDER BY provider`;
-    expect(stats.map((s) => [s.provider, Number(s.accepted), Number(s.delivered), Number(s.ambiguous_failovers), Number(s.duplicate_deliveries)])).toEqual([
+    expect(
+      stats.map((s) => [
+        s.provider,
+        Number(s.accepted),
+        Number(s.delivered),
+        Number(s.ambiguous_failovers),
+        Number(s.duplicate_deliveries),
+      ]),
+    ).toEqual([
       ['telnyx', 1, 1, 0, 0],
       ['twilio', 1, 1, 1, 1],
     ]);

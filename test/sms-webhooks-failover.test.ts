@@ -36,33 +36,40 @@ async function rows(appointmentId: string, harness: Harness = h) {
 }
 
 describe('sender, provider or carrier filtering: resent once through the next provider', () => {
-  it.each(['30007', '30032', '30034'])('Twilio %s: resent once through Telnyx from its own pool; the booking said sent and still does', async (code) => {
-    const org = await clinic();
-    const phone = freshPhone();
-    twilio.setReceipts(failing(code), phone);
-    const before = await metric('sms_async_failovers_total', { from: 'twilio', cause: 'receipt' });
-    const { result } = await book(h, org, { patientPhone: phone });
-    expect(result).toMatchObject({ smsStatus: 'sent', smsProvider: 'twilio' });
-    const ds = await untilDelivery(result.appointmentId, (d) => d.some((x) => x.provider === 'telnyx' && x.delivery_state === 'delivered'), 'the resend delivered');
-    expect(ds.map((d) => [d.kind, d.provider, d.delivery_state, d.delivery_code, d.delivery_class, d.failed_over])).toEqual([
-      ['booked', 'twilio', 'undelivered', code, 'provider', false],
-      ['booked:resend', 'telnyx', 'delivered', null, null, true],
-    ]);
-    expect(sentTo(phone).twilio).toHaveLength(1);
-    expect(sentTo(phone).telnyx).toHaveLength(1);
-    expect(TELNYX_POOL).toContain(sentTo(phone).telnyx[0]!.from);
-    const [orig, resend] = await rows(result.appointmentId);
-    expect(orig).toMatchObject({ kind: 'booked', status: 'sent', resend_of: null });
-    expect(resend).toMatchObject({ kind: 'booked:resend', status: 'sent', resend_of: orig!.id });
-    expect(await metric('sms_async_failovers_total', { from: 'twilio', cause: 'receipt' })).toBe(before + 1);
+  it.each(['30007', '30032', '30034'])(
+    'Twilio %s: resent once through Telnyx from its own pool; the booking said sent and still does',
+    async (code) => {
+      const org = await clinic();
+      const phone = freshPhone();
+      twilio.setReceipts(failing(code), phone);
+      const before = await metric('sms_async_failovers_total', { from: 'twilio', cause: 'receipt' });
+      const { result } = await book(h, org, { patientPhone: phone });
+      expect(result).toMatchObject({ smsStatus: 'sent', smsProvider: 'twilio' });
+      const ds = await untilDelivery(
+        result.appointmentId,
+        (d) => d.some((x) => x.provider === 'telnyx' && x.delivery_state === 'delivered'),
+        'the resend delivered',
+      );
+      expect(ds.map((d) => [d.kind, d.provider, d.delivery_state, d.delivery_code, d.delivery_class, d.failed_over])).toEqual([
+        ['booked', 'twilio', 'undelivered', code, 'provider', false],
+        ['booked:resend', 'telnyx', 'delivered', null, null, true],
+      ]);
+      expect(sentTo(phone).twilio).toHaveLength(1);
+      expect(sentTo(phone).telnyx).toHaveLength(1);
+      expect(TELNYX_POOL).toContain(sentTo(phone).telnyx[0]!.from);
+      const [orig, resend] = await rows(result.appointmentId);
+      expect(orig).toMatchObject({ kind: 'booked', status: 'sent', resend_of: null });
+      expect(resend).toMatchObject({ kind: 'booked:resend', status: 'sent', resend_of: orig!.id });
+      expect(await metric('sms_async_failovers_total', { from: 'twilio', cause: 'receipt' })).toBe(before + 1);
 
-    // The admin view shows both messages: the original undelivered, the resend delivered.
-    const view = await h.http.get(`/api/admin/orgs/${org.id}/messages`).set(admin);
-    expect(view.body.items.map((m: { deliveryState: string; resendOf: string | null }) => [m.deliveryState, m.resendOf])).toEqual([
-      ['delivered', orig!.id],
-      ['undelivered', null],
-    ]);
-  });
+      // The admin view shows both messages: the original undelivered, the resend delivered.
+      const view = await h.http.get(`/api/admin/orgs/${org.id}/messages`).set(admin);
+      expect(view.body.items.map((m: { deliveryState: string; resendOf: string | null }) => [m.deliveryState, m.resendOf])).toEqual([
+        ['delivered', orig!.id],
+        ['undelivered', null],
+      ]);
+    },
+  );
 
   it('Telnyx 40002 (blocked as spam) in message.finalized: resent once through Twilio', async () => {
     const org = await clinic([telnyxSigned(), twilioLink()]);
@@ -92,11 +99,15 @@ describe('sender, provider or carrier filtering: resent once through the next pr
     const p2 = freshPhone();
     twilio.setReceipts(failing('30034'), p2);
     const b = await book(h, single, { patientPhone: p2 });
-    const dead = await waitFor('the resend row to fail', async () => (await rows(b.result.appointmentId)).find((r) => r.status === 'failed'));
+    const dead = await waitFor('the resend row to fail', async () =>
+      (await rows(b.result.appointmentId)).find((r) => r.status === 'failed'),
+    );
     expect(dead).toMatchObject({ kind: 'booked:resend', failure_reason: 'no_failover_provider' });
     expect(sentTo(p2).twilio).toHaveLength(1);
     const list = await h.http.get('/api/admin/failed-sms').query({ orgId: single.id }).set(admin);
-    expect(list.body.items).toEqual([expect.objectContaining({ id: dead.id, reason: 'no_failover_provider', deliveryState: 'undelivered', resendOf: expect.any(String) })]);
+    expect(list.body.items).toEqual([
+      expect.objectContaining({ id: dead.id, reason: 'no_failover_provider', deliveryState: 'undelivered', resendOf: expect.any(String) }),
+    ]);
   });
 
   it('a lost receipt looked up as 30007 is resent the same way', async () => {
@@ -104,7 +115,12 @@ describe('sender, provider or carrier filtering: resent once through the next pr
     const phone = freshPhone();
     twilio.setReceipts({ ...failing('30007'), lose: true }, phone);
     const { result } = await book(h, org, { patientPhone: phone });
-    await untilDelivery(result.appointmentId, (d) => d.some((x) => x.provider === 'telnyx' && x.delivery_state === 'delivered'), 'the resend after the lookup', 5_000);
+    await untilDelivery(
+      result.appointmentId,
+      (d) => d.some((x) => x.provider === 'telnyx' && x.delivery_state === 'delivered'),
+      'the resend after the lookup',
+      5_000,
+    );
     expect((await deliveries(result.appointmentId))[0]).toMatchObject({ delivery_state: 'undelivered', delivery_code: '30007' });
   });
 });
@@ -132,7 +148,9 @@ describe('recipient and transient failures: recorded, never resent elsewhere', (
     twilio.setReceipts({ steps: ['delivered', { status: 'undelivered', code: '30007' }], delayMs: 5, gapMs: 20 }, phone);
     const { result } = await book(h, org, { patientPhone: phone });
     await waitFor('both receipts processed', async () => {
-      const [r] = await h.owner<{ n: number }[]>`SELECT count(*)::int AS n FROM sms_webhook_events WHERE org_id = ${org.id} AND processed_at IS NOT NULL`;
+      const [r] = await h.owner<
+        { n: number }[]
+      >`SELECT count(*)::int AS n FROM sms_webhook_events WHERE org_id = ${org.id} AND processed_at IS NOT NULL`;
       return r!.n === 2;
     });
     expect(await deliveries(result.appointmentId)).toEqual([expect.objectContaining({ delivery_state: 'delivered' })]);
@@ -161,7 +179,12 @@ describe('two processes receiving the same failure receipt at the same moment', 
             id: randomUUID(),
             event_type: 'message.finalized',
             occurred_at: new Date().toISOString(),
-            payload: { id: msg.id, to: [{ phone_number: msg.to, status: 'delivery_failed' }], errors: [{ code: '40002', title: 'Blocked as spam' }], webhook_url: msg.webhookUrl },
+            payload: {
+              id: msg.id,
+              to: [{ phone_number: msg.to, status: 'delivery_failed' }],
+              errors: [{ code: '40002', title: 'Blocked as spam' }],
+              webhook_url: msg.webhookUrl,
+            },
           },
           meta: { attempt: 1 },
         });
@@ -188,7 +211,14 @@ describe('two processes receiving the same failure receipt at the same moment', 
     twilio.setReceipts({ steps: [], lose: true }, phone);
     const { result } = await book(h, org, { patientPhone: phone });
     const msg = sentTo(phone).twilio[0]!;
-    const params = { AccountSid: DEFAULT_TWILIO_ACCOUNT.sid, MessageSid: msg.sid, MessageStatus: 'undelivered', ErrorCode: '30007', From: msg.from, To: msg.to };
+    const params = {
+      AccountSid: DEFAULT_TWILIO_ACCOUNT.sid,
+      MessageSid: msg.sid,
+      MessageStatus: 'undelivered',
+      ErrorCode: '30007',
+      From: msg.from,
+      To: msg.to,
+    };
     // Each process is reached at its own address, so each is signed for the URL it was sent to.
     const path = new URL(msg.statusCallback!).pathname + new URL(msg.statusCallback!).search;
     const answers = await Promise.all(

@@ -22,10 +22,12 @@ const optOuts = async (orgId: string, unmask = false) =>
 
 describe('keywords', () => {
   it('single word, any case, punctuation around it ignored; anything longer is a message', () => {
-    for (const t of ['STOP', 'stop', ' Stop. ', 'StopAll', 'unsubscribe!', 'CANCEL', 'end', 'quit', 'OptOut', 'revoke', '"STOP"']) expect(keywordOf(t)?.action, t).toBe('opt_out');
+    for (const t of ['STOP', 'stop', ' Stop. ', 'StopAll', 'unsubscribe!', 'CANCEL', 'end', 'quit', 'OptOut', 'revoke', '"STOP"'])
+      expect(keywordOf(t)?.action, t).toBe('opt_out');
     for (const t of ['START', 'unstop', 'Yes!', 'yes.']) expect(keywordOf(t)?.action, t).toBe('opt_in');
     for (const t of ['HELP', 'help?', 'Info']) expect(keywordOf(t)?.action, t).toBe('help');
-    for (const t of ['Stop please', 'stop it', 'STOP STOP', 'yes I will be there', 'helpful', '', '   ', 'ST0P', 'S.T.O.P']) expect(keywordOf(t), t).toBeNull();
+    for (const t of ['Stop please', 'stop it', 'STOP STOP', 'yes I will be there', 'helpful', '', '   ', 'ST0P', 'S.T.O.P'])
+      expect(keywordOf(t), t).toBeNull();
   });
 
   it('our answers name the clinic, are GSM-7 and one segment', () => {
@@ -49,7 +51,9 @@ describe('one opt-out registry for every provider', () => {
     expect(stop.status).toBe(200);
     // Twilio answers STOP on its long codes itself: our TwiML is empty.
     expect(stop.body).toBe(EMPTY);
-    expect((await optOuts(org.id, true)).items).toEqual([expect.objectContaining({ phone, source: 'inbound:twilio:STOP', previousOptOuts: 0 })]);
+    expect((await optOuts(org.id, true)).items).toEqual([
+      expect.objectContaining({ phone, source: 'inbound:twilio:STOP', previousOptOuts: 0 }),
+    ]);
 
     const stopped = await book(h, org, { patientPhone: phone });
     expect(stopped.result).toMatchObject({ success: true, smsStatus: 'failed_but_booked', smsReason: 'opted_out' });
@@ -79,7 +83,13 @@ describe('one opt-out registry for every provider', () => {
     await telnyx.setFault({ kind: 'http5xx', status: 503, scope: 'create' });
     const { result } = await book(h, org, { patientPhone: phone });
     expect(result.smsStatus).toBe('queued');
-    const r = await telnyx.sendInbound({ url: urls(org.id).telnyx, from: phone, to: TELNYX_POOL[0]!, text: 'STOPALL', autoresponseType: 'STOP' });
+    const r = await telnyx.sendInbound({
+      url: urls(org.id).telnyx,
+      from: phone,
+      to: TELNYX_POOL[0]!,
+      text: 'STOPALL',
+      autoresponseType: 'STOP',
+    });
     expect(r.status).toBe(200);
     await waitFor('the opt-out', async () => (await optOuts(org.id)).items.length === 1);
     await twilio.setFault(null);
@@ -130,9 +140,17 @@ describe('exactly one answer reaches the patient', () => {
     const org = await clinic([twilioLink({ keywordReplies: 'ours' })], { rateLimitPerHour: 100, contactPhone: '+14155550199' });
     const [name] = await h.owner<{ name: string }[]>`SELECT name FROM orgs WHERE id = ${org.id}`;
     const r = await twilio.sendInbound({ url: urls(org.id).twilioInbound, from: freshPhone(), to: TWILIO_POOL[0]!, body: 'info' });
-    expect(r.body).toBe(`<?xml version="1.0" encoding="UTF-8"?><Response><Message>${name!.name}: appointment texts. For help call +14155550199. Reply STOP to opt out.</Message></Response>`);
+    expect(r.body).toBe(
+      `<?xml version="1.0" encoding="UTF-8"?><Response><Message>${name!.name}: appointment texts. For help call +14155550199. Reply STOP to opt out.</Message></Response>`,
+    );
     // Advanced Opt-Out marks a keyword Twilio answered: then we stay silent even here.
-    const aoo = await twilio.sendInbound({ url: urls(org.id).twilioInbound, from: freshPhone(), to: TWILIO_POOL[0]!, body: 'HELP', optOutType: 'HELP' });
+    const aoo = await twilio.sendInbound({
+      url: urls(org.id).twilioInbound,
+      from: freshPhone(),
+      to: TWILIO_POOL[0]!,
+      body: 'HELP',
+      optOutType: 'HELP',
+    });
     expect(aoo.body).toBe(EMPTY);
   });
 
@@ -142,11 +160,21 @@ describe('exactly one answer reaches the patient', () => {
     const messageId = '7d3f0c52-9a0e-4a57-9f1e-3f1f2c7a9e11';
     const first = await telnyx.sendInbound({ url: urls(org.id).telnyx, from: phone, to: TELNYX_POOL[1]!, text: 'Help', messageId });
     // The same event again, newly signed (a Telnyx redelivery), and the same text under another event id.
-    const again = await telnyx.sendInbound({ url: urls(org.id).telnyx, from: phone, to: TELNYX_POOL[1]!, text: 'Help', messageId, eventId: first.eventId });
+    const again = await telnyx.sendInbound({
+      url: urls(org.id).telnyx,
+      from: phone,
+      to: TELNYX_POOL[1]!,
+      text: 'Help',
+      messageId,
+      eventId: first.eventId,
+    });
     const other = await telnyx.sendInbound({ url: urls(org.id).telnyx, from: phone, to: TELNYX_POOL[1]!, text: 'Help', messageId });
     expect([first.status, again.status, other.status]).toEqual([200, 200, 200]);
     const reply = await waitFor('our answer', async () => sentTo(phone).telnyx[0]);
-    expect(reply).toMatchObject({ from: TELNYX_POOL[1], body: expect.stringMatching(/: appointment texts\. For help call \+14155550199\. Reply STOP to opt out\.$/) });
+    expect(reply).toMatchObject({
+      from: TELNYX_POOL[1],
+      body: expect.stringMatching(/: appointment texts\. For help call \+14155550199\. Reply STOP to opt out\.$/),
+    });
     await waitFor('all three processed', async () => (await events(org.id)).filter((e) => e.processed_at).length === 3);
     expect((await events(org.id)).map((e) => e.outcome).sort()).toEqual(['duplicate', 'duplicate', 'help']);
     await new Promise((r) => setTimeout(r, 200));
@@ -180,11 +208,30 @@ describe('the inbox', () => {
   it('any other text is stored once in the clinic inbox (paginated, phone masked), answered "call us" once a day', async () => {
     const org = await clinic([twilioLink(), telnyxSigned()]);
     const phone = freshPhone();
-    const a = await twilio.sendInbound({ url: urls(org.id).twilioInbound, from: phone, to: TWILIO_POOL[0]!, body: 'Running 10 minutes late, sorry!' });
+    const a = await twilio.sendInbound({
+      url: urls(org.id).twilioInbound,
+      from: phone,
+      to: TWILIO_POOL[0]!,
+      body: 'Running 10 minutes late, sorry!',
+    });
     // Issue 11: everything else is answered with "call us", at most once a day (the Telnyx texts below get nothing).
-    expect(a.body).toMatch(/<Message>.*thanks for your message\. For anything about your visit please call the clinic\. Reply STOP to opt out\.<\/Message>/);
-    await telnyx.sendInbound({ url: urls(org.id).telnyx, from: phone, to: TELNYX_POOL[0]!, text: 'Stop please, wrong number', messageId: '0c4e2b9a-1111-4a57-9f1e-3f1f2c7a9e11' });
-    await telnyx.sendInbound({ url: urls(org.id).telnyx, from: phone, to: TELNYX_POOL[0]!, text: 'Stop please, wrong number', messageId: '0c4e2b9a-1111-4a57-9f1e-3f1f2c7a9e11' });
+    expect(a.body).toMatch(
+      /<Message>.*thanks for your message\. For anything about your visit please call the clinic\. Reply STOP to opt out\.<\/Message>/,
+    );
+    await telnyx.sendInbound({
+      url: urls(org.id).telnyx,
+      from: phone,
+      to: TELNYX_POOL[0]!,
+      text: 'Stop please, wrong number',
+      messageId: '0c4e2b9a-1111-4a57-9f1e-3f1f2c7a9e11',
+    });
+    await telnyx.sendInbound({
+      url: urls(org.id).telnyx,
+      from: phone,
+      to: TELNYX_POOL[0]!,
+      text: 'Stop please, wrong number',
+      messageId: '0c4e2b9a-1111-4a57-9f1e-3f1f2c7a9e11',
+    });
     await waitFor('three processed', async () => (await events(org.id)).filter((e) => e.processed_at).length === 3);
     const first = await h.http.get(`/api/admin/orgs/${org.id}/inbox?limit=1`).set(admin);
     const second = await h.http.get(`/api/admin/orgs/${org.id}/inbox?limit=1&before=${first.body.next}`).set(admin);

@@ -39,7 +39,9 @@ describe('receipts move each accepted attempt forward: accepted -> sent -> deliv
     expect(msg!.statusCallback).toBe(`${urls(org.id).twilioStatus}?m=${row!.id}`);
 
     const ds = await untilDelivery(result.appointmentId, delivered);
-    expect(ds).toEqual([expect.objectContaining({ provider: 'twilio', outcome: 'accepted', delivery_state: 'delivered', provider_message_id: msg!.sid })]);
+    expect(ds).toEqual([
+      expect.objectContaining({ provider: 'twilio', outcome: 'accepted', delivery_state: 'delivered', provider_message_id: msg!.sid }),
+    ]);
     const evs = await waitFor('both processed', async () => {
       const e = await events(org.id);
       return e.length === 2 && e.every((x) => x.processed_at) ? e : null;
@@ -79,9 +81,15 @@ describe('receipts move each accepted attempt forward: accepted -> sent -> deliv
     const phone = freshPhone();
     twilio.setReceipts({ steps: ['sent', 'delivered'], delayMs: 5, gapMs: 40, reorder: true }, phone);
     const { result } = await book(h, org, { patientPhone: phone });
-    await waitFor('both callbacks answered', async () => twilio.callbacks.filter((c) => c.messageId === sentTo(phone).twilio[0]?.sid).length === 2);
+    await waitFor(
+      'both callbacks answered',
+      async () => twilio.callbacks.filter((c) => c.messageId === sentTo(phone).twilio[0]?.sid).length === 2,
+    );
     await waitFor('both processed', async () => (await events(org.id)).every((e) => e.processed_at !== null));
-    expect(twilio.callbacks.filter((c) => c.messageId === sentTo(phone).twilio[0]!.sid).map((c) => c.status)).toEqual(['delivered', 'sent']);
+    expect(twilio.callbacks.filter((c) => c.messageId === sentTo(phone).twilio[0]!.sid).map((c) => c.status)).toEqual([
+      'delivered',
+      'sent',
+    ]);
     expect((await events(org.id)).map((e) => e.outcome)).toEqual(['applied', 'stale']);
     expect((await deliveries(result.appointmentId))[0]!.delivery_state).toBe('delivered');
   });
@@ -91,7 +99,10 @@ describe('receipts move each accepted attempt forward: accepted -> sent -> deliv
     const tPhone = freshPhone();
     telnyx.setReceipts({ steps: ['sent', 'delivered'], delayMs: 5, gapMs: 30, duplicates: 1 }, tPhone);
     const t = await book(h, tOrg, { patientPhone: tPhone });
-    await waitFor('four Telnyx deliveries answered', async () => telnyx.callbacks.filter((c) => c.messageId === sentTo(tPhone).telnyx[0]?.id).length === 4);
+    await waitFor(
+      'four Telnyx deliveries answered',
+      async () => telnyx.callbacks.filter((c) => c.messageId === sentTo(tPhone).telnyx[0]?.id).length === 4,
+    );
     expect(telnyx.callbacks.filter((c) => c.messageId === sentTo(tPhone).telnyx[0]!.id).map((c) => c.answer)).toEqual([200, 200, 200, 200]);
     await waitFor('processed', async () => (await events(tOrg.id)).every((e) => e.processed_at !== null));
     // Each status is applied once at most; its redelivery (or a late sent after delivered) changes nothing.
@@ -106,10 +117,19 @@ describe('receipts move each accepted attempt forward: accepted -> sent -> deliv
     const wPhone = freshPhone();
     twilio.setReceipts({ steps: ['sent', 'delivered'], delayMs: 5, gapMs: 30, duplicates: 1 }, wPhone);
     const w = await book(h, wOrg, { patientPhone: wPhone });
-    await waitFor('four Twilio deliveries answered', async () => twilio.callbacks.filter((c) => c.messageId === sentTo(wPhone).twilio[0]?.sid).length === 4);
+    await waitFor(
+      'four Twilio deliveries answered',
+      async () => twilio.callbacks.filter((c) => c.messageId === sentTo(wPhone).twilio[0]?.sid).length === 4,
+    );
     // Each status once taken, its identical retry refused as a replay.
     const answers = twilio.callbacks.filter((c) => c.messageId === sentTo(wPhone).twilio[0]!.sid);
-    for (const st of ['sent', 'delivered']) expect(answers.filter((c) => c.status === st).map((c) => c.answer).sort()).toEqual([200, 403]);
+    for (const st of ['sent', 'delivered'])
+      expect(
+        answers
+          .filter((c) => c.status === st)
+          .map((c) => c.answer)
+          .sort(),
+      ).toEqual([200, 403]);
     expect(await events(wOrg.id)).toHaveLength(2);
     await untilDelivery(w.result.appointmentId, delivered);
   });
@@ -119,7 +139,13 @@ describe('receipts move each accepted attempt forward: accepted -> sent -> deliv
     const before = await metric('sms_receipts_total', { provider: 'twilio', state: 'delivered', outcome: 'unmatched' });
     const sid = `SM${randomUUID().replace(/-/g, '')}`;
     const url = urls(org.id).twilioStatus;
-    const params = { AccountSid: DEFAULT_TWILIO_ACCOUNT.sid, MessageSid: sid, MessageStatus: 'delivered', From: '+14155550101', To: '+14155559876' };
+    const params = {
+      AccountSid: DEFAULT_TWILIO_ACCOUNT.sid,
+      MessageSid: sid,
+      MessageStatus: 'delivered',
+      From: '+14155550101',
+      To: '+14155559876',
+    };
     const { headers, body } = signedTwilioPost(url, params, DEFAULT_TWILIO_ACCOUNT.token);
     expect((await postWebhook(url, headers, body)).status).toBe(200);
     await waitFor('processed', async () => (await events(org.id))[0]?.processed_at);
@@ -136,7 +162,11 @@ describe('receipts move each accepted attempt forward: accepted -> sent -> deliv
     // A receipt with no outbox reference (a console-configured callback), for an id not recorded yet.
     const sid = `SM${randomUUID().replace(/-/g, '')}`;
     const url = urls(org.id).twilioStatus;
-    const { headers, body } = signedTwilioPost(url, { AccountSid: DEFAULT_TWILIO_ACCOUNT.sid, MessageSid: sid, MessageStatus: 'delivered', To: phone, From: '+14155550101' }, DEFAULT_TWILIO_ACCOUNT.token);
+    const { headers, body } = signedTwilioPost(
+      url,
+      { AccountSid: DEFAULT_TWILIO_ACCOUNT.sid, MessageSid: sid, MessageStatus: 'delivered', To: phone, From: '+14155550101' },
+      DEFAULT_TWILIO_ACCOUNT.token,
+    );
     expect((await postWebhook(url, headers, body)).status).toBe(200);
     await waitFor('unmatched', async () => (await events(org.id)).some((e) => e.outcome === 'unmatched'));
     // As a settle committing late would: the attempt learns that id now.
@@ -158,34 +188,40 @@ describe('providers without receipts, and receipts that never come', () => {
     expect(a).toEqual({ delivery_state: 'accepted', lookup_at: null });
   });
 
-  it.each(['twilio', 'telnyx'] as const)('%s: a lost receipt is looked up once after SMS_RECEIPT_TIMEOUT_MS, and the answer applied', async (kind) => {
-    const org = await clinic(kind === 'twilio' ? [twilioLink()] : [telnyxSigned()]);
-    const phone = freshPhone();
-    (kind === 'twilio' ? twilio : telnyx).setReceipts({ steps: ['sent', 'delivered'], delayMs: 5, gapMs: 5, lose: true }, phone);
-    const { result } = await book(h, org, { patientPhone: phone });
-    // The worker's sweep finds it once the timeout passed.
-    const ds = await untilDelivery(result.appointmentId, delivered, 'the lookup', 5_000);
-    expect(ds[0]).toMatchObject({ delivery_state: 'delivered' });
-    const id = kind === 'twilio' ? sentTo(phone).twilio[0]!.sid : sentTo(phone).telnyx[0]!.id;
-    const lookups = () =>
-      (kind === 'twilio' ? twilio.log : telnyx.log).filter((r) => r.method === 'GET' && r.path.includes(id)).length;
-    expect(lookups()).toBe(1);
-    await new Promise((r) => setTimeout(r, RECEIPT_TIMEOUT_MS));
-    await h.runtime.sms.receipts.sweep({ lost: true });
-    expect(lookups()).toBe(1);
-    expect(await events(org.id)).toEqual([]);
-  });
+  it.each(['twilio', 'telnyx'] as const)(
+    '%s: a lost receipt is looked up once after SMS_RECEIPT_TIMEOUT_MS, and the answer applied',
+    async (kind) => {
+      const org = await clinic(kind === 'twilio' ? [twilioLink()] : [telnyxSigned()]);
+      const phone = freshPhone();
+      (kind === 'twilio' ? twilio : telnyx).setReceipts({ steps: ['sent', 'delivered'], delayMs: 5, gapMs: 5, lose: true }, phone);
+      const { result } = await book(h, org, { patientPhone: phone });
+      // The worker's sweep finds it once the timeout passed.
+      const ds = await untilDelivery(result.appointmentId, delivered, 'the lookup', 5_000);
+      expect(ds[0]).toMatchObject({ delivery_state: 'delivered' });
+      const id = kind === 'twilio' ? sentTo(phone).twilio[0]!.sid : sentTo(phone).telnyx[0]!.id;
+      const lookups = () => (kind === 'twilio' ? twilio.log : telnyx.log).filter((r) => r.method === 'GET' && r.path.includes(id)).length;
+      expect(lookups()).toBe(1);
+      await new Promise((r) => setTimeout(r, RECEIPT_TIMEOUT_MS));
+      await h.runtime.sms.receipts.sweep({ lost: true });
+      expect(lookups()).toBe(1);
+      expect(await events(org.id)).toEqual([]);
+    },
+  );
 
   it('a lookup that says nothing new leaves the state where it was, and is not repeated', async () => {
     const org = await clinic([twilioLink()]);
     const phone = freshPhone();
     twilio.setReceipts({ steps: [], lose: true }, phone);
     const { result } = await book(h, org, { patientPhone: phone });
-    await waitFor('looked up', async () => {
-      const [a] = await h.owner<{ lookup_at: Date | null }[]>`
+    await waitFor(
+      'looked up',
+      async () => {
+        const [a] = await h.owner<{ lookup_at: Date | null }[]>`
         SELECT a.lookup_at FROM sms_attempts a JOIN sms_outbox o ON o.id = a.outbox_id WHERE o.appointment_id = ${result.appointmentId}`;
-      return a?.lookup_at;
-    }, 5_000);
+        return a?.lookup_at;
+      },
+      5_000,
+    );
     expect((await deliveries(result.appointmentId))[0]!.delivery_state).toBe('accepted');
   });
 });
@@ -210,11 +246,17 @@ describe('settings a clinic needs for webhooks', () => {
   it('refuses a webhookPublicKey that is not 32 bytes of base64, and a contactPhone that is not E.164', async () => {
     const org = await clinic();
     for (const bad of ['not-base64!', Buffer.alloc(31).toString('base64'), Buffer.alloc(33).toString('base64')]) {
-      const res = await h.http.put(`/api/admin/orgs/${org.id}/sms`).set(admin).send({ providers: [telnyxLink({ webhookPublicKey: bad })] });
+      const res = await h.http
+        .put(`/api/admin/orgs/${org.id}/sms`)
+        .set(admin)
+        .send({ providers: [telnyxLink({ webhookPublicKey: bad })] });
       expect(res.status, bad).toBe(400);
       expect(res.body.message).toMatch(/webhookPublicKey/);
     }
-    const phone = await h.http.put(`/api/admin/orgs/${org.id}/sms`).set(admin).send({ contactPhone: '555-0199', providers: [twilioLink()] });
+    const phone = await h.http
+      .put(`/api/admin/orgs/${org.id}/sms`)
+      .set(admin)
+      .send({ contactPhone: '555-0199', providers: [twilioLink()] });
     expect(phone.status).toBe(400);
     expect(phone.body.message).toMatch(/contactPhone/);
     await putSms(h, org.id, [telnyxLink({ webhookPublicKey: Buffer.alloc(32, 7).toString('base64') })]);

@@ -7,7 +7,21 @@ import { signedTwilioPost, twilioSignature, DEFAULT_TWILIO_ACCOUNT } from './fak
 import { telnyxSignature } from './fakes/fake-telnyx.js';
 import { startHarness } from './helpers/harness.js';
 import { book, freshPhone, newTwilioAccount, putSms, twilioLink, telnyxLink, waitFor } from './helpers/sms.js';
-import { clinic, deliveries, events, h, metric, publicUrl, sentTo, telnyx, telnyxSigned, twilio, untilDelivery, urls, useWebhookSuite } from './helpers/webhooks.js';
+import {
+  clinic,
+  deliveries,
+  events,
+  h,
+  metric,
+  publicUrl,
+  sentTo,
+  telnyx,
+  telnyxSigned,
+  twilio,
+  untilDelivery,
+  urls,
+  useWebhookSuite,
+} from './helpers/webhooks.js';
 import { createOrg } from './helpers/harness.js';
 
 const TOLERANCE_S = 60;
@@ -29,7 +43,10 @@ async function footprint(orgId: string) {
 }
 
 const post = (url: string, headers: Record<string, string>, body: string) =>
-  h.http.post(new URL(url).pathname + new URL(url).search).set(headers).send(body);
+  h.http
+    .post(new URL(url).pathname + new URL(url).search)
+    .set(headers)
+    .send(body);
 
 /** A real message sent through Twilio whose receipts are held back, so a forged failure would have something to fail. */
 async function sentMessage(providers = [twilioLink(), telnyxSigned()]) {
@@ -47,10 +64,21 @@ describe('Twilio: X-Twilio-Signature over the public URL, with the auth token of
     const { org, phone, appointmentId, outboxId } = await sentMessage();
     const sid = sentTo(phone).twilio[0]!.sid;
     const url = `${urls(org.id).twilioStatus}?m=${outboxId}`;
-    const failure = { AccountSid: SID, MessageSid: sid, MessageStatus: 'undelivered', ErrorCode: '30007', To: phone, From: sentTo(phone).twilio[0]!.from };
+    const failure = {
+      AccountSid: SID,
+      MessageSid: sid,
+      MessageStatus: 'undelivered',
+      ErrorCode: '30007',
+      To: phone,
+      From: sentTo(phone).twilio[0]!.from,
+    };
     const before = await footprint(org.id);
     const reasons = ['missing', 'mismatch', 'no_link', 'unknown_clinic'];
-    const counts = Object.fromEntries(await Promise.all(reasons.map(async (r) => [r, await metric('sms_webhook_signature_failures_total', { provider: 'twilio', reason: r })])));
+    const counts = Object.fromEntries(
+      await Promise.all(
+        reasons.map(async (r) => [r, await metric('sms_webhook_signature_failures_total', { provider: 'twilio', reason: r })]),
+      ),
+    );
 
     const cases: Array<[string, Promise<{ status: number }>]> = [];
     const form = new URLSearchParams(failure).toString();
@@ -62,12 +90,18 @@ describe('Twilio: X-Twilio-Signature over the public URL, with the auth token of
     cases.push(['signed without the query', post(url, signedTwilioPost(urls(org.id).twilioStatus, failure, TOKEN).headers, form)]);
     const other = newTwilioAccount(twilio);
     const foreign = { ...failure, AccountSid: other.sid };
-    cases.push(['an account the clinic has no link for', post(url, signedTwilioPost(url, foreign, other.token).headers, new URLSearchParams(foreign).toString())]);
+    cases.push([
+      'an account the clinic has no link for',
+      post(url, signedTwilioPost(url, foreign, other.token).headers, new URLSearchParams(foreign).toString()),
+    ]);
     const ghost = `${publicUrl}/webhooks/twilio/${randomUUID()}/status`;
     cases.push(['unknown clinic', post(ghost, signedTwilioPost(ghost, failure, TOKEN).headers, form)]);
     const junk = `${publicUrl}/webhooks/twilio/not-a-clinic/status`;
     cases.push(['not a clinic id', post(junk, signedTwilioPost(junk, failure, TOKEN).headers, form)]);
-    cases.push(['not a form at all', post(url, { 'content-type': 'application/json', 'x-twilio-signature': twilioSignature(TOKEN, url, {}) }, '{"MessageSid":')]);
+    cases.push([
+      'not a form at all',
+      post(url, { 'content-type': 'application/json', 'x-twilio-signature': twilioSignature(TOKEN, url, {}) }, '{"MessageSid":'),
+    ]);
 
     for (const [what, p] of cases) expect((await p).status, what).toBe(403);
     await new Promise((r) => setTimeout(r, 100));
@@ -76,7 +110,9 @@ describe('Twilio: X-Twilio-Signature over the public URL, with the auth token of
     expect(await metric('sms_webhook_signature_failures_total', { provider: 'twilio', reason: 'missing' })).toBe(counts.missing + 1);
     expect(await metric('sms_webhook_signature_failures_total', { provider: 'twilio', reason: 'mismatch' })).toBe(counts.mismatch + 4);
     expect(await metric('sms_webhook_signature_failures_total', { provider: 'twilio', reason: 'no_link' })).toBe(counts.no_link + 2);
-    expect(await metric('sms_webhook_signature_failures_total', { provider: 'twilio', reason: 'unknown_clinic' })).toBe(counts.unknown_clinic + 2);
+    expect(await metric('sms_webhook_signature_failures_total', { provider: 'twilio', reason: 'unknown_clinic' })).toBe(
+      counts.unknown_clinic + 2,
+    );
 
     // Control: the same failure, correctly signed, is taken (and resent through Telnyx).
     expect((await post(url, signedTwilioPost(url, failure, TOKEN).headers, form)).status).toBe(200);
@@ -86,7 +122,13 @@ describe('Twilio: X-Twilio-Signature over the public URL, with the auth token of
   it('a replay (the exact signature already stored) is 403 and does nothing; Twilio has no timestamp, so this is the replay check', async () => {
     const org = await clinic([twilioLink()]);
     const url = urls(org.id).twilioInbound;
-    const stop = { AccountSid: SID, MessageSid: `SM${randomUUID().replace(/-/g, '')}`, From: freshPhone(), To: '+14155550101', Body: 'STOP' };
+    const stop = {
+      AccountSid: SID,
+      MessageSid: `SM${randomUUID().replace(/-/g, '')}`,
+      From: freshPhone(),
+      To: '+14155550101',
+      Body: 'STOP',
+    };
     const { headers, body } = signedTwilioPost(url, stop, TOKEN);
     const first = await post(url, headers, body);
     expect(first.status).toBe(200);
@@ -127,11 +169,28 @@ describe('Telnyx: Ed25519 over timestamp|body with the link webhookPublicKey, wi
       ['unsigned', { 'content-type': 'application/json' }, body],
       ['signed by another key', { 'content-type': 'application/json', ...telnyxSignature(body, now(), stranger) }, body],
       ['tampered body', { 'content-type': 'application/json', ...telnyx.signEvent(body.replace('40002', '40001')) }, body],
-      ['signature for another timestamp', { 'content-type': 'application/json', ...telnyx.signEvent(body, { timestamp: now() - 5 }), 'telnyx-timestamp': String(now()) }, body],
-      ['stale, beyond the tolerance', { 'content-type': 'application/json', ...telnyx.signEvent(body, { timestamp: now() - TOLERANCE_S - 30 }) }, body],
-      ['from the future, beyond the tolerance', { 'content-type': 'application/json', ...telnyx.signEvent(body, { timestamp: now() + TOLERANCE_S + 30 }) }, body],
+      [
+        'signature for another timestamp',
+        { 'content-type': 'application/json', ...telnyx.signEvent(body, { timestamp: now() - 5 }), 'telnyx-timestamp': String(now()) },
+        body,
+      ],
+      [
+        'stale, beyond the tolerance',
+        { 'content-type': 'application/json', ...telnyx.signEvent(body, { timestamp: now() - TOLERANCE_S - 30 }) },
+        body,
+      ],
+      [
+        'from the future, beyond the tolerance',
+        { 'content-type': 'application/json', ...telnyx.signEvent(body, { timestamp: now() + TOLERANCE_S + 30 }) },
+        body,
+      ],
       ['not a timestamp', { 'content-type': 'application/json', ...telnyx.signEvent(body), 'telnyx-timestamp': 'yesterday' }, body],
-      ['unknown clinic', { 'content-type': 'application/json', ...telnyx.signEvent(body) }, body, `${publicUrl}/webhooks/telnyx/${randomUUID()}`],
+      [
+        'unknown clinic',
+        { 'content-type': 'application/json', ...telnyx.signEvent(body) },
+        body,
+        `${publicUrl}/webhooks/telnyx/${randomUUID()}`,
+      ],
       ['not JSON, unsigned', { 'content-type': 'application/json' }, '{"data":'],
     ];
     for (const [what, headers, b, to] of cases) expect((await post(to ?? url, headers, b)).status, what).toBe(403);
@@ -142,7 +201,9 @@ describe('Telnyx: Ed25519 over timestamp|body with the link webhookPublicKey, wi
     expect((await post(urls(keyless.id).telnyx, { 'content-type': 'application/json', ...telnyx.signEvent(body) }, body)).status).toBe(403);
     // A clinic with no Telnyx link at all.
     const twilioOnly = await clinic([twilioLink()]);
-    expect((await post(urls(twilioOnly.id).telnyx, { 'content-type': 'application/json', ...telnyx.signEvent(body) }, body)).status).toBe(403);
+    expect((await post(urls(twilioOnly.id).telnyx, { 'content-type': 'application/json', ...telnyx.signEvent(body) }, body)).status).toBe(
+      403,
+    );
 
     await new Promise((r) => setTimeout(r, 100));
     expect(await footprint(org.id)).toEqual(before);
@@ -153,12 +214,17 @@ describe('Telnyx: Ed25519 over timestamp|body with the link webhookPublicKey, wi
     expect((await post(url, headers, body)).status).toBe(200);
     expect((await post(url, headers, body)).status).toBe(403);
     await waitFor('the resend', async () => (await footprint(org.id)).outbox === before.outbox! + 1);
-    expect((await events(org.id))).toHaveLength(1);
+    expect(await events(org.id)).toHaveLength(1);
   });
 });
 
 describe('the public URL a signature is checked against', () => {
-  const inbound = (url: string) => signedTwilioPost(url, { AccountSid: SID, MessageSid: `SM${randomUUID().replace(/-/g, '')}`, From: freshPhone(), To: '+14155550101', Body: 'running late' }, TOKEN);
+  const inbound = (url: string) =>
+    signedTwilioPost(
+      url,
+      { AccountSid: SID, MessageSid: `SM${randomUUID().replace(/-/g, '')}`, From: freshPhone(), To: '+14155550101', Body: 'running late' },
+      TOKEN,
+    );
 
   it('behind a proxy that strips a path prefix: PUBLIC_URL + the request path and query', async () => {
     const base = 'https://clinic-tools.example.com/voice';
@@ -178,14 +244,22 @@ describe('the public URL a signature is checked against', () => {
   });
 
   it('without PUBLIC_URL: the request scheme and host, and X-Forwarded-Proto / -Host only from a trusted proxy (TRUST_PROXY)', async () => {
-    for (const [trust, expected] of [['1', 200], ['false', 403]] as const) {
+    for (const [trust, expected] of [
+      ['1', 200],
+      ['false', 403],
+    ] as const) {
       const p = await startHarness({ TRUST_PROXY: trust });
       try {
         const org = await createOrg(p);
         await putSms(p, org.id, [twilioLink()]);
         const path = `/webhooks/twilio/${org.id}/inbound`;
         const signed = inbound(`https://clinic-tools.example.com${path}`);
-        const res = await p.http.post(path).set(signed.headers).set('X-Forwarded-Proto', 'https').set('X-Forwarded-Host', 'clinic-tools.example.com').send(signed.body);
+        const res = await p.http
+          .post(path)
+          .set(signed.headers)
+          .set('X-Forwarded-Proto', 'https')
+          .set('X-Forwarded-Host', 'clinic-tools.example.com')
+          .send(signed.body);
         expect(res.status, `TRUST_PROXY=${trust}`).toBe(expected);
       } finally {
         await p.close();
@@ -212,21 +286,31 @@ describe('who may touch the stored events', () => {
   it('the request role (clinic_app) may only append: no reading bodies back, no updates, no deletes; row security forced on the new tables', async () => {
     const org = await clinic([twilioLink()]);
     const url = urls(org.id).twilioInbound;
-    const { headers, body } = signedTwilioPost(url, { AccountSid: SID, MessageSid: `SM${randomUUID().replace(/-/g, '')}`, From: freshPhone(), To: '+14155550101', Body: 'hello' }, TOKEN);
+    const { headers, body } = signedTwilioPost(
+      url,
+      { AccountSid: SID, MessageSid: `SM${randomUUID().replace(/-/g, '')}`, From: freshPhone(), To: '+14155550101', Body: 'hello' },
+      TOKEN,
+    );
     expect((await post(url, headers, body)).status).toBe(200);
     const app = h.runtime.sql;
-    await expect(app.begin(async (tx) => {
-      await tx`SELECT set_config('app.org_id', ${org.id}, true)`;
-      return tx`SELECT raw_body FROM sms_webhook_events`;
-    })).rejects.toMatchObject({ code: '42501' });
-    await expect(app.begin(async (tx) => {
-      await tx`SELECT set_config('app.org_id', ${org.id}, true)`;
-      return tx`UPDATE sms_webhook_events SET outcome = 'x'`;
-    })).rejects.toMatchObject({ code: '42501' });
-    await expect(app.begin(async (tx) => {
-      await tx`SELECT set_config('app.org_id', ${org.id}, true)`;
-      return tx`DELETE FROM sms_webhook_events`;
-    })).rejects.toMatchObject({ code: '42501' });
+    await expect(
+      app.begin(async (tx) => {
+        await tx`SELECT set_config('app.org_id', ${org.id}, true)`;
+        return tx`SELECT raw_body FROM sms_webhook_events`;
+      }),
+    ).rejects.toMatchObject({ code: '42501' });
+    await expect(
+      app.begin(async (tx) => {
+        await tx`SELECT set_config('app.org_id', ${org.id}, true)`;
+        return tx`UPDATE sms_webhook_events SET outcome = 'x'`;
+      }),
+    ).rejects.toMatchObject({ code: '42501' });
+    await expect(
+      app.begin(async (tx) => {
+        await tx`SELECT set_config('app.org_id', ${org.id}, true)`;
+        return tx`DELETE FROM sms_webhook_events`;
+      }),
+    ).rejects.toMatchObject({ code: '42501' });
     const forced = await h.owner<{ relname: string; relforcerowsecurity: boolean }[]>`
       SELECT relname, relforcerowsecurity FROM pg_class WHERE relname IN ('sms_webhook_events', 'sms_opt_out_events') ORDER BY relname`;
     expect(forced).toEqual([

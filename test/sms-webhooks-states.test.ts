@@ -47,7 +47,9 @@ describe('delivery states', () => {
         const [res] = await h.runtime.workerSql<{ r: { outcome: string } }[]>`
           SELECT sms_apply_receipt(${org.id}::uuid, NULL, 'twilio', ${ACCOUNT}, ${from === null ? outboxId : null}::uuid,
                                    ${pmid}, ${to}, ${to === 'undelivered' || to === 'failed' ? '30003' : null}, 'transient', false) AS r`;
-        const [after] = await h.owner<{ delivery_state: string | null; outcome: string }[]>`SELECT delivery_state, outcome FROM sms_attempts WHERE id = ${attemptId}`;
+        const [after] = await h.owner<
+          { delivery_state: string | null; outcome: string }[]
+        >`SELECT delivery_state, outcome FROM sms_attempts WHERE id = ${attemptId}`;
         const moved = after!.delivery_state !== from;
         expect(moved, `${from} -> ${to} (${res!.r.outcome})`).toBe(listed.has(`${from}>${to}`));
         expect(res!.r.outcome, `${from} -> ${to}`).toBe(moved ? 'applied' : from === to ? 'duplicate' : 'stale');

@@ -50,7 +50,10 @@ async function startServer(env: Record<string, string>, uid?: number) {
 async function tokenFor(base: string, id: string, secret: string) {
   const res = await fetch(`${base}/oauth/token`, {
     method: 'POST',
-    headers: { Authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+    headers: {
+      Authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`,
+      'Content-Type': 'application/x-www-form-urlencoded',
+    },
     body: 'grant_type=client_credentials',
   });
   return { status: res.status, body: (await res.json()) as { access_token?: string } };
@@ -100,23 +103,27 @@ describe('npm start on an empty embedded database', () => {
   }, 180_000);
 
   // `mktemp -d` is 0700: as root, the postgres user cannot enter a checkout there.
-  it.runIf(process.getuid?.() === 0)('as root, starts from a data directory under a private (0700) directory', async () => {
-    const parent = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-private-'));
-    await fs.chmod(parent, 0o700);
-    const dataDir = path.join(parent, '.data');
-    try {
-      const s = await startServer({ DATA_DIR: dataDir });
-      expect(s.output()).toContain('Demo clinic ready');
-      expect(s.output()).toContain(`gave the postgres user search (o+x) permission on: ${parent}`);
-      expect((await fetch(`${s.base}/readyz`)).status).toBe(200);
-      await s.stop();
-      expect((await fs.stat(path.join(dataDir, 'pg', 'PG_VERSION'))).isFile()).toBe(true);
-      // Search only: others may pass through, never list.
-      expect((await fs.stat(parent)).mode & 0o777).toBe(0o701);
-    } finally {
-      await fs.rm(parent, { recursive: true, force: true });
-    }
-  }, 180_000);
+  it.runIf(process.getuid?.() === 0)(
+    'as root, starts from a data directory under a private (0700) directory',
+    async () => {
+      const parent = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-private-'));
+      await fs.chmod(parent, 0o700);
+      const dataDir = path.join(parent, '.data');
+      try {
+        const s = await startServer({ DATA_DIR: dataDir });
+        expect(s.output()).toContain('Demo clinic ready');
+        expect(s.output()).toContain(`gave the postgres user search (o+x) permission on: ${parent}`);
+        expect((await fetch(`${s.base}/readyz`)).status).toBe(200);
+        await s.stop();
+        expect((await fs.stat(path.join(dataDir, 'pg', 'PG_VERSION'))).isFile()).toBe(true);
+        // Search only: others may pass through, never list.
+        expect((await fs.stat(parent)).mode & 0o777).toBe(0o701);
+      } finally {
+        await fs.rm(parent, { recursive: true, force: true });
+      }
+    },
+    180_000,
+  );
 
   // As root the server runs PostgreSQL as the "postgres" user; this checks the
   // other path, a normal user, when the checkout is readable by one.
@@ -131,18 +138,22 @@ describe('npm start on an empty embedded database', () => {
       return undefined;
     }
   })();
-  it.runIf(nobody !== undefined)('also starts as a normal (non-root) user', async () => {
-    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-start-user-'));
-    await fs.chown(dataDir, nobody!, nobody!);
-    try {
-      const s = await startServer({ DATA_DIR: dataDir }, nobody);
-      expect(s.output()).toContain('Demo clinic ready');
-      expect((await fetch(`${s.base}/readyz`)).status).toBe(200);
-      await s.stop();
-    } finally {
-      await fs.rm(dataDir, { recursive: true, force: true });
-    }
-  }, 180_000);
+  it.runIf(nobody !== undefined)(
+    'also starts as a normal (non-root) user',
+    async () => {
+      const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-start-user-'));
+      await fs.chown(dataDir, nobody!, nobody!);
+      try {
+        const s = await startServer({ DATA_DIR: dataDir }, nobody);
+        expect(s.output()).toContain('Demo clinic ready');
+        expect((await fetch(`${s.base}/readyz`)).status).toBe(200);
+        await s.stop();
+      } finally {
+        await fs.rm(dataDir, { recursive: true, force: true });
+      }
+    },
+    180_000,
+  );
 });
 
 // `npm start` compiled on every start (6-9 s, silently). prestart now compiles only when
@@ -150,8 +161,11 @@ describe('npm start on an empty embedded database', () => {
 describe('npm start: the prestart build', () => {
   const prestart = (cwd: string) =>
     new Promise<{ code: number; stderr: string }>((resolve) => {
-      execFile('npm', ['run', '--silent', 'prestart'], { cwd, env: { PATH: process.env.PATH ?? '', HOME: os.tmpdir() } }, (err, _out, stderr) =>
-        resolve({ code: err ? 1 : 0, stderr }),
+      execFile(
+        'npm',
+        ['run', '--silent', 'prestart'],
+        { cwd, env: { PATH: process.env.PATH ?? '', HOME: os.tmpdir() } },
+        (err, _out, stderr) => resolve({ code: err ? 1 : 0, stderr }),
       );
     });
 

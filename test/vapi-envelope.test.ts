@@ -2,18 +2,8 @@ import { randomUUID } from 'node:crypto';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REDACT_PATHS, phoneForLog } from '../src/log.js';
-import {
-  callTools,
-  createOrg,
-  localDate,
-  resultOf,
-  startHarness,
-  vapiMessage,
-  type Harness,
-  type TestOrg,
-} from './helpers/harness.js';
+import { callTools, createOrg, localDate, resultOf, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
 import { useHarness, useClinic } from './helpers/fixture.js';
-
 
 const h = useHarness();
 const org = useClinic(h);
@@ -75,7 +65,9 @@ describe('tool-calls envelope variants', () => {
     const res = await callTools(h, org.token, {
       message: {
         type: 'tool-calls',
-        toolCalls: [{ id: 'call_alias', type: 'function', function: { name: 'checkAvailability', arguments: JSON.stringify(availability()) } }],
+        toolCalls: [
+          { id: 'call_alias', type: 'function', function: { name: 'checkAvailability', arguments: JSON.stringify(availability()) } },
+        ],
       },
     });
     expect(res.status).toBe(200);
@@ -282,7 +274,11 @@ describe('broken envelopes', () => {
     expect(res.status).toBe(400);
     expect(res.body.error).toBe('invalid_envelope');
     expect(await countAll()).toBe(before);
-    const twentyone = await callTools(h, org.token, vapiMessage(Array.from({ length: 21 }, () => ({ name: 'checkAvailability', args: availability() }))));
+    const twentyone = await callTools(
+      h,
+      org.token,
+      vapiMessage(Array.from({ length: 21 }, () => ({ name: 'checkAvailability', args: availability() }))),
+    );
     expect(twentyone.status).toBe(400);
 
     const twenty = await callTools(h, org.token, vapiMessage(Array.from({ length: 20 }, () => ({ name: 'noSuchTool', args: {} }))));
@@ -303,7 +299,11 @@ describe('broken envelopes', () => {
       const big = vapiMessage([{ name: 'bookClinicAppointment', args: { ...bookingArgs(), padding: 'x'.repeat(5000) } }]);
       const raw = JSON.stringify(big);
       expect(raw.length).toBeGreaterThan(5000);
-      const res = await small.http.post('/api/vapi/tools').set('Authorization', `Bearer ${smallOrg.token}`).set('Content-Type', 'application/json').send(raw);
+      const res = await small.http
+        .post('/api/vapi/tools')
+        .set('Authorization', `Bearer ${smallOrg.token}`)
+        .set('Content-Type', 'application/json')
+        .send(raw);
       expect(res.status).toBe(413);
       expect(res.headers['content-type']).toMatch(/application\/json/);
       expect(res.body.error).toBe('body_too_large');
@@ -318,7 +318,10 @@ describe('broken envelopes', () => {
     });
 
     it('the token endpoint also answers 413 for a huge body', async () => {
-      const res = await small.http.post('/oauth/token').type('form').send(`grant_type=client_credentials&x=${'y'.repeat(5000)}`);
+      const res = await small.http
+        .post('/oauth/token')
+        .type('form')
+        .send(`grant_type=client_credentials&x=${'y'.repeat(5000)}`);
       expect(res.status).toBe(413);
     });
 
@@ -332,7 +335,10 @@ describe('broken envelopes', () => {
     });
 
     it('an unauthenticated huge body is refused with 401 before it is read', async () => {
-      const res = await small.http.post('/api/vapi/tools').set('Content-Type', 'application/json').send(`{"x":"${'y'.repeat(5000)}"}`);
+      const res = await small.http
+        .post('/api/vapi/tools')
+        .set('Content-Type', 'application/json')
+        .send(`{"x":"${'y'.repeat(5000)}"}`);
       expect(res.status).toBe(401);
     });
   });
@@ -347,8 +353,24 @@ describe('broken envelopes', () => {
       JSON.stringify(vapiMessage([{ name: 'bookClinicAppointment', args: bookingArgs(over), ...(id !== undefined ? { id } : {}) }], extra));
 
     const inputs: string[] = [
-      'null', '0', '-1', '1e999', '42', '"str"', 'true', 'false', '""', '[null]', '[[]]',
-      msg(null), msg(0), msg(true), msg({ type: null }), msg({ type: 42 }), msg({ type: { a: 1 } }), msg({ type: ['tool-calls'] }),
+      'null',
+      '0',
+      '-1',
+      '1e999',
+      '42',
+      '"str"',
+      'true',
+      'false',
+      '""',
+      '[null]',
+      '[[]]',
+      msg(null),
+      msg(0),
+      msg(true),
+      msg({ type: null }),
+      msg({ type: 42 }),
+      msg({ type: { a: 1 } }),
+      msg({ type: ['tool-calls'] }),
       msg({ type: 'tool-calls', toolCallList: [null] }),
       msg({ type: 'tool-calls', toolCallList: [1, 'x', true, []] }),
       msg({ type: 'tool-calls', toolCallList: [{}] }),
@@ -479,7 +501,10 @@ describe('legacy single-call shape', () => {
   });
 
   it('answers toolCallId null when none was given', async () => {
-    const res = await h.http.post('/api/vapi/tools/checkAvailability').set('Authorization', `Bearer ${org.token}`).send({ tool: { arguments: availability() } });
+    const res = await h.http
+      .post('/api/vapi/tools/checkAvailability')
+      .set('Authorization', `Bearer ${org.token}`)
+      .send({ tool: { arguments: availability() } });
     expect(res.status).toBe(200);
     expect(res.body.toolCallId).toBeNull();
   });
@@ -527,7 +552,10 @@ describe('log redaction (src/log.ts)', () => {
 
   function capture() {
     const lines: string[] = [];
-    const log = pino({ level: 'info', redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, { write: (s: string) => void lines.push(s) });
+    const log = pino(
+      { level: 'info', redact: { paths: REDACT_PATHS, censor: '[redacted]' } },
+      { write: (s: string) => void lines.push(s) },
+    );
     return { log, lines, parsed: () => lines.map((l) => JSON.parse(l) as Record<string, any>) };
   }
 
@@ -567,7 +595,10 @@ describe('log redaction (src/log.ts)', () => {
         message: {
           type: 'tool-calls',
           toolWithToolCallList: [
-            { type: 'function', server: { url: 'https://tools.example/hook', secret: 'tool-secret-one', headers: { Authorization: 'Bearer hdr-secret' } } },
+            {
+              type: 'function',
+              server: { url: 'https://tools.example/hook', secret: 'tool-secret-one', headers: { Authorization: 'Bearer hdr-secret' } },
+            },
             { type: 'function', server: { url: 'https://tools.example/hook2', secret: 'tool-secret-two' } },
           ],
           phoneNumber: { provider: 'twilio', number: '+19254207621', twilioAccountSid: 'AC123', twilioAuthToken: 'twilio-auth-secret' },
@@ -589,7 +620,10 @@ describe('log redaction (src/log.ts)', () => {
 
   it('redacts client secrets and provider credentials one level down', () => {
     const { log, lines } = capture();
-    log.info({ body: { client_secret: 'cs_form_secret', clientSecret: 'cs_json_secret' }, provider: { authToken: 'tw-token', apiKey: 'tx-key' } }, 'x');
+    log.info(
+      { body: { client_secret: 'cs_form_secret', clientSecret: 'cs_json_secret' }, provider: { authToken: 'tw-token', apiKey: 'tx-key' } },
+      'x',
+    );
     for (const secret of ['cs_form_secret', 'cs_json_secret', 'tw-token', 'tx-key']) expect(lines.join('\n')).not.toContain(secret);
   });
 });
@@ -602,14 +636,20 @@ describe('deep log redaction (src/log.ts loggerOptions)', () => {
     const err = Object.assign(new Error('request failed'), { config: { headers: { Authorization: 'Basic QUM6c2VjcmV0' } }, status: 500 });
     log.info(
       {
-        sms: { providers: [{ kind: 'twilio', accountSid: 'AC123', authToken: 'nested-twilio-token' }, { kind: 'telnyx', apiKey: 'nested-telnyx-key' }] },
+        sms: {
+          providers: [
+            { kind: 'twilio', accountSid: 'AC123', authToken: 'nested-twilio-token' },
+            { kind: 'telnyx', apiKey: 'nested-telnyx-key' },
+          ],
+        },
         deep: { a: { b: { c: { client_secret: 'cs_deep', password: 'pw' } } } },
         err,
       },
       'nested',
     );
     const text = lines.join('\n');
-    for (const secret of ['nested-twilio-token', 'nested-telnyx-key', 'cs_deep', 'QUM6c2VjcmV0', '"pw"']) expect(text).not.toContain(secret);
+    for (const secret of ['nested-twilio-token', 'nested-telnyx-key', 'cs_deep', 'QUM6c2VjcmV0', '"pw"'])
+      expect(text).not.toContain(secret);
     const entry = JSON.parse(lines[0]!) as Record<string, any>;
     expect(entry.sms.providers[0]).toEqual({ kind: 'twilio', accountSid: 'AC123', authToken: '[redacted]' });
     expect(entry.deep.a.b.c.client_secret).toBe('[redacted]');
@@ -628,7 +668,12 @@ describe('buffered log writes (src/log.ts createLogger)', () => {
     const { LOG_FLUSH_MS } = await import('../src/log.js');
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', '-e', "const { createLogger } = await import('./src/log.ts'); createLogger('info').info({ n: 1 }, 'one line'); setTimeout(() => {}, 5000);"],
+      [
+        '--import',
+        'tsx',
+        '-e',
+        "const { createLogger } = await import('./src/log.ts'); createLogger('info').info({ n: 1 }, 'one line'); setTimeout(() => {}, 5000);",
+      ],
       { cwd: new URL('..', import.meta.url), stdio: ['ignore', 'pipe', 'inherit'] },
     );
     try {

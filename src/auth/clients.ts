@@ -119,8 +119,12 @@ export async function revokeClient(sql: Sql, orgId: string, clientId: string): P
 /** Pins a client's id and secret (the demo clinic's DEMO_CLIENT_ID / DEMO_CLIENT_SECRET), un-revoking it. */
 export async function pinClient(sql: Sql, orgId: string, clientId: string, clientSecret: string, name: string): Promise<void> {
   const hash = await hashSecret(clientSecret);
-  await withOrg(sql, orgId, (tx) => tx`
+  await withOrg(
+    sql,
+    orgId,
+    (tx) => tx`
     INSERT INTO oauth_clients (client_id, org_id, name, secret_hash) VALUES (${clientId}, ${orgId}, ${name}, ${hash})
     ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash, revoked_at = NULL
-    WHERE oauth_clients.org_id = ${orgId}`);
+    WHERE oauth_clients.org_id = ${orgId}`,
+  );
 }

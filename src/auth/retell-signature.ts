@@ -15,7 +15,12 @@ const HEADER = /^v=(\d{1,16}),d=([0-9a-f]{64})$/i;
 
 export type RetellSignatureCheck = { ok: true } | { ok: false; reason: 'missing' | 'malformed' | 'stale' | 'mismatch' };
 
-export function checkRetellSignature(rawBody: Buffer | undefined, apiKey: string, header: string | undefined, nowMs: number): RetellSignatureCheck {
+export function checkRetellSignature(
+  rawBody: Buffer | undefined,
+  apiKey: string,
+  header: string | undefined,
+  nowMs: number,
+): RetellSignatureCheck {
   if (!header || rawBody === undefined) return { ok: false, reason: 'missing' };
   const m = HEADER.exec(header);
   if (!m) return { ok: false, reason: 'malformed' };

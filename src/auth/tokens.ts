@@ -56,7 +56,9 @@ export function createTokenService(cfg: Config, jwtSecret: string): TokenService
   const keyPromise = crypto.subtle.importKey('raw', raw, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign', 'verify']);
   const cache = verifiedTokenCache();
   const jwks = cfg.JWT_JWKS_URL ? createRemoteJWKSet(new URL(cfg.JWT_JWKS_URL)) : null;
-  const jwksAlgs = cfg.JWT_JWKS_ALGORITHMS.split(',').map((a) => a.trim()).filter((a) => a && !a.startsWith('HS'));
+  const jwksAlgs = cfg.JWT_JWKS_ALGORITHMS.split(',')
+    .map((a) => a.trim())
+    .filter((a) => a && !a.startsWith('HS'));
 
   return {
     async mint(orgId, clientId) {

@@ -45,14 +45,18 @@ export async function findUpcoming(
   range: { from: Date; to?: Date | undefined },
   limit: number,
 ): Promise<UpcomingRow[]> {
-  return withTenant(sql, tenant, (tx) => tx<UpcomingRow[]>`
+  return withTenant(
+    sql,
+    tenant,
+    (tx) => tx<UpcomingRow[]>`
       SELECT id, practitioner_id, service_id, patient_name, patient_phone, patient_email, starts_at, ends_at, status,
              confirmed_at, reschedule_requested_at, (count(*) OVER ())::int AS total
         FROM appointments
        WHERE patient_phone = ${phone} AND status = 'booked' AND starts_at > ${range.from}
              ${range.to ? tx`AND starts_at < ${range.to}` : tx``}
        ORDER BY starts_at, id
-       LIMIT ${limit}`);
+       LIMIT ${limit}`,
+  );
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -79,12 +83,16 @@ export async function findByPhoneOnDate(
   // The local day as instants (23 to 25 hours): a day whose midnight happens
   // twice starts at the first one, so no appointment falls between two days.
   const { start: from, end: to } = localDayBounds(date, org.timeZone);
-  return withTenant(sql, tenant, (tx) => tx<AppointmentRow[]>`
+  return withTenant(
+    sql,
+    tenant,
+    (tx) => tx<AppointmentRow[]>`
       SELECT id, practitioner_id, service_id, patient_name, patient_phone, patient_email, starts_at, ends_at, status
         FROM appointments
        WHERE patient_phone = ${phone} AND status = 'booked'
          AND starts_at >= ${from.toJSDate()} AND starts_at < ${to.toJSDate()}
-       ORDER BY starts_at`);
+       ORDER BY starts_at`,
+  );
 }
 
 export type CancelResult = { status: 'cancelled' | 'already_cancelled'; appointment: AppointmentRow } | { status: 'not_found' };

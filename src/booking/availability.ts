@@ -52,14 +52,7 @@ export function openingWindows(org: OrgContext, date: LocalDate): Array<{ open: 
  * that is a first occurrence, which every offered and accepted time is, the two
  * comparisons agree whenever there is no change inside the appointment.
  */
-function fitsWindow(
-  zone: string,
-  date: LocalDate,
-  open: number,
-  close: number,
-  start: DateTime,
-  end: DateTime,
-): boolean {
+function fitsWindow(zone: string, date: LocalDate, open: number, close: number, start: DateTime, end: DateTime): boolean {
   if (start.offset === end.offset) {
     // Calendar fields are cached on a DateTime; comparing them avoids the zone
     // offset lookups that building new DateTimes would cost on every booking.

@@ -7,12 +7,7 @@ import type { OrgContext, Practitioner, Service } from './org.js';
 export type BookOutcome =
   | { outcome: 'booked'; appointmentId: string; practitionerId: string; existing: boolean; replayed?: boolean }
   | {
-      outcome:
-        | 'slot_taken'
-        | 'outside_hours'
-        | 'idempotency_mismatch'
-        | 'not_found'
-        | 'practitioner_unavailable';
+      outcome: 'slot_taken' | 'outside_hours' | 'idempotency_mismatch' | 'not_found' | 'practitioner_unavailable';
       replayed?: boolean;
     };
 
@@ -57,7 +52,9 @@ export function requestHash(value: unknown): string {
               .map(([k, x]) => [k, canon(x)]),
           )
         : v;
-  return createHash('sha256').update(JSON.stringify(canon(value))).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify(canon(value)))
+    .digest('hex');
 }
 
 const EXCLUSION_VIOLATION = '23P01';

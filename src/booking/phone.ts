@@ -12,10 +12,7 @@ export function toE164(input: string, defaultRegion: string): string {
     const parsed = parsePhoneNumberFromString(trimmed, defaultRegion as CountryCode);
     if (parsed?.isValid()) return parsed.number;
   }
-  throw new ToolError(
-    'invalid_phone',
-    "That phone number doesn't look right. Could you read it to me again, digit by digit?",
-  );
+  throw new ToolError('invalid_phone', "That phone number doesn't look right. Could you read it to me again, digit by digit?");
 }
 
 /** "ending in 2671", the way an agent should read a number back. */

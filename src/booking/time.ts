@@ -72,11 +72,9 @@ export function parseLocalDate(input: string): LocalDate {
     const d = new Date(Date.UTC(year, month - 1, day));
     if (year >= 1000 && d.getUTCFullYear() === year && d.getUTCMonth() === month - 1 && d.getUTCDate() === day) return { year, month, day };
   }
-  throw new ToolError(
-    'invalid_date',
-    "I couldn't understand that date. Could you give me the day, month and year again?",
-    { expected: 'YYYY-MM-DD' },
-  );
+  throw new ToolError('invalid_date', "I couldn't understand that date. Could you give me the day, month and year again?", {
+    expected: 'YYYY-MM-DD',
+  });
 }
 
 // "15:00", "9:30", "3pm", "3:30 PM", "3:30 p.m.". Anything else is refused
@@ -98,11 +96,7 @@ export function parseLocalTime(input: string): LocalTime {
       return { hour, minute };
     }
   }
-  throw new ToolError(
-    'invalid_time',
-    "I couldn't understand that time. Could you say it again, like 3:30 PM?",
-    { expected: 'HH:mm' },
-  );
+  throw new ToolError('invalid_time', "I couldn't understand that time. Could you say it again, like 3:30 PM?", { expected: 'HH:mm' });
 }
 
 /**

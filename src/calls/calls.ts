@@ -29,13 +29,17 @@ export interface CallReport {
  * the same transaction. Returns whether this delivery was the first.
  */
 export async function recordCall(sql: Sql, tenant: Tenant, r: CallReport): Promise<boolean> {
-  const rows = await withTenant(sql, tenant, (tx) => tx`
+  const rows = await withTenant(
+    sql,
+    tenant,
+    (tx) => tx`
     INSERT INTO calls (org_id, platform, call_id, caller_phone, started_at, ended_at, duration_seconds,
                        ended_reason, tools_used, transcript)
     VALUES (${tenant.orgId}, ${r.platform}, ${r.callId}, ${r.callerPhone}, ${r.startedAt}, ${r.endedAt},
             ${r.durationSeconds}, ${r.endedReason}, ${r.toolsUsed}, ${r.transcript})
     ON CONFLICT (org_id, platform, call_id) DO NOTHING
-    RETURNING id`);
+    RETURNING id`,
+  );
   return rows.length === 1;
 }
 
@@ -75,13 +79,17 @@ export async function listCalls(
   q: { limit: number; before?: string | undefined; unmask?: boolean | undefined },
 ): Promise<{ items: CallItem[]; next: string | null }> {
   const cursor = decodeCursor(q.before);
-  const rows = await withOrg(sql, orgId, (tx) => tx<CallRow[]>`
+  const rows = await withOrg(
+    sql,
+    orgId,
+    (tx) => tx<CallRow[]>`
     SELECT id, platform, call_id, caller_phone, started_at, ended_at, duration_seconds, ended_reason, tools_used,
            transcript, created_at, ${cursorUs(tx, 'created_at')} AS cursor_us
       FROM calls
      WHERE true ${beforeCursor(tx, 'created_at', 'id', cursor)}
      ORDER BY created_at DESC, id DESC
-     LIMIT ${q.limit + 1}`);
+     LIMIT ${q.limit + 1}`,
+  );
   const { items, next } = page(rows, q.limit);
   return {
     next,

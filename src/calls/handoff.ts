@@ -8,7 +8,8 @@ import { spokenClock } from '../booking/time.js';
  * hours, otherwise a sentence the agent can say, offering to take a message
  * (the takeMessage tool).
  */
-export type Handoff = { transfer: true; number: string; sentence: string } | { transfer: false; reason: 'closed' | 'no_number'; sentence: string };
+export type Handoff =
+  { transfer: true; number: string; sentence: string } | { transfer: false; reason: 'closed' | 'no_number'; sentence: string };
 
 export function frontDeskHandoff(org: OrgContext, now: DateTime): Handoff {
   if (!org.frontDeskPhone) {

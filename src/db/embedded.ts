@@ -115,8 +115,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
     pm = await startPostmaster(bins.postgres, pgDir, dataDir, opts.port && opts.port > 0 ? opts.port : undefined, settings, ids, log, warn);
     await lock.update({ postmasterPid: pm.pid, pgPort: pm.port });
 
-    const ownerUrl = (db: string) =>
-      `postgres://postgres:${encodeURIComponent(state.password)}@127.0.0.1:${pm!.port}/${db}`;
+    const ownerUrl = (db: string) => `postgres://postgres:${encodeURIComponent(state.password)}@127.0.0.1:${pm!.port}/${db}`;
     const admin = postgres(ownerUrl('postgres'), { max: 1, connect_timeout: 10, onnotice: () => {} });
     try {
       const exists = await admin`SELECT 1 FROM pg_database WHERE datname = ${database}`;
@@ -171,7 +170,14 @@ async function initdb(bin: string, pgDir: string, dataDir: string, password: str
       await fs.chown(pgDir, ids.uid, ids.gid);
       await fs.chown(pwFile, ids.uid, ids.gid);
     }
-    const args = [`--pgdata=${pgDir}`, '--auth=scram-sha-256', '--username=postgres', `--pwfile=${pwFile}`, '--encoding=UTF8', '--locale=C'];
+    const args = [
+      `--pgdata=${pgDir}`,
+      '--auth=scram-sha-256',
+      '--username=postgres',
+      `--pwfile=${pwFile}`,
+      '--encoding=UTF8',
+      '--locale=C',
+    ];
     const child = spawn(bin, args, { cwd: dataDir, env: postgresEnv(), stdio: ['ignore', 'pipe', 'pipe'], ...ids });
     const out: string[] = [];
     const keep = (chunk: Buffer) => {
@@ -397,7 +403,9 @@ async function clearLeftovers(pgDir: string, dataDir: string, warn: (l: string) 
   const survivors = postgresProcessesIn(pgDir);
   if (survivors === null) return; // cannot tell here: leave it to PostgreSQL
   if (survivors.length) {
-    throw new StartupError(`PostgreSQL processes (pids ${survivors.join(', ')}) still run on ${pgDir} without their postmaster; stop them first`);
+    throw new StartupError(
+      `PostgreSQL processes (pids ${survivors.join(', ')}) still run on ${pgDir} without their postmaster; stop them first`,
+    );
   }
   await fs.rm(pidFile, { force: true });
   warn(`removed a stale ${pidFile}: its pid ${pid} now belongs to another process (${p.name})`);
@@ -504,7 +512,6 @@ function ensurePostgresUser(): void {
     execFileSync('useradd', ['-g', 'postgres', '-M', '-s', '/usr/sbin/nologin', 'postgres'], { stdio: 'ignore' });
   }
 }
-
 
 /** Adds o+x to each ancestor of the targets that lacks it; returns the directories changed. */
 async function grantSearch(targets: string[]): Promise<string[]> {

@@ -166,7 +166,12 @@ export async function lockDataDir(dir: string): Promise<DataDirLock> {
     const rec = parseRecord(raw);
     if (!rec) {
       // Being written by another starter right now, or left half-written by a crash.
-      const age = Date.now() - (await fs.stat(file).then((s) => s.mtimeMs, () => 0));
+      const age =
+        Date.now() -
+        (await fs.stat(file).then(
+          (s) => s.mtimeMs,
+          () => 0,
+        ));
       if (age < 2000) {
         await sleep(50);
         continue;

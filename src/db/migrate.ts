@@ -66,8 +66,10 @@ export async function migrate(owner: Sql, dir?: string): Promise<{ applied: stri
         applied_at timestamptz NOT NULL DEFAULT now()
       )`;
     const done = new Map(
-      (await reserved<{ version: number; checksum: string; name: string }[]>`
-        SELECT version, checksum, name FROM schema_migrations`).map((r) => [r.version, r]),
+      (
+        await reserved<{ version: number; checksum: string; name: string }[]>`
+        SELECT version, checksum, name FROM schema_migrations`
+      ).map((r) => [r.version, r]),
     );
     for (const m of migrations) {
       const prior = done.get(m.version);

@@ -43,7 +43,14 @@ const EXAMPLE_ORG = {
   timeZone: 'America/New_York',
   defaultRegion: 'US',
   slotIntervalMinutes: 15,
-  openingHours: { monday: [['08:00', '12:00'], ['13:00', '17:00']], tuesday: [['08:00', '17:00']], saturday: [['09:00', '13:00']] },
+  openingHours: {
+    monday: [
+      ['08:00', '12:00'],
+      ['13:00', '17:00'],
+    ],
+    tuesday: [['08:00', '17:00']],
+    saturday: [['09:00', '13:00']],
+  },
   services: [
     { code: 'consultation', name: 'Consultation', durationMinutes: 30 },
     { name: 'Check-up', durationMinutes: 15 },
@@ -70,7 +77,11 @@ export function adminRouter(deps: AppDeps, registry: RouteRegistry): Router {
         '`["HH:mm","HH:mm"]` windows in clinic-local time; `"24:00"` closes at midnight. A service code is derived from its name ' +
         'when omitted. A practitioner offers every service unless `services` lists codes.',
       body: createOrgSchema,
-      responses: { 201: { description: 'The clinic, with ids of its services and practitioners.' }, 400: { description: 'invalid_request' }, 409: { description: 'org_exists' } },
+      responses: {
+        201: { description: 'The clinic, with ids of its services and practitioners.' },
+        400: { description: 'invalid_request' },
+        409: { description: 'org_exists' },
+      },
       example: { body: EXAMPLE_ORG },
     },
     async (req, res, { body }) => {
@@ -125,10 +136,10 @@ export function adminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       summary: 'Change a clinic',
       description:
         'Only the fields given change. `services` and `practitioners` replace the lists: a removed one is deactivated (past ' +
-        'appointments keep pointing at it). `active: false` refuses the clinic\'s tokens at once. `vapiSecret` / `vapiHmacSecret` ' +
+        "appointments keep pointing at it). `active: false` refuses the clinic's tokens at once. `vapiSecret` / `vapiHmacSecret` " +
         'set the optional Vapi layers; `null` clears them. Voice settings: `spokenResults` (default true) adds the sentence to say to each ' +
         'Vapi result; `frontDeskPhone` (E.164, `null`: none) is where a caller asking for a person is transferred during opening hours; ' +
-        '`retellApiKey` (stored encrypted, never shown: `retellApiKeyConfigured`) verifies Retell\'s signatures, `null` refuses Retell; ' +
+        "`retellApiKey` (stored encrypted, never shown: `retellApiKeyConfigured`) verifies Retell's signatures, `null` refuses Retell; " +
         '`storeTranscripts` (default false) keeps transcripts in the call log. `locale` (`en-US`, the default, or `en-GB`) is how the ' +
         'voice tools speak times ("Thursday, March 4 at 3:00 PM" / "Thursday 4 March at 15:00") and the texts write them.',
       body: updateOrgSchema,
@@ -222,7 +233,9 @@ export function adminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       tags: ['sms'],
       summary: "A clinic's recent texts, exactly as the patient gets them, with state and every provider attempt",
       query: listQuery.extend({ status: z.enum(['pending', 'sending', 'sent', 'failed', 'cancelled']).optional() }),
-      responses: { 200: { description: '`{items:[{id, to, body, status, provider, attempts:[...]}], next}`; phones masked unless `unmask=true`.' } },
+      responses: {
+        200: { description: '`{items:[{id, to, body, status, provider, attempts:[...]}], next}`; phones masked unless `unmask=true`.' },
+      },
       example: { params: { id: EXAMPLE_ID }, query: { limit: '10' } },
     },
     async (req, res, { query }) => {
@@ -241,7 +254,11 @@ export function adminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       tags: ['clinics'],
       summary: "The clinic's inbox: SMS replies and messages left with the voice agent",
       query: listQuery,
-      responses: { 200: { description: '`{items:[{id, channel, kind, from, patientName, body, createdAt}], next}`; phones masked unless `unmask=true`.' } },
+      responses: {
+        200: {
+          description: '`{items:[{id, channel, kind, from, patientName, body, createdAt}], next}`; phones masked unless `unmask=true`.',
+        },
+      },
       example: { params: { id: EXAMPLE_ID } },
     },
     async (req, res, { query }) => {
@@ -279,4 +296,3 @@ export function adminRouter(deps: AppDeps, registry: RouteRegistry): Router {
 
   return router;
 }
-

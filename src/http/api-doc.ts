@@ -41,7 +41,10 @@ export function requestSection(spec: RouteSpec): string {
     clinic: '-H "Authorization: Bearer $TOKEN"',
   };
   if (spec.example && (spec.access === 'admin' || spec.access === 'clinic' || spec.access === 'public')) {
-    const parts = [`curl -s -X ${spec.method.toUpperCase()} "$BASE${examplePath(spec)}"`, ...(credential[spec.access] ? [credential[spec.access]!] : [])];
+    const parts = [
+      `curl -s -X ${spec.method.toUpperCase()} "$BASE${examplePath(spec)}"`,
+      ...(credential[spec.access] ? [credential[spec.access]!] : []),
+    ];
     if (spec.example.body !== undefined) {
       parts.push("-H 'Content-Type: application/json'", `-d '${JSON.stringify(spec.example.body, null, 2).replace(/'/g, "'\\''")}'`);
     }
@@ -61,7 +64,7 @@ export function renderApiDoc(registry: RouteRegistry, captured: Map<string, Capt
     'Every route, who may call it, and a worked example. The example requests are the ones the test suite',
     'replays against the server (test/routes.test.ts); each response below is what the server answered to',
     'that request on a fresh database with the demo clinic. The same routes are described as OpenAPI 3.1 at',
-    '`GET /openapi.json`. `$BASE` is the server\'s URL, e.g. `http://localhost:3000`.',
+    "`GET /openapi.json`. `$BASE` is the server's URL, e.g. `http://localhost:3000`.",
     '',
   ];
   const byTag = new Map<string, RouteSpec[]>();

@@ -62,7 +62,7 @@ export function extractToolCalls(message: Obj): RawToolCall[] {
     if (!isObj(item)) return { id: undefined, name: undefined, args: null, argsError: 'The tool call is not an object.' };
     const fn = isObj(item.function) ? item.function : undefined;
     const name = str(fn?.name) ?? str(item.name);
-    const parsed = parseArguments(fn ? fn.arguments ?? fn.parameters : item.arguments ?? item.parameters);
+    const parsed = parseArguments(fn ? (fn.arguments ?? fn.parameters) : (item.arguments ?? item.parameters));
     const rawId = item.id;
     const id = safeId(rawId);
     if (rawId !== undefined && id === undefined) {
@@ -73,8 +73,7 @@ export function extractToolCalls(message: Obj): RawToolCall[] {
 }
 
 /** Every org id a metadata object names, under any of the keys clients use. */
-export const orgsFrom = (meta: unknown): unknown[] =>
-  isObj(meta) ? [meta.org_id, meta.orgId, meta.organizationId].filter(namesOrg) : [];
+export const orgsFrom = (meta: unknown): unknown[] => (isObj(meta) ? [meta.org_id, meta.orgId, meta.organizationId].filter(namesOrg) : []);
 
 /** null, undefined and "" name no org; anything else must match the token's. */
 export const namesOrg = (v: unknown): boolean => v !== undefined && v !== null && v !== '';

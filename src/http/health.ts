@@ -9,7 +9,14 @@ export function healthRouter(deps: AppDeps, registry: RouteRegistry): Router {
   const tags = ['operations'];
   registry.mount(
     router,
-    { method: 'get', path: '/healthz', access: 'public', tags, summary: 'The process is up (no database access)', responses: { 200: { description: '`{status:"ok"}`' } } },
+    {
+      method: 'get',
+      path: '/healthz',
+      access: 'public',
+      tags,
+      summary: 'The process is up (no database access)',
+      responses: { 200: { description: '`{status:"ok"}`' } },
+    },
     (_req, res) => {
       res.json({ status: 'ok' });
     },
@@ -43,7 +50,10 @@ export function healthRouter(deps: AppDeps, registry: RouteRegistry): Router {
       access: 'metrics',
       tags,
       summary: 'Prometheus metrics (no patient data in any label)',
-      responses: { 200: { description: 'Prometheus text format.', contentType: 'text/plain' }, 401: { description: 'METRICS_TOKEN is set and was not given.' } },
+      responses: {
+        200: { description: 'Prometheus text format.', contentType: 'text/plain' },
+        401: { description: 'METRICS_TOKEN is set and was not given.' },
+      },
     },
     async (_req, res) => {
       res.set('Content-Type', metricsRegistry.contentType).send(await metricsRegistry.metrics());

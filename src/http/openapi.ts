@@ -34,7 +34,13 @@ function operation(spec: RouteSpec) {
     const q = jsonSchema(spec.query) as { properties?: Record<string, Record<string, unknown>>; required?: string[] };
     for (const [name, schema] of Object.entries(q.properties ?? {})) {
       const { description, ...rest } = schema;
-      params.push({ name, in: 'query', required: q.required?.includes(name) ?? false, schema: rest, ...(description ? { description } : {}) });
+      params.push({
+        name,
+        in: 'query',
+        required: q.required?.includes(name) ?? false,
+        schema: rest,
+        ...(description ? { description } : {}),
+      });
     }
   }
   const op: Record<string, unknown> = {
@@ -69,10 +75,10 @@ function operation(spec: RouteSpec) {
       spec.bodyType === 'raw'
         ? [spec.rawContentType ?? 'application/octet-stream']
         : spec.bodyType === 'form'
-        ? ['application/x-www-form-urlencoded']
-        : spec.bodyType === 'form-or-json'
-          ? ['application/x-www-form-urlencoded', 'application/json']
-          : ['application/json'];
+          ? ['application/x-www-form-urlencoded']
+          : spec.bodyType === 'form-or-json'
+            ? ['application/x-www-form-urlencoded', 'application/json']
+            : ['application/json'];
     const schema = jsonSchema(spec.body);
     op.requestBody = {
       required: true,

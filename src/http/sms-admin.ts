@@ -3,7 +3,15 @@ import { z } from 'zod';
 import { isUuid } from '../booking/appointments.js';
 import type { AppDeps } from '../deps.js';
 import { AppError, notFound } from '../errors.js';
-import { getSmsConfig, putSmsConfig, setFailoverEnabled, smsConfigProblem, smsConfigSchema, type ChainLink, type SmsConfigView } from '../sms/config.js';
+import {
+  getSmsConfig,
+  putSmsConfig,
+  setFailoverEnabled,
+  smsConfigProblem,
+  smsConfigSchema,
+  type ChainLink,
+  type SmsConfigView,
+} from '../sms/config.js';
 import { deleteDeadLetter, listDeadLetters, retryDeadLetter } from '../sms/dead-letters.js';
 import { getOrg } from '../orgs/orgs.js';
 import { listOptOuts } from '../sms/opt-outs.js';
@@ -38,7 +46,11 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       publicUrl: cfg.PUBLIC_URL ?? null,
       // Without PUBLIC_URL no send names a status callback: receipts come only if the console names one.
       statusCallbackOnSend: cfg.PUBLIC_URL !== undefined,
-      ...webhookUrls(publicBase(req, cfg.PUBLIC_URL), orgId, view.providers.map((p) => p.kind)),
+      ...webhookUrls(
+        publicBase(req, cfg.PUBLIC_URL),
+        orgId,
+        view.providers.map((p) => p.kind),
+      ),
     },
   });
 
@@ -56,13 +68,17 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
         'CREDENTIALS_KEY, bound to the clinic, position and kind). Kinds: `twilio`, `telnyx`, `sns` (Amazon SNS), `relay` ' +
         '(an HTTPS endpoint the clinic runs, https only in production) and `sandbox`, which records messages without sending ' +
         'them. Every link takes an optional `attemptTimeoutMs` (100-60000; default SMS_ATTEMPT_TIMEOUT_MS). `contactPhone` is the ' +
-        'number every text tells patients to call (else the clinic\'s `frontDeskPhone`); reminders are only scheduled when one is ' +
+        "number every text tells patients to call (else the clinic's `frontDeskPhone`); reminders are only scheduled when one is " +
         'known. Reminders: `reminderOffsetsMinutes` (minutes before the appointment, at most 3, default `[1440]`, `[]` for none), ' +
         '`sendingWindow` (`{"start":"08:00","end":"21:00"}` by default: wall-clock start <= t < end), `quietHoursZone` (`patient`, ' +
-        'the default: the patient\'s zone when their number tells it, else the clinic\'s; or `clinic`) and `cancelByReply` (default ' +
+        "the default: the patient's zone when their number tells it, else the clinic's; or `clinic`) and `cancelByReply` (default " +
         'false: patients may cancel by replying X). Each omitted: unchanged (the default for a first configuration).',
       body: smsConfigSchema,
-      responses: { 200: { description: 'The chain as stored, credentials masked.' }, 400: { description: 'invalid_request' }, 404: { description: 'not_found' } },
+      responses: {
+        200: { description: 'The chain as stored, credentials masked.' },
+        400: { description: 'invalid_request' },
+        404: { description: 'not_found' },
+      },
       example: {
         params: { id: EXAMPLE_ID },
         body: {
@@ -103,7 +119,9 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       tags,
       summary: "Read a clinic's SMS provider chain (no credentials) and the webhook URLs to paste into each provider's console",
       responses: {
-        200: { description: 'The chain, credentials masked; `webhooks`: the Twilio inbound and status-callback URLs and the Telnyx webhook URL.' },
+        200: {
+          description: 'The chain, credentials masked; `webhooks`: the Twilio inbound and status-callback URLs and the Telnyx webhook URL.',
+        },
         404: { description: 'SMS is not configured for this org.' },
       },
       example: { params: { id: EXAMPLE_ID } },
@@ -127,8 +145,17 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       description:
         'Written by STOP (and its synonyms) on any provider, by a provider refusing a send to a phone that opted out there (21610, ' +
         '40300), and removed by START. Phones masked unless `unmask=true`.',
-      query: z.object({ ...pageQuery, unmask: z.enum(['true', 'false']).transform((v) => v === 'true').optional() }),
-      responses: { 200: { description: '`{items:[{id, phone, source, optedOutAt, previousOptOuts}], next}`' }, 404: { description: 'not_found' } },
+      query: z.object({
+        ...pageQuery,
+        unmask: z
+          .enum(['true', 'false'])
+          .transform((v) => v === 'true')
+          .optional(),
+      }),
+      responses: {
+        200: { description: '`{items:[{id, phone, source, optedOutAt, previousOptOuts}], next}`' },
+        404: { description: 'not_found' },
+      },
       example: { params: { id: EXAMPLE_ID }, query: { limit: '50' } },
     },
     async (req, res, { query }) => {
@@ -151,7 +178,11 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
         'Off: only position 0 of the chain sends; its messages fail or retry on the primary alone. Takes effect at once in ' +
         'this process and within ORG_CACHE_TTL_MS in the others; every change is recorded (who, when, from, to).',
       body: z.object({ failoverEnabled: z.boolean() }).strict(),
-      responses: { 200: { description: 'The chain as stored, credentials masked.' }, 400: { description: 'invalid_request' }, 404: { description: 'SMS is not configured for this org.' } },
+      responses: {
+        200: { description: 'The chain as stored, credentials masked.' },
+        400: { description: 'invalid_request' },
+        404: { description: 'SMS is not configured for this org.' },
+      },
       example: { params: { id: EXAMPLE_ID }, body: { failoverEnabled: false } },
     },
     async (req, res, { body }) => {
@@ -193,7 +224,11 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       access: 'admin',
       tags,
       summary: 'Re-queue a dead letter (rate limit bypassed); refused once the patient has the confirmation',
-      responses: { 202: { description: '`{id, status, provider, run}`' }, 404: { description: 'not_found' }, 409: { description: 'already_delivered or not_failed' } },
+      responses: {
+        202: { description: '`{id, status, provider, run}`' },
+        404: { description: 'not_found' },
+        409: { description: 'already_delivered or not_failed' },
+      },
       example: { params: { id: '0b8f7e0e-2f6a-4d59-9a57-3f1f2c7a9e11' } },
     },
     async (req, res) => {
@@ -201,7 +236,8 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       if (!isUuid(id)) throw notFound('message');
       const r = await retryDeadLetter(workerSql, worker, id, cfg.SMS_RESPONSE_BUDGET_MS);
       if (r.result === 'not_found') throw notFound('message');
-      if (r.result === 'already_delivered') throw new AppError(409, 'already_delivered', 'The patient already has a confirmation for this appointment.');
+      if (r.result === 'already_delivered')
+        throw new AppError(409, 'already_delivered', 'The patient already has a confirmation for this appointment.');
       if (r.result !== 'requeued') throw new AppError(409, 'not_failed', `The message is ${r.status}, not failed.`);
       req.log.info({ outboxId: id }, 'dead letter re-queued by admin');
       res.status(202).json({ id, status: r.status, provider: r.provider, run: r.run });
@@ -239,7 +275,7 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       summary: "The token's clinic: do its SMS credentials decrypt, do its providers answer, do its webhook URLs work",
       description:
         '`probe=webhooks` also POSTs to each provider webhook URL of the clinic (on PUBLIC_URL): an unsigned request must be refused ' +
-        'with 403, and for Twilio a request signed with the clinic\'s own auth token, as Twilio would sign it, must be accepted (200). ' +
+        "with 403, and for Twilio a request signed with the clinic's own auth token, as Twilio would sign it, must be accepted (200). " +
         'Telnyx requests cannot be signed here (only Telnyx holds its private key), so for Telnyx only reachability and the refusal are checked.',
       query: z.object({ probe: z.enum(['webhooks']).optional() }),
       responses: {
@@ -280,7 +316,12 @@ export function smsAdminRouter(deps: AppDeps, registry: RouteRegistry): Router {
 /** One POST to a webhook URL of ours; 0 when nothing answered. */
 async function post(url: string, headers: Record<string, string>, body: string): Promise<number> {
   try {
-    const res = await fetch(url, { method: 'POST', headers: { ...headers, [PROBE_HEADER]: '1' }, body, signal: AbortSignal.timeout(5_000) });
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { ...headers, [PROBE_HEADER]: '1' },
+      body,
+      signal: AbortSignal.timeout(5_000),
+    });
     await res.arrayBuffer();
     return res.status;
   } catch {
@@ -299,7 +340,11 @@ async function probeWebhooks(base: string, orgId: string, links: ChainLink[]) {
   for (const l of links) {
     if (l.kind !== 'twilio' && l.kind !== 'telnyx') continue;
     const url = `${base}${l.kind === 'twilio' ? WEBHOOK_PATHS.twilioStatus(orgId) : WEBHOOK_PATHS.telnyx(orgId)}`;
-    const unsigned = await post(url, { 'content-type': l.kind === 'twilio' ? 'application/x-www-form-urlencoded' : 'application/json' }, l.kind === 'twilio' ? 'MessageSid=SMprobe' : '{}');
+    const unsigned = await post(
+      url,
+      { 'content-type': l.kind === 'twilio' ? 'application/x-www-form-urlencoded' : 'application/json' },
+      l.kind === 'twilio' ? 'MessageSid=SMprobe' : '{}',
+    );
     const signed = l.provider.webhooks?.probeRequest?.(url);
     const signedStatus = signed ? await post(url, signed.headers, signed.body) : null;
     out.push({

@@ -35,7 +35,13 @@ export function smsStatusRouter(deps: AppDeps, registry: RouteRegistry): Router 
       summary: 'SMS status of every clinic (or one, `orgId`): health, breakers, the last hour, outbox, dead letters, opt-outs',
       description: DESCRIPTION,
       query: z.object({ orgId: z.uuid().optional().describe('Only this clinic.') }),
-      responses: { 200: { description: '`{generatedAt, since, clinics:[{orgId, name, sms, providers:[...], lastHour, outbox, deadLetters, optOuts, bookingsToday}], totals}`' }, 400: { description: 'invalid_request' } },
+      responses: {
+        200: {
+          description:
+            '`{generatedAt, since, clinics:[{orgId, name, sms, providers:[...], lastHour, outbox, deadLetters, optOuts, bookingsToday}], totals}`',
+        },
+        400: { description: 'invalid_request' },
+      },
       example: { query: { orgId: '5eed0000-0000-4000-8000-000000000001' } },
     },
     async (_req, res, { query }) => {
@@ -52,7 +58,11 @@ export function smsStatusRouter(deps: AppDeps, registry: RouteRegistry): Router 
       tags: ['sms'],
       summary: "The token's clinic: its SMS status (the same figures as the admin view, for this clinic only)",
       description: DESCRIPTION,
-      responses: { 200: { description: '`{orgId, name, sms, providers:[...], lastHour, outbox, deadLetters, optOuts, bookingsToday, generatedAt, since}`' } },
+      responses: {
+        200: {
+          description: '`{orgId, name, sms, providers:[...], lastHour, outbox, deadLetters, optOuts, bookingsToday, generatedAt, since}`',
+        },
+      },
     },
     async (_req, res) => {
       const { org } = scopeOf(res);

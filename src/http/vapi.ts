@@ -40,9 +40,7 @@ export type VapiToolCallResult =
 export interface VapiToolCallsResponse {
   results: VapiToolCallResult[];
 }
-export type VapiTransferResponse =
-  | { destination: { type: 'number'; number: string; message: string } }
-  | { error: string };
+export type VapiTransferResponse = { destination: { type: 'number'; number: string; message: string } } | { error: string };
 
 /**
  * One result in Vapi's shape: `result` is the compact JSON for the model's
@@ -121,7 +119,8 @@ function callReport(message: Obj, callId: string, keepTranscript: boolean): Call
     callerPhone: caller && E164.test(caller) ? caller : null,
     startedAt,
     endedAt,
-    durationSeconds: duration !== null && Number.isFinite(duration) && duration >= 0 && duration < 1e8 ? Math.round(duration * 10) / 10 : null,
+    durationSeconds:
+      duration !== null && Number.isFinite(duration) && duration >= 0 && duration < 1e8 ? Math.round(duration * 10) / 10 : null,
     endedReason: shortText(message.endedReason ?? call.endedReason, 200),
     toolsUsed: toolsUsed(message),
     transcript,
@@ -138,7 +137,11 @@ const vapiEnvelope = z
   .object({
     message: z
       .object({
-        type: z.string().describe('tool-calls, transfer-destination-request, end-of-call-report; other types (status-update, ...) are acknowledged with {}'),
+        type: z
+          .string()
+          .describe(
+            'tool-calls, transfer-destination-request, end-of-call-report; other types (status-update, ...) are acknowledged with {}',
+          ),
         toolCallList: z
           .array(
             z.object({
@@ -150,7 +153,10 @@ const vapiEnvelope = z
           .optional(),
         call: z.object({ id: z.string().optional() }).loose().optional(),
         customer: z.object({ number: z.string().optional() }).loose().optional(),
-        assistant: z.object({ metadata: z.record(z.string(), z.unknown()).optional() }).loose().optional(),
+        assistant: z
+          .object({ metadata: z.record(z.string(), z.unknown()).optional() })
+          .loose()
+          .optional(),
       })
       .loose(),
   })
@@ -159,7 +165,15 @@ const vapiEnvelope = z
 const legacyEnvelope = z
   .object({
     toolCallId: z.string().optional(),
-    message: z.object({ call: z.object({ metadata: z.object({ org_id: z.string() }).loose().optional() }).loose().optional() }).loose().optional(),
+    message: z
+      .object({
+        call: z
+          .object({ metadata: z.object({ org_id: z.string() }).loose().optional() })
+          .loose()
+          .optional(),
+      })
+      .loose()
+      .optional(),
     tool: z.object({ arguments: z.union([z.string(), z.record(z.string(), z.unknown())]) }).optional(),
     arguments: z.union([z.string(), z.record(z.string(), z.unknown())]).optional(),
   })
@@ -214,7 +228,12 @@ export function vapiRouter(deps: AppDeps, registry: RouteRegistry): Router {
         return [...orgsNamedInMessage(message), ...calls.map((c) => c.args?.organizationId).filter(namesOrg)];
       },
       tenantCheck: (req, res) => TENANT_CHECK.get(parseVapi(req, res).type) ?? 'upfront',
-      responses: { 200: { description: 'Tool results, or `{}` for other message types.' }, 400: { description: 'invalid_envelope' }, 401: { description: 'Token missing or rejected.' }, 403: { description: 'org_mismatch or org_inactive' } },
+      responses: {
+        200: { description: 'Tool results, or `{}` for other message types.' },
+        400: { description: 'invalid_envelope' },
+        401: { description: 'Token missing or rejected.' },
+        403: { description: 'org_mismatch or org_inactive' },
+      },
       example: {
         body: {
           message: {
@@ -275,7 +294,11 @@ export function vapiRouter(deps: AppDeps, registry: RouteRegistry): Router {
         return [...orgsNamedInMessage(message), ...[args?.organizationId].filter(namesOrg)];
       },
       tenantCheck: 'in-statement',
-      responses: { 200: { description: '`{toolCallId, result:{success, message, ...}}`' }, 400: { description: 'invalid_envelope or invalid_arguments' }, 404: { description: 'unknown_tool' } },
+      responses: {
+        200: { description: '`{toolCallId, result:{success, message, ...}}`' },
+        400: { description: 'invalid_envelope or invalid_arguments' },
+        404: { description: 'unknown_tool' },
+      },
     },
     async (req, res) => {
       const body = req.body as Obj;

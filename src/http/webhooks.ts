@@ -23,7 +23,11 @@ const forbidden = () => new AppError(403, 'forbidden', 'The webhook signature is
 
 const twilioCommon = {
   MessageSid: z.string().describe('SM… of the message'),
-  AccountSid: z.string().describe('Chooses which of the clinic\'s Twilio links must have signed the request; nothing else is read before the signature verified'),
+  AccountSid: z
+    .string()
+    .describe(
+      "Chooses which of the clinic's Twilio links must have signed the request; nothing else is read before the signature verified",
+    ),
   From: z.string(),
   To: z.string(),
 };
@@ -32,7 +36,7 @@ const twilioStatus = z
   .object({
     ...twilioCommon,
     MessageStatus: z.enum(['queued', 'sending', 'sent', 'delivered', 'undelivered', 'failed', 'read', 'accepted', 'scheduled', 'canceled']),
-    ErrorCode: z.string().optional().describe('Twilio\'s asynchronous error code (30003–30008, 30032, 30034 …) on undelivered / failed'),
+    ErrorCode: z.string().optional().describe("Twilio's asynchronous error code (30003–30008, 30032, 30034 …) on undelivered / failed"),
   })
   .loose();
 
@@ -88,7 +92,10 @@ export function webhooksRouter(deps: AppDeps, registry: RouteRegistry): Router {
 
   const responses = (ok: string) => ({
     200: { description: ok },
-    403: { description: 'forbidden: no signature, a wrong or stale one, one already used (a replay), an unknown clinic, or no such link or key. Nothing was stored or done.' },
+    403: {
+      description:
+        'forbidden: no signature, a wrong or stale one, one already used (a replay), an unknown clinic, or no such link or key. Nothing was stored or done.',
+    },
     413: { description: 'body_too_large' },
   });
 
@@ -102,7 +109,7 @@ export function webhooksRouter(deps: AppDeps, registry: RouteRegistry): Router {
       summary: 'Twilio status callbacks (delivery receipts) for one clinic',
       description:
         'Named as `StatusCallback` on every send when PUBLIC_URL is set (with `?m=<outbox id>`). Verified with X-Twilio-Signature ' +
-        'under the auth token of the clinic\'s Twilio link whose AccountSid the body names, over PUBLIC_URL + path + query. Answered ' +
+        "under the auth token of the clinic's Twilio link whose AccountSid the body names, over PUBLIC_URL + path + query. Answered " +
         '`200 <Response/>` as soon as the event is stored; applied after the answer. Twilio has no timestamp: a replay is refused because ' +
         'its exact signature is already stored.',
       body: twilioStatus,
@@ -164,10 +171,10 @@ export function webhooksRouter(deps: AppDeps, registry: RouteRegistry): Router {
       tags,
       summary: 'Telnyx messaging events for one clinic: message.sent, message.finalized, message.received',
       description:
-        'Set as the messaging profile\'s webhook URL; every send also names it as `webhook_url` when PUBLIC_URL is set. Verified ' +
-        'with Ed25519 over `telnyx-timestamp|body` (header `telnyx-signature-ed25519`) under the `webhookPublicKey` of the clinic\'s ' +
+        "Set as the messaging profile's webhook URL; every send also names it as `webhook_url` when PUBLIC_URL is set. Verified " +
+        "with Ed25519 over `telnyx-timestamp|body` (header `telnyx-signature-ed25519`) under the `webhookPublicKey` of the clinic's " +
         'Telnyx link, within TELNYX_WEBHOOK_TOLERANCE_SECONDS. Answered `200` as soon as the event is stored; a redelivery (new ' +
-        'signature, same event id) is processed idempotently. Our answer to a keyword, when the profile\'s autoresponse did not answer ' +
+        "signature, same event id) is processed idempotently. Our answer to a keyword, when the profile's autoresponse did not answer " +
         '(no `autoresponse_type`), is sent as a message of its own.',
       body: telnyxEvent,
       bodyType: 'raw',
@@ -184,7 +191,9 @@ export function webhooksRouter(deps: AppDeps, registry: RouteRegistry): Router {
         void (async () => {
           const r = await inbound.handle(a.stored, ev.inbound);
           if (r.reply) await inbound.sendReply(a.link, a.stored, ev.inbound, r.reply);
-        })().catch((err: unknown) => req.log.error({ err: scrubPhones((err as Error).message), eventId: a.stored.id }, 'sms inbound could not be processed yet'));
+        })().catch((err: unknown) =>
+          req.log.error({ err: scrubPhones((err as Error).message), eventId: a.stored.id }, 'sms inbound could not be processed yet'),
+        );
       } else {
         void receipts.process(a.stored);
       }
@@ -194,7 +203,11 @@ export function webhooksRouter(deps: AppDeps, registry: RouteRegistry): Router {
   const relayReceipt = z.object({
     messageId: z.string().max(200).describe("The relay's message id, as it answered the send"),
     status: z.enum(['sent', 'delivered', 'undelivered', 'failed']),
-    code: z.string().max(64).optional().describe('A failure code from the relay contract (opted_out, invalid_recipient, …), classified like its 4xx answers'),
+    code: z
+      .string()
+      .max(64)
+      .optional()
+      .describe('A failure code from the relay contract (opted_out, invalid_recipient, …), classified like its 4xx answers'),
     at: z.string().optional(),
   });
 

@@ -80,13 +80,17 @@ export async function listInbox(
   q: { limit: number; before?: string | undefined; unmask?: boolean | undefined },
 ): Promise<{ items: InboxItem[]; next: string | null }> {
   const cursor = decodeCursor(q.before);
-  const rows = await withOrg(sql, orgId, (tx) => tx<InboxRow[]>`
+  const rows = await withOrg(
+    sql,
+    orgId,
+    (tx) => tx<InboxRow[]>`
     SELECT id, channel, kind, from_phone, patient_name, body, appointment_id, provider, call_id, created_at, handled_at,
            ${cursorUs(tx, 'created_at')} AS cursor_us
       FROM inbox_messages
      WHERE true ${beforeCursor(tx, 'created_at', 'id', cursor)}
      ORDER BY created_at DESC, id DESC
-     LIMIT ${q.limit + 1}`);
+     LIMIT ${q.limit + 1}`,
+  );
   const { items, next } = page(rows, q.limit);
   return {
     next,

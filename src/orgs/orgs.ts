@@ -40,7 +40,10 @@ const name200 = z
   .refine((v) => !/[\u0000-\u001f\u007f]/.test(v), { message: 'must not contain control characters' });
 
 const serviceSchema = z.object({
-  code: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/).optional(),
+  code: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]{0,63}$/)
+    .optional(),
   name: name200,
   durationMinutes: z.number().int().min(5).max(480),
 });
@@ -234,8 +237,7 @@ export async function updateOrg(sql: Sql, keyring: Keyring, id: string, input: U
     const [row] = await tx`SELECT id FROM orgs WHERE id = ${id} FOR UPDATE`;
     if (!row) return false;
     if (input.timeZone) await assertPgZone(tx, input.timeZone);
-    const secretHash =
-      input.vapiSecret === undefined ? undefined : input.vapiSecret === null ? null : sha256(input.vapiSecret);
+    const secretHash = input.vapiSecret === undefined ? undefined : input.vapiSecret === null ? null : sha256(input.vapiSecret);
     const hmacEnc =
       input.vapiHmacSecret === undefined
         ? undefined
@@ -323,15 +325,16 @@ export async function listOrgs(
   q: { limit: number; before?: string | undefined; active?: boolean | undefined },
 ): Promise<{ items: OrgSummary[]; next: string | null }> {
   const cursor = decodeCursor(q.before);
-  const rows = await withOperator(workerSql, (tx) => tx<
-    { id: string; name: string; time_zone: string; active: boolean; created_at: Date; cursor_us: string }[]
-  >`
+  const rows = await withOperator(
+    workerSql,
+    (tx) => tx<{ id: string; name: string; time_zone: string; active: boolean; created_at: Date; cursor_us: string }[]>`
     SELECT id, name, time_zone, active, created_at, ${cursorUs(tx, 'created_at')} AS cursor_us
       FROM orgs
      WHERE true ${q.active === undefined ? tx`` : tx`AND active = ${q.active}`}
            ${beforeCursor(tx, 'created_at', 'id', cursor)}
      ORDER BY created_at DESC, id DESC
-     LIMIT ${q.limit + 1}`);
+     LIMIT ${q.limit + 1}`,
+  );
   const { items, next } = page(rows, q.limit);
   return {
     next,

@@ -18,11 +18,26 @@ export const DEMO_CLINIC: CreateOrgInput = {
   storeTranscripts: false,
   locale: 'en-US',
   openingHours: {
-    '1': [['08:00', '12:00'], ['13:00', '17:00']],
-    '2': [['08:00', '12:00'], ['13:00', '17:00']],
-    '3': [['08:00', '12:00'], ['13:00', '17:00']],
-    '4': [['08:00', '12:00'], ['13:00', '19:00']],
-    '5': [['08:00', '12:00'], ['13:00', '16:00']],
+    '1': [
+      ['08:00', '12:00'],
+      ['13:00', '17:00'],
+    ],
+    '2': [
+      ['08:00', '12:00'],
+      ['13:00', '17:00'],
+    ],
+    '3': [
+      ['08:00', '12:00'],
+      ['13:00', '17:00'],
+    ],
+    '4': [
+      ['08:00', '12:00'],
+      ['13:00', '19:00'],
+    ],
+    '5': [
+      ['08:00', '12:00'],
+      ['13:00', '16:00'],
+    ],
     '6': [['09:00', '13:00']],
   },
   services: [
@@ -60,13 +75,19 @@ export async function seedDemo(
     if (n > 0) return null; // not an empty database: never add a demo clinic to real data
     await createOrg(sql, keyring, DEMO_CLINIC);
     // The demo clinic texts through the sandbox: everything runs, nobody is texted.
-    await putSmsConfig(sql, keyring, DEMO_ORG_ID, {
+    await putSmsConfig(
+      sql,
+      keyring,
+      DEMO_ORG_ID,
+      {
         enabled: true,
         rateLimitPerHour: 100,
         // The number texts tell patients to call: with it the demo also schedules reminders (24 h before).
         contactPhone: '+14155550100',
         providers: [{ kind: 'sandbox', senderNumbers: ['+15005550006'] }],
-      }, cfg.SMS_RATE_LIMIT_PER_HOUR);
+      },
+      cfg.SMS_RATE_LIMIT_PER_HOUR,
+    );
   }
   if (pinned.clientId && pinned.clientSecret) {
     const { clientId, clientSecret } = pinned;

@@ -61,7 +61,7 @@ export function elevenLabsRouter(deps: AppDeps, registry: RouteRegistry): Router
       tags: ['voice'],
       summary: 'ElevenLabs server tool',
       description:
-        'Authenticated by the agent\'s OAuth2 client-credentials connection (a token from `/oauth/token`). The idempotency key is the ' +
+        "Authenticated by the agent's OAuth2 client-credentials connection (a token from `/oauth/token`). The idempotency key is the " +
         'conversation id + tool name + a hash of the arguments. Answers the tool result `{success, message, ...}` (200 for every tool-level outcome).',
       body: elevenLabsBody,
       bodyType: 'form-or-json',

@@ -105,9 +105,7 @@ const retellCall = z
   })
   .loose();
 
-const retellEnvelope = z
-  .object({ name: z.string(), call: retellCall, args: z.record(z.string(), z.unknown()) })
-  .loose();
+const retellEnvelope = z.object({ name: z.string(), call: retellCall, args: z.record(z.string(), z.unknown()) }).loose();
 
 const toolResult = z
   .object({ success: z.boolean(), message: z.string().describe('The sentence to say.'), error: z.string().optional() })
@@ -150,7 +148,7 @@ export function retellRouter(deps: AppDeps, registry: RouteRegistry): Router {
       tags: ['voice'],
       summary: 'Retell custom function',
       description:
-        'Retell\'s default payload `{name, call, args}`. Signed with the clinic\'s Retell API key (`X-Retell-Signature`, five-minute window). ' +
+        "Retell's default payload `{name, call, args}`. Signed with the clinic's Retell API key (`X-Retell-Signature`, five-minute window). " +
         'The caller id is `call.from_number` (`to_number` on outbound calls); the idempotency key is `call.call_id` + name + a hash of the arguments.',
       body: retellEnvelope,
       bodyType: 'any-json',
@@ -172,7 +170,7 @@ export function retellRouter(deps: AppDeps, registry: RouteRegistry): Router {
       tags: ['voice'],
       summary: 'Retell custom function with args_at_root',
       description:
-        'The body is the arguments alone. Retell then sends no call object: set the function\'s headers `X-Retell-Call-Id: {{call_id}}` ' +
+        "The body is the arguments alone. Retell then sends no call object: set the function's headers `X-Retell-Call-Id: {{call_id}}` " +
         '(required: it keys idempotency) and `X-Retell-Caller-Number: {{user_number}}` (the caller id).',
       body: z.record(z.string(), z.unknown()),
       bodyType: 'any-json',

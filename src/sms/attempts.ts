@@ -24,7 +24,12 @@ export interface EngineMessage {
 
 export interface AttemptLog {
   /** Opens an in-flight attempt; rejects with SQLSTATE SM001 when the worker no longer holds the row. */
-  open(msg: EngineMessage, link: ChainLink, preferredFrom: string | null, failedOver: boolean): Promise<{ attemptId: number; from: string | null }>;
+  open(
+    msg: EngineMessage,
+    link: ChainLink,
+    preferredFrom: string | null,
+    failedOver: boolean,
+  ): Promise<{ attemptId: number; from: string | null }>;
   /** Closes an attempt that did not deliver; `in_flight` keeps an ambiguous one open for a later reconcile. */
   close(
     msg: EngineMessage,
@@ -81,7 +86,7 @@ function noLongerWanted(outboxId: string, reason: CancelReason): Error {
 /** The reason, when `err` says the message stopped being wanted between its gate and its send. */
 export function unwantedReason(err: unknown): CancelReason | null {
   return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === NO_LONGER_WANTED
-    ? ((err as { reason: CancelReason }).reason)
+    ? (err as { reason: CancelReason }).reason
     : null;
 }
 
@@ -95,8 +100,12 @@ export function sqlAttemptLog(sql: Sql, batch = { maxBatch: 500, maxInFlight: 2 
       const rows = await sql<{ outbox_id: string; attempt_id: string | null; from_number: string | null }[]>`
         SELECT * FROM sms_open_attempts(${worker}, ${sql.json(mine)}::jsonb)`;
       for (const r of rows) {
-        const dropped = r.attempt_id === null && r.from_number?.startsWith(UNWANTED) ? (r.from_number.slice(UNWANTED.length) as CancelReason) : null;
-        out.set(`${worker}|${r.outbox_id}`, dropped ? { unwanted: dropped } : r.attempt_id === null ? null : { attemptId: Number(r.attempt_id), from: r.from_number });
+        const dropped =
+          r.attempt_id === null && r.from_number?.startsWith(UNWANTED) ? (r.from_number.slice(UNWANTED.length) as CancelReason) : null;
+        out.set(
+          `${worker}|${r.outbox_id}`,
+          dropped ? { unwanted: dropped } : r.attempt_id === null ? null : { attemptId: Number(r.attempt_id), from: r.from_number },
+        );
       }
     }
     return items.map((i) => out.get(`${i.worker}|${i.outbox}`) ?? null);

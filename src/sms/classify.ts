@@ -124,7 +124,13 @@ export function classifyNetwork(kind: ProviderKind, err: unknown): ProviderSendE
   const cause = safeCause(err);
   const detail = isObject(err) && typeof err.message === 'string' && err.message ? err.message : String(err);
   if (isAbortOrTimeout(err)) {
-    return new ProviderSendError({ message: `${kind}: request timed out or was aborted after sending`, errorClass: 'ambiguous', provider: kind, code: 'TIMEOUT', cause });
+    return new ProviderSendError({
+      message: `${kind}: request timed out or was aborted after sending`,
+      errorClass: 'ambiguous',
+      provider: kind,
+      code: 'TIMEOUT',
+      cause,
+    });
   }
   const codes = networkCodes(err).map((c) => (TIMEOUT_CODES.has(c) ? 'TIMEOUT' : c));
   const known = codes.find((c) => ruleFor(NETWORK_CODES, c));
@@ -151,14 +157,24 @@ export function classifyUnknown(kind: ProviderKind, err: unknown, codes: CodeTab
 
 /** The signal was already aborted, so the SDK was never called: provably nothing sent. */
 export function abortedBeforeSend(kind: ProviderKind, signal: AbortSignal): ProviderSendError {
-  return new ProviderSendError({ message: `${kind}: attempt aborted before sending`, errorClass: 'transient', provider: kind, code: 'ABORTED', cause: signal.reason });
+  return new ProviderSendError({
+    message: `${kind}: attempt aborted before sending`,
+    errorClass: 'transient',
+    provider: kind,
+    code: 'ABORTED',
+    cause: signal.reason,
+  });
 }
 
 /**
  * Our signal fired while the request was in flight: the provider may already have it.
  * `lateAnswer` is how the request (which the SDK could not cancel) ends after all.
  */
-export function abortedInFlight(kind: ProviderKind, reason: unknown, lateAnswer?: Promise<SendAccepted | ProviderSendError>): ProviderSendError {
+export function abortedInFlight(
+  kind: ProviderKind,
+  reason: unknown,
+  lateAnswer?: Promise<SendAccepted | ProviderSendError>,
+): ProviderSendError {
   return new ProviderSendError({
     message: `${kind}: attempt aborted after sending`,
     errorClass: 'ambiguous',
@@ -201,12 +217,19 @@ export async function runProbe(
   const latencyMs = () => Math.round(performance.now() - started);
   try {
     const refused = await pTimeout(call(abort.signal), { milliseconds: timeoutMs });
-    return refused ? { reachable: true, ok: false, latencyMs: latencyMs(), error: refused } : { reachable: true, ok: true, latencyMs: latencyMs() };
+    return refused
+      ? { reachable: true, ok: false, latencyMs: latencyMs(), error: refused }
+      : { reachable: true, ok: true, latencyMs: latencyMs() };
   } catch (err) {
     abort.abort();
     const error =
       err instanceof TimeoutError
-        ? new ProviderSendError({ message: `${kind}: probe got no answer within ${timeoutMs} ms`, errorClass: 'ambiguous', provider: kind, code: 'TIMEOUT' })
+        ? new ProviderSendError({
+            message: `${kind}: probe got no answer within ${timeoutMs} ms`,
+            errorClass: 'ambiguous',
+            provider: kind,
+            code: 'TIMEOUT',
+          })
         : classify(err);
     return { reachable: error.httpStatus !== undefined, ok: false, latencyMs: latencyMs(), error };
   }

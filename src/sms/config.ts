@@ -46,8 +46,8 @@ const twilioLink = z.object({
     .enum(['twilio', 'ours'])
     .optional()
     .describe(
-      'Who answers STOP/START/HELP texted to this account: `twilio` (default: Twilio\'s own keyword handling or a Messaging ' +
-        'Service\'s Advanced Opt-Out replies) or `ours` (Twilio keyword handling is switched off for the account, or a standalone short code).',
+      "Who answers STOP/START/HELP texted to this account: `twilio` (default: Twilio's own keyword handling or a Messaging " +
+        "Service's Advanced Opt-Out replies) or `ours` (Twilio keyword handling is switched off for the account, or a standalone short code).",
     ),
 });
 const telnyxLink = z.object({
@@ -73,7 +73,10 @@ const snsLink = z.object({
   secretAccessKey: z.string().min(16).max(128),
   region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'must be an AWS region such as us-east-1'),
   // SNS's rule for sender IDs: 1-11 letters and digits, at least one letter.
-  senderId: z.string().regex(/^(?=.*[A-Za-z])[A-Za-z0-9]{1,11}$/, 'must be 1-11 letters and digits, at least one letter').optional(),
+  senderId: z
+    .string()
+    .regex(/^(?=.*[A-Za-z])[A-Za-z0-9]{1,11}$/, 'must be 1-11 letters and digits, at least one letter')
+    .optional(),
   originationNumber: e164.optional(),
   attemptTimeoutMs,
 });
@@ -127,9 +130,14 @@ export const smsConfigSchema = z.object({
   quietHoursZone: z
     .enum(['patient', 'clinic'])
     .optional()
-    .describe("Whose clock the window is read on: `patient` (default: the patient's zone when their number tells it, else the clinic's) or `clinic`."),
+    .describe(
+      "Whose clock the window is read on: `patient` (default: the patient's zone when their number tells it, else the clinic's) or `clinic`.",
+    ),
   cancelByReply: z.boolean().optional().describe('Patients may cancel by replying X, asked to confirm once. Default false.'),
-  providers: z.array(z.discriminatedUnion('kind', [twilioLink, telnyxLink, sandboxLink, snsLink, relayLink])).min(1).max(5),
+  providers: z
+    .array(z.discriminatedUnion('kind', [twilioLink, telnyxLink, sandboxLink, snsLink, relayLink]))
+    .min(1)
+    .max(5),
 });
 export type SmsConfigInput = z.infer<typeof smsConfigSchema>;
 
@@ -184,7 +192,13 @@ function credentialsOf(link: SmsConfigInput['providers'][number]): Credentials {
     case 'telnyx':
       return { kind: 'telnyx', apiKey: link.apiKey, messagingProfileId: link.messagingProfileId };
     case 'sns':
-      return { kind: 'sns', accessKeyId: link.accessKeyId, secretAccessKey: link.secretAccessKey, region: link.region, senderId: link.senderId };
+      return {
+        kind: 'sns',
+        accessKeyId: link.accessKeyId,
+        secretAccessKey: link.secretAccessKey,
+        region: link.region,
+        senderId: link.senderId,
+      };
     case 'relay':
       return { kind: 'relay', url: link.url, signingSecret: link.signingSecret, receipts: link.receipts };
     case 'sandbox':
@@ -223,7 +237,14 @@ async function auditFailover(tx: Tx, orgId: string, from: boolean | null, to: bo
   await tx`INSERT INTO sms_failover_changes (org_id, actor, from_enabled, to_enabled) VALUES (${orgId}, ${actor}, ${from}, ${to})`;
 }
 
-export async function putSmsConfig(sql: Sql, keyring: Keyring, orgId: string, input: SmsConfigInput, defaultLimit: number, actor = 'admin') {
+export async function putSmsConfig(
+  sql: Sql,
+  keyring: Keyring,
+  orgId: string,
+  input: SmsConfigInput,
+  defaultLimit: number,
+  actor = 'admin',
+) {
   return withOrg(sql, orgId, async (tx) => {
     const [org] = await tx`SELECT id FROM orgs WHERE id = ${orgId} FOR UPDATE`;
     if (!org) return false;
@@ -248,7 +269,8 @@ export async function putSmsConfig(sql: Sql, keyring: Keyring, orgId: string, in
     await auditFailover(tx, orgId, prior?.failover_enabled ?? null, failover, actor);
     await tx`DELETE FROM sms_providers WHERE org_id = ${orgId}`;
     for (const [position, link] of input.providers.entries()) {
-      const enc = link.kind === 'sandbox' ? null : encryptSecret(keyring, JSON.stringify(credentialsOf(link)), aad(orgId, position, link.kind));
+      const enc =
+        link.kind === 'sandbox' ? null : encryptSecret(keyring, JSON.stringify(credentialsOf(link)), aad(orgId, position, link.kind));
       await tx`
         INSERT INTO sms_providers (org_id, position, kind, credentials_enc, sender_numbers, attempt_timeout_ms, link_settings)
         VALUES (${orgId}, ${position}, ${link.kind}, ${enc}, ${senderPool(link)}, ${link.attemptTimeoutMs ?? null},
@@ -262,7 +284,12 @@ export async function putSmsConfig(sql: Sql, keyring: Keyring, orgId: string, in
  * PATCH's one switch: flips failover on or off, with an audit row when it
  * changes. Null when the clinic has no SMS settings (or does not exist).
  */
-export async function setFailoverEnabled(sql: Sql, orgId: string, enabled: boolean, actor = 'admin'): Promise<{ from: boolean; to: boolean } | null> {
+export async function setFailoverEnabled(
+  sql: Sql,
+  orgId: string,
+  enabled: boolean,
+  actor = 'admin',
+): Promise<{ from: boolean; to: boolean } | null> {
   return withOrg(sql, orgId, async (tx) => {
     const [prior] = await tx<{ failover_enabled: boolean }[]>`SELECT failover_enabled FROM sms_settings WHERE org_id = ${orgId} FOR UPDATE`;
     if (!prior) return null;
@@ -279,8 +306,11 @@ export async function setFailoverEnabled(sql: Sql, orgId: string, enabled: boole
  * overview, the status API): read through the worker role in operator scope.
  */
 export async function listSmsSwitches(workerSql: Sql): Promise<Map<string, { enabled: boolean; failoverEnabled: boolean }>> {
-  const rows = await withOperator(workerSql, (tx) => tx<{ org_id: string; enabled: boolean; failover_enabled: boolean }[]>`
-    SELECT org_id, enabled, failover_enabled FROM sms_settings`);
+  const rows = await withOperator(
+    workerSql,
+    (tx) => tx<{ org_id: string; enabled: boolean; failover_enabled: boolean }[]>`
+    SELECT org_id, enabled, failover_enabled FROM sms_settings`,
+  );
   return new Map(rows.map((r) => [r.org_id, { enabled: r.enabled, failoverEnabled: r.failover_enabled }]));
 }
 
@@ -320,7 +350,9 @@ function hintOf(c: Credentials | null): Pick<SmsLinkView, 'account' | 'region' |
 
 export async function getSmsConfig(sql: Sql, keyring: Keyring, orgId: string): Promise<SmsConfigView | null> {
   return withOrg(sql, orgId, async (tx) => {
-    const [settings] = await tx<{ enabled: boolean; rate_limit_per_hour: number; failover_enabled: boolean; contact_phone: string | null; reminders: ReminderView }[]>`
+    const [settings] = await tx<
+      { enabled: boolean; rate_limit_per_hour: number; failover_enabled: boolean; contact_phone: string | null; reminders: ReminderView }[]
+    >`
       SELECT enabled, rate_limit_per_hour, failover_enabled, contact_phone, ${remindersView(tx)} AS reminders FROM sms_settings`;
     if (!settings) return null;
     const rows = await tx<ProviderRow[]>`
@@ -334,7 +366,11 @@ export async function getSmsConfig(sql: Sql, keyring: Keyring, orgId: string): P
       providers: rows.map((r) => {
         let hint: ReturnType<typeof hintOf>;
         try {
-          hint = hintOf(r.credentials_enc ? (JSON.parse(decryptSecret(keyring, r.credentials_enc, aad(orgId, r.position, r.kind))) as Credentials) : null);
+          hint = hintOf(
+            r.credentials_enc
+              ? (JSON.parse(decryptSecret(keyring, r.credentials_enc, aad(orgId, r.position, r.kind))) as Credentials)
+              : null,
+          );
         } catch {
           hint = { account: 'undecryptable' };
         }
@@ -493,14 +529,18 @@ export class ChainLoader {
     if (creds.kind === 'sandbox' || creds.kind !== r.kind) throw new Error(`credentials do not match provider kind ${String(r.kind)}`);
     // Stored before NODE_ENV said production, or written around the API: still never sent in clear.
     if (creds.kind === 'relay' && relayUrlProblem(creds.url, this.cfg.NODE_ENV === 'production')) throw new Error('relay url refused');
-    const provider = createProvider(creds, {
-      // The SDK's own timeout only backstops the engine's per-attempt timeout, the link's own when it has one.
-      timeoutMs: r.attempt_timeout_ms ?? this.cfg.SMS_ATTEMPT_TIMEOUT_MS,
-      sdkTimeoutMarginMs: this.cfg.SMS_SDK_TIMEOUT_MARGIN_MS,
-      baseUrls: { twilio: this.cfg.TWILIO_API_BASE_URL, telnyx: this.cfg.TELNYX_API_BASE_URL, sns: this.cfg.AWS_ENDPOINT_URL_SNS },
-      orgId,
-      telnyxWebhookToleranceSeconds: this.cfg.TELNYX_WEBHOOK_TOLERANCE_SECONDS,
-    }, r.link_settings);
+    const provider = createProvider(
+      creds,
+      {
+        // The SDK's own timeout only backstops the engine's per-attempt timeout, the link's own when it has one.
+        timeoutMs: r.attempt_timeout_ms ?? this.cfg.SMS_ATTEMPT_TIMEOUT_MS,
+        sdkTimeoutMarginMs: this.cfg.SMS_SDK_TIMEOUT_MARGIN_MS,
+        baseUrls: { twilio: this.cfg.TWILIO_API_BASE_URL, telnyx: this.cfg.TELNYX_API_BASE_URL, sns: this.cfg.AWS_ENDPOINT_URL_SNS },
+        orgId,
+        telnyxWebhookToleranceSeconds: this.cfg.TELNYX_WEBHOOK_TOLERANCE_SECONDS,
+      },
+      r.link_settings,
+    );
     const fp = createHash('sha256').update(`sms-health:${plain}`).digest('hex').slice(0, 16);
     return { provider, healthKey: healthKeyOf(provider.accountKey, fp) };
   }

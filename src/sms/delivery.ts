@@ -17,7 +17,12 @@ export interface DeliveryStateRow {
 }
 
 export const DELIVERY_STATES: readonly DeliveryStateRow[] = [
-  { state: 'accepted', rank: 1, meaning: "the provider took it: its answer to the send, a lookup, or a receipt that proves it. A provider without receipts (the sandbox) stops here: that is its final word" },
+  {
+    state: 'accepted',
+    rank: 1,
+    meaning:
+      'the provider took it: its answer to the send, a lookup, or a receipt that proves it. A provider without receipts (the sandbox) stops here: that is its final word',
+  },
   { state: 'sent', rank: 2, meaning: 'the provider handed it on to the carrier' },
   { state: 'delivered', rank: 3, meaning: "the carrier reports it on the patient's phone (final)" },
   { state: 'undelivered', rank: 3, meaning: 'the carrier could not deliver it; code and class recorded (final)' },
@@ -36,7 +41,14 @@ export const DELIVERY_MOVES: readonly DeliveryMove[] = [
   ...(['accepted', 'sent', 'delivered', 'undelivered', 'failed'] as const).flatMap((to) =>
     ([null, 'accepted', 'sent'] as const)
       .filter((from) => rankOf(to) > rankOf(from) && !(from === null && to === 'accepted'))
-      .map((from): DeliveryMove => ({ from, to, by: from === null ? 'a receipt for an attempt whose answer was lost (it also proves acceptance)' : 'a receipt, or the lookup of a lost one' })),
+      .map((from): DeliveryMove => ({
+        from,
+        to,
+        by:
+          from === null
+            ? 'a receipt for an attempt whose answer was lost (it also proves acceptance)'
+            : 'a receipt, or the lookup of a lost one',
+      })),
   ),
 ];
 

@@ -196,7 +196,12 @@ export class SmsEngine {
           // The provider may have it and cannot tell us: resending anywhere risks
           // a duplicate. The attempt stays in flight and the message waits for
           // evidence (its receipt, or a later lookup) without using up its runs.
-          return { status: 'pending', reason: 'ambiguous_unreconciled', ...detail(e, link), wait: { from: new Date(r.startedAt).toISOString() } };
+          return {
+            status: 'pending',
+            reason: 'ambiguous_unreconciled',
+            ...detail(e, link),
+            wait: { from: new Date(r.startedAt).toISOString() },
+          };
         }
         if (found) {
           return {
@@ -216,7 +221,12 @@ export class SmsEngine {
             },
           };
         }
-        await this.attempts.close(msg, r.attemptId, { outcome: 'failed', errorClass: 'ambiguous', code: e.code, message: 'not found at provider after timeout' });
+        await this.attempts.close(msg, r.attemptId, {
+          outcome: 'failed',
+          errorClass: 'ambiguous',
+          code: e.code,
+          message: 'not found at provider after timeout',
+        });
       }
       this.noteFailover(link, next, e.errorClass);
       failedOver = true;
@@ -319,7 +329,13 @@ export class SmsEngine {
   private async lateOrThrow(raw: unknown, sending: Promise<SendAccepted>, abort: AbortController, link: ChainLink): Promise<SendAccepted> {
     if (!(raw instanceof TimeoutError)) throw raw instanceof ProviderSendError ? raw : link.provider.classify(raw);
     abort.abort(raw);
-    const timedOut = new ProviderSendError({ message: `no answer within ${link.attemptTimeoutMs ?? this.opts.attemptTimeoutMs} ms`, errorClass: 'ambiguous', provider: link.kind, code: 'TIMEOUT', cause: raw });
+    const timedOut = new ProviderSendError({
+      message: `no answer within ${link.attemptTimeoutMs ?? this.opts.attemptTimeoutMs} ms`,
+      errorClass: 'ambiguous',
+      provider: link.kind,
+      code: 'TIMEOUT',
+      cause: raw,
+    });
     // Adapters answer an abort at once (Telnyx cancels its fetch; Twilio hands
     // back the request it could not cancel as lateAnswer). One that ignores the
     // signal gets a moment, then counts as timed out.
@@ -380,12 +396,22 @@ export class SmsEngine {
           from: prior.from,
           failedOver: false,
           reconciled: true,
-          attempt: { id: prior.attemptId, outcome: 'reconciled', providerMessageId: found.providerMessageId, message: 'found at provider on reconcile' },
+          attempt: {
+            id: prior.attemptId,
+            outcome: 'reconciled',
+            providerMessageId: found.providerMessageId,
+            message: 'found at provider on reconcile',
+          },
         },
       };
     }
     if (found === null) {
-      await this.attempts.close(msg, prior.attemptId, { outcome: 'failed', errorClass: 'ambiguous', code: 'NOT_FOUND', message: 'not found at provider on reconcile' });
+      await this.attempts.close(msg, prior.attemptId, {
+        outcome: 'failed',
+        errorClass: 'ambiguous',
+        code: 'NOT_FOUND',
+        message: 'not found at provider on reconcile',
+      });
       return { kind: 'not_found' };
     }
     // The wait counts from the first ambiguous attempt of this message: a
@@ -412,7 +438,10 @@ export class SmsEngine {
           };
         }
         smsAsyncFailovers.inc({ from: prior.provider, cause: 'ambiguous_timeout' });
-        this.log.warn({ outboxId: msg.id, provider: prior.provider, waitedMs: Date.now() - since }, 'sms ambiguous attempt not settled in time; failing over');
+        this.log.warn(
+          { outboxId: msg.id, provider: prior.provider, waitedMs: Date.now() - since },
+          'sms ambiguous attempt not settled in time; failing over',
+        );
         return { kind: 'fail_over', links: next };
       }
       // Nothing after it in the chain: resending on a provider that may have it

@@ -45,9 +45,7 @@ export const GSM7_EXTENSION_TABLE: Readonly<Record<number, string>> = Object.fre
   0x65: '€',
 });
 
-const BASIC_CHARS: ReadonlySet<string> = new Set(
-  [...GSM7_BASIC_TABLE].filter((_, septet) => septet !== GSM7_ESCAPE),
-);
+const BASIC_CHARS: ReadonlySet<string> = new Set([...GSM7_BASIC_TABLE].filter((_, septet) => septet !== GSM7_ESCAPE));
 const EXTENSION_CHARS: ReadonlySet<string> = new Set(Object.values(GSM7_EXTENSION_TABLE));
 
 /** Septets a GSM-7 character costs: extension-table characters are sent as ESC + septet. */

@@ -80,7 +80,10 @@ export async function listMessages(
   q: { limit: number; before?: string | undefined; unmask?: boolean | undefined; status?: string | undefined },
 ): Promise<{ items: MessageView[]; next: string | null }> {
   const cursor = decodeCursor(q.before);
-  const rows = await withOrg(sql, orgId, (tx) => tx<Row[]>`
+  const rows = await withOrg(
+    sql,
+    orgId,
+    (tx) => tx<Row[]>`
     SELECT o.id, o.appointment_id, o.kind, o.to_phone, o.body, o.status, o.provider, o.from_number, o.dry_run,
            o.attempts, o.failure_reason, o.last_error, o.created_at, o.sent_at, o.resend_of,
            COALESCE((SELECT 'delivered' FROM sms_attempts d WHERE d.outbox_id = o.id AND d.delivery_state = 'delivered' LIMIT 1),
@@ -98,7 +101,8 @@ export async function listMessages(
      WHERE true ${q.status ? tx`AND o.status = ${q.status}` : tx``}
            ${beforeCursor(tx, 'o.created_at', 'o.id', cursor)}
      ORDER BY o.created_at DESC, o.id DESC
-     LIMIT ${q.limit + 1}`);
+     LIMIT ${q.limit + 1}`,
+  );
   const { items, next } = page(rows, q.limit);
   const phone = (p: string | null) => (p && !q.unmask ? (phoneForLog(p) ?? null) : p);
   return {

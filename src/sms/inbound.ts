@@ -35,7 +35,10 @@ const KEYWORDS: ReadonlyMap<string, KeywordAction> = new Map([
 ]);
 
 /** Every keyword and what it does, for docs and tests. */
-export const KEYWORD_LIST: ReadonlyArray<{ keyword: string; action: KeywordAction }> = [...KEYWORDS].map(([keyword, action]) => ({ keyword, action }));
+export const KEYWORD_LIST: ReadonlyArray<{ keyword: string; action: KeywordAction }> = [...KEYWORDS].map(([keyword, action]) => ({
+  keyword,
+  action,
+}));
 
 /**
  * The keyword a text is, if it is one: a single word, case-insensitive, with
@@ -111,19 +114,35 @@ export class InboundProcessor {
       }
       await tx`SELECT sms_webhook_event_done(${stored.orgId}::uuid, ${stored.id}::bigint, ${outcome})`;
       const clinic = kw
-        ? (
+        ? ((
             await tx<{ name: string; contact_phone: string | null }[]>`
               SELECT o.name, s.contact_phone FROM orgs o LEFT JOIN sms_settings s ON s.org_id = o.id WHERE o.id = ${stored.orgId}`
-          )[0] ?? null
+          )[0] ?? null)
         : null;
       return { outcome, clinic, replied };
     });
     const ours = kw !== null && result.outcome !== 'duplicate' && m.keywordReplies === 'us';
     // A reply to a reminder is always ours: no provider answers C, R or X.
-    const reply = ours && kw ? renderKeywordReply(kw.action, result.clinic?.name ?? '', result.clinic?.contact_phone ?? null) : (result.replied?.reply ?? null);
+    const reply =
+      ours && kw
+        ? renderKeywordReply(kw.action, result.clinic?.name ?? '', result.clinic?.contact_phone ?? null)
+        : (result.replied?.reply ?? null);
     const action = result.outcome === 'inbox' ? 'message' : result.outcome;
-    smsInbound.inc({ provider: stored.provider, action, answered_by: reply ? 'us' : !kw || result.outcome === 'duplicate' ? 'none' : 'provider' });
-    this.log.info({ orgId: stored.orgId, provider: stored.provider, from: phoneForLog(m.from), outcome: result.outcome, answeredBy: reply ? 'us' : kw ? 'provider' : 'none' }, 'sms inbound');
+    smsInbound.inc({
+      provider: stored.provider,
+      action,
+      answered_by: reply ? 'us' : !kw || result.outcome === 'duplicate' ? 'none' : 'provider',
+    });
+    this.log.info(
+      {
+        orgId: stored.orgId,
+        provider: stored.provider,
+        from: phoneForLog(m.from),
+        outcome: result.outcome,
+        answeredBy: reply ? 'us' : kw ? 'provider' : 'none',
+      },
+      'sms inbound',
+    );
     return { outcome: result.outcome, reply };
   }
 
@@ -131,11 +150,19 @@ export class InboundProcessor {
   async sendReply(link: ChainLink, stored: StoredWebhook, m: InboundMessage, text: string): Promise<void> {
     try {
       await pTimeout(
-        link.provider.send({ to: m.from, from: m.to, body: text, idempotencyKey: `reply-${stored.provider}-${stored.eventKey}`.slice(0, 200) }),
+        link.provider.send({
+          to: m.from,
+          from: m.to,
+          body: text,
+          idempotencyKey: `reply-${stored.provider}-${stored.eventKey}`.slice(0, 200),
+        }),
         { milliseconds: 10_000 },
       );
     } catch (err) {
-      this.log.warn({ err: scrubPhones((err as Error).message), orgId: stored.orgId, provider: stored.provider }, 'sms keyword reply could not be sent');
+      this.log.warn(
+        { err: scrubPhones((err as Error).message), orgId: stored.orgId, provider: stored.provider },
+        'sms keyword reply could not be sent',
+      );
     }
   }
 

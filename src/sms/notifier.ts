@@ -28,7 +28,11 @@ const REPLY_MARGIN_MS = 50;
  * smsStatus, from the outbox's own words: a run's result, or a row read back
  * (a replayed booking reports what the first answer said).
  */
-export function smsOutcomeOf(r: { status: RunResult['status']; reason?: string | undefined; provider?: string | null | undefined }): SmsOutcome {
+export function smsOutcomeOf(r: {
+  status: RunResult['status'];
+  reason?: string | undefined;
+  provider?: string | null | undefined;
+}): SmsOutcome {
   switch (r.status) {
     case 'sent':
       return { smsStatus: 'sent', ...(r.provider ? { smsProvider: r.provider } : {}) };
@@ -52,16 +56,12 @@ export function smsOutcomeOf(r: { status: RunResult['status']; reason?: string |
 function fromRow(row: RowState | undefined): SmsOutcome | null {
   if (!row || row.status === 'sending' || (row.status === 'pending' && row.attempts === 0)) return null;
   const status = row.status as RunResult['status'];
-  if (status === 'pending') return smsOutcomeOf({ status, reason: row.last_error_class === 'internal_error' ? 'internal_error' : undefined });
+  if (status === 'pending')
+    return smsOutcomeOf({ status, reason: row.last_error_class === 'internal_error' ? 'internal_error' : undefined });
   return smsOutcomeOf({ status, reason: row.failure_reason ?? undefined, provider: row.provider });
 }
 
-export function createNotifier(opts: {
-  workerSql: Sql;
-  worker: OutboxWorker;
-  budgetMs: number;
-  log: Logger;
-}): ConfirmationNotifier {
+export function createNotifier(opts: { workerSql: Sql; worker: OutboxWorker; budgetMs: number; log: Logger }): ConfirmationNotifier {
   const { workerSql, worker, budgetMs, log } = opts;
 
   return {
@@ -94,7 +94,13 @@ export function createNotifier(opts: {
       if (!org.smsConfigured || !org.reminders || !org.smsContactPhone) return [];
       try {
         const cancelByReply = org.reminders.cancelByReply;
-        return planReminders({ start: appt.start, settings: org.reminders, clinicZone: org.timeZone, patientPhone: appt.patientPhone, now }).map((r) => ({
+        return planReminders({
+          start: appt.start,
+          settings: org.reminders,
+          clinicZone: org.timeZone,
+          patientPhone: appt.patientPhone,
+          now,
+        }).map((r) => ({
           kind: r.kind,
           due: r.due.toUTC().toISO()!,
           sendBy: r.sendBy.toUTC().toISO()!,

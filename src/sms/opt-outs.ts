@@ -27,14 +27,18 @@ export async function listOptOuts(
   q: { limit: number; before?: string | undefined; unmask?: boolean | undefined },
 ): Promise<{ items: OptOutItem[]; next: string | null }> {
   const cursor = decodeCursor(q.before);
-  const rows = await withOrg(sql, orgId, (tx) => tx<Array<{ id: string; phone: string; source: string; created_at: Date; cursor_us: string; earlier: number }>>`
+  const rows = await withOrg(
+    sql,
+    orgId,
+    (tx) => tx<Array<{ id: string; phone: string; source: string; created_at: Date; cursor_us: string; earlier: number }>>`
     SELECT o.id, o.phone, o.source, o.created_at, ${cursorUs(tx, 'o.created_at')} AS cursor_us,
            (SELECT count(*)::int FROM sms_opt_out_events e
              WHERE e.org_id = o.org_id AND e.phone = o.phone AND e.action = 'opt_in') AS earlier
       FROM sms_opt_outs o
      WHERE true ${beforeCursor(tx, 'o.created_at', 'o.id', cursor)}
      ORDER BY o.created_at DESC, o.id DESC
-     LIMIT ${q.limit + 1}`);
+     LIMIT ${q.limit + 1}`,
+  );
   const { items, next } = page(rows, q.limit);
   return {
     next,

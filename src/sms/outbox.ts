@@ -29,19 +29,91 @@ export interface Move {
  * allows these and refuses every other change of status.
  */
 export const MOVES: readonly Move[] = [
-  { move: 'enqueue', from: null, to: 'pending', by: 'booking transaction', when: 'one row per (clinic, appointment, kind), ever: the confirmation (due at once), and one per reminder (`reminder:<minutes>`, due at its time, `send_by` the close of its sending window)' },
-  { move: 'move', from: 'pending', to: 'pending', by: 'reschedule transaction', when: "a reminder that never ran takes the new time: due time, window, expiry (`expires_at`) and text; an offset whose reminder already ran gets a new row (`reminder:<minutes>#<n>`)" },
-  { move: 'void', from: 'pending', to: 'cancelled', by: 'cancel or reschedule transaction, a cancel by reply', when: 'a waiting reminder of an appointment cancelled, or moved to a time that leaves it no due time (`appointment_cancelled`, `superseded`)' },
-  { move: 'claim', from: 'pending', to: 'sending', by: 'worker', when: 'due (`next_attempt_at <= now()`); takes the lease (`locked_by`, `locked_until`) and counts a run, except while the row waits for evidence (`waiting_since`)' },
-  { move: 'take over', from: 'sending', to: 'sending', by: 'worker', when: "the holder's lease ran out: it died or stalled; the attempt it left in flight is reconciled first" },
+  {
+    move: 'enqueue',
+    from: null,
+    to: 'pending',
+    by: 'booking transaction',
+    when: 'one row per (clinic, appointment, kind), ever: the confirmation (due at once), and one per reminder (`reminder:<minutes>`, due at its time, `send_by` the close of its sending window)',
+  },
+  {
+    move: 'move',
+    from: 'pending',
+    to: 'pending',
+    by: 'reschedule transaction',
+    when: 'a reminder that never ran takes the new time: due time, window, expiry (`expires_at`) and text; an offset whose reminder already ran gets a new row (`reminder:<minutes>#<n>`)',
+  },
+  {
+    move: 'void',
+    from: 'pending',
+    to: 'cancelled',
+    by: 'cancel or reschedule transaction, a cancel by reply',
+    when: 'a waiting reminder of an appointment cancelled, or moved to a time that leaves it no due time (`appointment_cancelled`, `superseded`)',
+  },
+  {
+    move: 'claim',
+    from: 'pending',
+    to: 'sending',
+    by: 'worker',
+    when: 'due (`next_attempt_at <= now()`); takes the lease (`locked_by`, `locked_until`) and counts a run, except while the row waits for evidence (`waiting_since`)',
+  },
+  {
+    move: 'take over',
+    from: 'sending',
+    to: 'sending',
+    by: 'worker',
+    when: "the holder's lease ran out: it died or stalled; the attempt it left in flight is reconciled first",
+  },
   { move: 'renew', from: 'sending', to: 'sending', by: 'lease holder', when: 'every third of `SMS_LEASE_MS` while the run works' },
-  { move: 'sent', from: 'sending', to: 'sent', by: 'lease holder (settle)', when: 'an attempt was accepted or reconciled; closed in the same statement' },
-  { move: 'retry', from: 'sending', to: 'pending', by: 'lease holder (settle)', when: 'runs left: `next_attempt_at` = now + exponential backoff with jitter, computed in SQL' },
-  { move: 'wait', from: 'sending', to: 'pending', by: 'lease holder (settle)', when: 'an ambiguous attempt no lookup could settle: `waiting_since` is set, the row is looked at again (receipt or lookup) as long after as it has waited, never runs out of runs, and fails over once after `SMS_AMBIGUOUS_MAX_MS`' },
-  { move: 'fail', from: 'sending', to: 'failed', by: 'lease holder (settle)', when: 'a permanent no-send, or the last of `SMS_MAX_ATTEMPTS` runs ended in retry (`retries_exhausted`)' },
-  { move: 'cancel', from: 'sending', to: 'cancelled', by: 'lease holder (settle)', when: 'the appointment was cancelled or moved (`superseded`); or a reminder was skipped at the gate: its sending window had closed (`outside_window`), or the patient had their reminder today (`capped_daily`) or three this week (`capped_weekly`)' },
-  { move: 'resend', from: null, to: 'pending', by: 'receipt processor', when: 'a final failure receipt of the sender/provider/filtering class on the confirmation\'s current attempt, nothing of it delivered: a row `<kind>:resend` (unique, so once, ever) goes through the providers after the one that failed' },
-  { move: 'requeue', from: 'failed', to: 'pending', by: 'admin retry', when: 'no attempt was delivered, or accepted without a final failure receipt since, and no later confirmation was sent' },
+  {
+    move: 'sent',
+    from: 'sending',
+    to: 'sent',
+    by: 'lease holder (settle)',
+    when: 'an attempt was accepted or reconciled; closed in the same statement',
+  },
+  {
+    move: 'retry',
+    from: 'sending',
+    to: 'pending',
+    by: 'lease holder (settle)',
+    when: 'runs left: `next_attempt_at` = now + exponential backoff with jitter, computed in SQL',
+  },
+  {
+    move: 'wait',
+    from: 'sending',
+    to: 'pending',
+    by: 'lease holder (settle)',
+    when: 'an ambiguous attempt no lookup could settle: `waiting_since` is set, the row is looked at again (receipt or lookup) as long after as it has waited, never runs out of runs, and fails over once after `SMS_AMBIGUOUS_MAX_MS`',
+  },
+  {
+    move: 'fail',
+    from: 'sending',
+    to: 'failed',
+    by: 'lease holder (settle)',
+    when: 'a permanent no-send, or the last of `SMS_MAX_ATTEMPTS` runs ended in retry (`retries_exhausted`)',
+  },
+  {
+    move: 'cancel',
+    from: 'sending',
+    to: 'cancelled',
+    by: 'lease holder (settle)',
+    when: 'the appointment was cancelled or moved (`superseded`); or a reminder was skipped at the gate: its sending window had closed (`outside_window`), or the patient had their reminder today (`capped_daily`) or three this week (`capped_weekly`)',
+  },
+  {
+    move: 'resend',
+    from: null,
+    to: 'pending',
+    by: 'receipt processor',
+    when: "a final failure receipt of the sender/provider/filtering class on the confirmation's current attempt, nothing of it delivered: a row `<kind>:resend` (unique, so once, ever) goes through the providers after the one that failed",
+  },
+  {
+    move: 'requeue',
+    from: 'failed',
+    to: 'pending',
+    by: 'admin retry',
+    when: 'no attempt was delivered, or accepted without a final failure receipt since, and no later confirmation was sent',
+  },
   { move: 'delete', from: 'failed', to: null, by: 'admin delete', when: 'a dead letter only' },
 ];
 
@@ -253,7 +325,9 @@ export class Outbox {
    * sent / retry / fail / cancel: settles a batch of runs in one statement
    * (sms_settle). Answers each row's status after the move, or 'not_held'.
    */
-  async settle(items: ReadonlyArray<{ row: Pick<OutboxRow, 'id' | 'org_id'>; settlement: Settlement }>): Promise<Array<OutboxStatus | 'not_held'>> {
+  async settle(
+    items: ReadonlyArray<{ row: Pick<OutboxRow, 'id' | 'org_id'>; settlement: Settlement }>,
+  ): Promise<Array<OutboxStatus | 'not_held'>> {
     const payload = items.map(({ row, settlement: s }) => ({ id: row.id, org: row.org_id, ...wire(s) }));
     const rows = await this.sql<{ outbox_id: string; status: OutboxStatus | 'not_held' }[]>`
       SELECT * FROM sms_settle(${this.workerId}, ${this.sql.json(payload)}::jsonb, ${this.opts.retryBaseMs},
@@ -282,7 +356,14 @@ function verdictOf(g: GateRow | undefined): GateVerdict {
       return { status: 'sending', inFlight: g.in_flight, resendAfter: g.resend_after };
     case 'already_sent':
       // A previous run got it accepted (or reconciled) but died before recording it on the row.
-      return { status: 'sent', provider: g.provider ?? 'unknown', providerMessageId: g.provider_message_id, from: g.from_number, failedOver: false, reconciled: true };
+      return {
+        status: 'sent',
+        provider: g.provider ?? 'unknown',
+        providerMessageId: g.provider_message_id,
+        from: g.from_number,
+        failedOver: false,
+        reconciled: true,
+      };
     case 'cancelled':
       return { status: 'cancelled', reason: 'appointment_cancelled' };
     case 'superseded':

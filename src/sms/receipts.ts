@@ -62,7 +62,10 @@ const FINAL_FAILURE: ReadonlySet<DeliveryState> = new Set(['undelivered', 'faile
  * an unknown code (or none) counts as a provider failure: the text did not
  * arrive, and one resend elsewhere is the better risk.
  */
-export function receiptClass(provider: SmsProvider, r: Pick<DeliveryReceipt, 'status' | 'code'>): { errorClass: ErrorClass | null; optOut: boolean } {
+export function receiptClass(
+  provider: SmsProvider,
+  r: Pick<DeliveryReceipt, 'status' | 'code'>,
+): { errorClass: ErrorClass | null; optOut: boolean } {
   if (!FINAL_FAILURE.has(r.status)) return { errorClass: null, optOut: false };
   const rule = ruleFor(provider.codes, r.code);
   return { errorClass: rule?.errorClass ?? 'provider', optOut: rule?.optOut === true };
@@ -109,11 +112,16 @@ export class ReceiptProcessor {
       this.waitingFor.delete(outboxId);
       for (const { stored, attempt } of waiting.values()) void this.process(stored, attempt + 1);
     });
-    this.applies = new Batcher(async (items) => {
-      const rows = await sql<{ idx: number; result: ApplyResult }[]>`SELECT * FROM sms_apply_receipts(${sql.json(items as unknown as Record<string, string>[])}::jsonb)`;
-      const byIdx = new Map(rows.map((r) => [r.idx, r.result]));
-      return items.map((_, i) => byIdx.get(i) ?? { outcome: 'deferred' as const });
-    }, { maxBatch: 200, maxInFlight: 2 });
+    this.applies = new Batcher(
+      async (items) => {
+        const rows = await sql<
+          { idx: number; result: ApplyResult }[]
+        >`SELECT * FROM sms_apply_receipts(${sql.json(items as unknown as Record<string, string>[])}::jsonb)`;
+        const byIdx = new Map(rows.map((r) => [r.idx, r.result]));
+        return items.map((_, i) => byIdx.get(i) ?? { outcome: 'deferred' as const });
+      },
+      { maxBatch: 200, maxInFlight: 2 },
+    );
   }
 
   /** Inbound texts found by the sweep go to their own processor. */
@@ -147,7 +155,10 @@ export class ReceiptProcessor {
       }
       return result;
     } catch (err) {
-      this.log.warn({ err: scrubPhones((err as Error).message), eventId: stored.id, provider: stored.provider }, 'sms receipt could not be processed yet');
+      this.log.warn(
+        { err: scrubPhones((err as Error).message), eventId: stored.id, provider: stored.provider },
+        'sms receipt could not be processed yet',
+      );
       return null;
     }
   }
@@ -170,11 +181,17 @@ export class ReceiptProcessor {
     smsReceipts.inc({ provider: link.kind, state: r.status, outcome: result.outcome });
     if (result.duplicate) {
       smsDuplicateDeliveries.inc({ provider: link.kind });
-      this.log.warn({ orgId, outboxId: result.outboxId, provider: link.kind }, 'sms delivered twice: a late receipt for an attempt given up on');
+      this.log.warn(
+        { orgId, outboxId: result.outboxId, provider: link.kind },
+        'sms delivered twice: a late receipt for an attempt given up on',
+      );
     }
     if (result.resendId) {
       smsAsyncFailovers.inc({ from: link.kind, cause: 'receipt' });
-      this.log.warn({ orgId, outboxId: result.outboxId, resendId: result.resendId, provider: link.kind, code: r.code }, 'sms undelivered; resending through the next provider');
+      this.log.warn(
+        { orgId, outboxId: result.outboxId, resendId: result.resendId, provider: link.kind, code: r.code },
+        'sms undelivered; resending through the next provider',
+      );
       this.runNow(result.resendId);
     } else if (result.proved && result.outboxId) {
       // The message waited for this evidence; its next run settles it sent.
@@ -244,7 +261,18 @@ export class ReceiptProcessor {
 
   /** Stored events nobody finished, and unmatched receipts whose message id is now known. */
   private async sweepStored(orphanAfterMs: number): Promise<void> {
-    const rows = await this.sql<Array<{ id: string; org_id: string; provider: ProviderKind; account_key: string; kind: StoredWebhook['kind']; event_key: string; request_url: string; raw_body: string }>>`
+    const rows = await this.sql<
+      Array<{
+        id: string;
+        org_id: string;
+        provider: ProviderKind;
+        account_key: string;
+        kind: StoredWebhook['kind'];
+        event_key: string;
+        request_url: string;
+        raw_body: string;
+      }>
+    >`
       (SELECT id, org_id, provider, account_key, kind, event_key, request_url, raw_body FROM sms_webhook_events
         WHERE processed_at IS NULL AND received_at < now() - ${orphanAfterMs} * interval '1 millisecond'
         ORDER BY received_at LIMIT ${SWEEP_BATCH})
@@ -256,7 +284,16 @@ export class ReceiptProcessor {
                          AND a.provider_message_id = e.provider_message_id)
         ORDER BY e.received_at LIMIT ${SWEEP_BATCH})`;
     for (const r of rows) {
-      const stored: StoredWebhook = { id: String(r.id), orgId: r.org_id, provider: r.provider, accountKey: r.account_key, kind: r.kind, eventKey: r.event_key, url: r.request_url, rawBody: r.raw_body };
+      const stored: StoredWebhook = {
+        id: String(r.id),
+        orgId: r.org_id,
+        provider: r.provider,
+        accountKey: r.account_key,
+        kind: r.kind,
+        eventKey: r.event_key,
+        url: r.request_url,
+        rawBody: r.raw_body,
+      };
       // No retries of its own from here: the next sweep comes soon enough.
       if (r.kind === 'inbound' && this.inbound) await this.inbound.processStored(stored);
       else await this.process(stored, -1);
@@ -269,7 +306,9 @@ export class ReceiptProcessor {
    * the answer applied as a receipt would be.
    */
   async lookUpLost(): Promise<void> {
-    const claimed = await this.sql<Array<{ attempt_id: string; org_id: string; provider: ProviderKind; account_key: string; provider_message_id: string | null }>>`
+    const claimed = await this.sql<
+      Array<{ attempt_id: string; org_id: string; provider: ProviderKind; account_key: string; provider_message_id: string | null }>
+    >`
       SELECT * FROM sms_claim_lost_receipts(${this.opts.receiptTimeoutMs}, ${[...RECEIPT_KINDS]}::text[], 50)`;
     for (const a of claimed) {
       const link = await this.linkFor(a.org_id, a.account_key);

@@ -64,15 +64,50 @@ const minutesOf = (hhmm: string) => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.
  * clinic's clock.
  */
 const SINGLE_ZONE_COUNTRIES: Readonly<Record<string, string>> = {
-  AE: 'Asia/Dubai', AT: 'Europe/Vienna', BE: 'Europe/Brussels', BG: 'Europe/Sofia', CH: 'Europe/Zurich',
-  CN: 'Asia/Shanghai', CO: 'America/Bogota', CZ: 'Europe/Prague', DE: 'Europe/Berlin', DK: 'Europe/Copenhagen',
-  DO: 'America/Santo_Domingo', EG: 'Africa/Cairo', FI: 'Europe/Helsinki', FR: 'Europe/Paris', GB: 'Europe/London',
-  GR: 'Europe/Athens', HK: 'Asia/Hong_Kong', HR: 'Europe/Zagreb', HU: 'Europe/Budapest', IE: 'Europe/Dublin',
-  IL: 'Asia/Jerusalem', IN: 'Asia/Kolkata', IS: 'Atlantic/Reykjavik', IT: 'Europe/Rome', JM: 'America/Jamaica',
-  JP: 'Asia/Tokyo', KE: 'Africa/Nairobi', KR: 'Asia/Seoul', LU: 'Europe/Luxembourg', NG: 'Africa/Lagos',
-  NL: 'Europe/Amsterdam', NO: 'Europe/Oslo', PE: 'America/Lima', PH: 'Asia/Manila', PK: 'Asia/Karachi',
-  PL: 'Europe/Warsaw', PR: 'America/Puerto_Rico', RO: 'Europe/Bucharest', SE: 'Europe/Stockholm', SG: 'Asia/Singapore',
-  SI: 'Europe/Ljubljana', SK: 'Europe/Bratislava', TH: 'Asia/Bangkok', ZA: 'Africa/Johannesburg',
+  AE: 'Asia/Dubai',
+  AT: 'Europe/Vienna',
+  BE: 'Europe/Brussels',
+  BG: 'Europe/Sofia',
+  CH: 'Europe/Zurich',
+  CN: 'Asia/Shanghai',
+  CO: 'America/Bogota',
+  CZ: 'Europe/Prague',
+  DE: 'Europe/Berlin',
+  DK: 'Europe/Copenhagen',
+  DO: 'America/Santo_Domingo',
+  EG: 'Africa/Cairo',
+  FI: 'Europe/Helsinki',
+  FR: 'Europe/Paris',
+  GB: 'Europe/London',
+  GR: 'Europe/Athens',
+  HK: 'Asia/Hong_Kong',
+  HR: 'Europe/Zagreb',
+  HU: 'Europe/Budapest',
+  IE: 'Europe/Dublin',
+  IL: 'Asia/Jerusalem',
+  IN: 'Asia/Kolkata',
+  IS: 'Atlantic/Reykjavik',
+  IT: 'Europe/Rome',
+  JM: 'America/Jamaica',
+  JP: 'Asia/Tokyo',
+  KE: 'Africa/Nairobi',
+  KR: 'Asia/Seoul',
+  LU: 'Europe/Luxembourg',
+  NG: 'Africa/Lagos',
+  NL: 'Europe/Amsterdam',
+  NO: 'Europe/Oslo',
+  PE: 'America/Lima',
+  PH: 'Asia/Manila',
+  PK: 'Asia/Karachi',
+  PL: 'Europe/Warsaw',
+  PR: 'America/Puerto_Rico',
+  RO: 'Europe/Bucharest',
+  SE: 'Europe/Stockholm',
+  SG: 'Asia/Singapore',
+  SI: 'Europe/Ljubljana',
+  SK: 'Europe/Bratislava',
+  TH: 'Asia/Bangkok',
+  ZA: 'Africa/Johannesburg',
 };
 
 /** The zone whose wall clock the sending window is read on for this patient. */
@@ -96,7 +131,11 @@ export function offsetInstant(start: DateTime, offsetMinutes: number, clinicZone
  * window, else SHIFT_MARGIN before the window closes that evening (late) or
  * the evening before (early). With `sendBy`, the window's close that day.
  */
-export function applyWindow(candidate: DateTime, window: ReminderSettings['window'], zone: string): { due: DateTime; sendBy: DateTime; shifted: boolean } {
+export function applyWindow(
+  candidate: DateTime,
+  window: ReminderSettings['window'],
+  zone: string,
+): { due: DateTime; sendBy: DateTime; shifted: boolean } {
   const open = minutesOf(window.start);
   const close = minutesOf(window.end);
   const local = candidate.setZone(zone);

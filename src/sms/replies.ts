@@ -53,13 +53,7 @@ export function replyKeywordOf(text: string, cancelByReply: boolean): ReplyKeywo
   return null;
 }
 
-export type ReplyOutcome =
-  | 'confirmed'
-  | 'already_confirmed'
-  | 'reschedule_requested'
-  | 'cancel_asked'
-  | 'cancelled'
-  | 'inbox';
+export type ReplyOutcome = 'confirmed' | 'already_confirmed' | 'reschedule_requested' | 'cancel_asked' | 'cancelled' | 'inbox';
 
 export interface ReplyResult {
   outcome: ReplyOutcome;
@@ -133,7 +127,8 @@ export async function handleReply(tx: TransactionSql, m: InboundText): Promise<R
   switch (keyword) {
     case 'confirm': {
       if (target.confirmed_at) {
-        if (target.cancel_requested_at) await tx`UPDATE appointments SET cancel_requested_at = NULL, updated_at = now() WHERE id = ${target.id}`;
+        if (target.cancel_requested_at)
+          await tx`UPDATE appointments SET cancel_requested_at = NULL, updated_at = now() WHERE id = ${target.id}`;
         return { outcome: 'already_confirmed', appointmentId: target.id, reply: say('already_confirmed', target) };
       }
       await tx`UPDATE appointments SET confirmed_at = now(), cancel_requested_at = NULL, updated_at = now() WHERE id = ${target.id}`;
@@ -156,7 +151,8 @@ export async function handleReply(tx: TransactionSql, m: InboundText): Promise<R
       return { outcome: 'reschedule_requested', appointmentId: target.id, reply: say('reschedule_requested', target) };
     }
     case 'cancel': {
-      const asked = target.cancel_requested_at && Date.now() - target.cancel_requested_at.getTime() < CANCEL_CONFIRM_WINDOW_HOURS * 3_600_000;
+      const asked =
+        target.cancel_requested_at && Date.now() - target.cancel_requested_at.getTime() < CANCEL_CONFIRM_WINDOW_HOURS * 3_600_000;
       if (!asked) {
         await tx`UPDATE appointments SET cancel_requested_at = now(), updated_at = now() WHERE id = ${target.id}`;
         return { outcome: 'cancel_asked', appointmentId: target.id, reply: say('cancel_ask', target) };

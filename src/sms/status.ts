@@ -179,9 +179,7 @@ const rate = (delivered: number, undelivered: number) => (delivered + undelivere
 /** One scope for every statement: the clinic's own org, or operator scope across clinics. */
 function scoped(workerSql: Sql, orgId: string | undefined) {
   return <T>(fn: (tx: Tx, only: ReturnType<Tx>) => Promise<T>): Promise<T> =>
-    orgId
-      ? withOrg(workerSql, orgId, (tx) => fn(tx, tx`AND org_id = ${orgId}`))
-      : withOperator(workerSql, (tx) => fn(tx, tx``));
+    orgId ? withOrg(workerSql, orgId, (tx) => fn(tx, tx`AND org_id = ${orgId}`)) : withOperator(workerSql, (tx) => fn(tx, tx``));
 }
 
 /**
@@ -197,9 +195,14 @@ export async function readStatus(deps: StatusDeps, opts: { orgId?: string } = {}
   const [orgs, switches, health, attempts, resends, outbox, dead, optOuts, bookings] = await Promise.all([
     orgId ? oneOrg(deps.sql, orgId) : allOrgs(workerSql),
     orgId ? oneSwitch(workerSql, orgId) : listSmsSwitches(workerSql),
-    readHealth(workerSql, deps.chains, { staleMs: deps.staleMs, ...(orgId ? { orgId } : {}), localBreaker: (o, a) => deps.engine.breakerHere(o, a) }),
+    readHealth(workerSql, deps.chains, {
+      staleMs: deps.staleMs,
+      ...(orgId ? { orgId } : {}),
+      localBreaker: (o, a) => deps.engine.breakerHere(o, a),
+    }),
     // The hour's attempts (BRIN on started_at), per link and per clinic, in one pass.
-    inScope((tx, only) => tx<AttemptAgg[]>`
+    inScope(
+      (tx, only) => tx<AttemptAgg[]>`
       SELECT org_id, account_key,
              count(*) FILTER (WHERE outcome <> 'skipped')::int AS attempts,
              count(*) FILTER (WHERE outcome = 'failed')::int AS refused,
@@ -213,39 +216,50 @@ export async function readStatus(deps: StatusDeps, opts: { orgId?: string } = {}
              percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) FILTER (WHERE outcome <> 'skipped') AS p99
         FROM sms_attempts
        WHERE started_at >= ${since} ${only}
-       GROUP BY GROUPING SETS ((org_id, account_key), (org_id))`),
+       GROUP BY GROUPING SETS ((org_id, account_key), (org_id))`,
+    ),
     // The hour's resends after a failure receipt (the outbox's partial index on resend_of): the async failovers.
-    inScope((tx) => tx<ResendAgg[]>`
+    inScope(
+      (tx) => tx<ResendAgg[]>`
       SELECT o.org_id, o.resend_after_account AS after_account, a.account_key AS via_account,
              count(DISTINCT o.id)::int AS resends,
              (CASE WHEN GROUPING(o.resend_after_account) = 1 THEN count(DISTINCT o.id) FILTER (WHERE a.failed_over)
                    ELSE count(*) FILTER (WHERE a.failed_over) END)::int AS failed_over
         FROM sms_outbox o LEFT JOIN sms_attempts a ON a.outbox_id = o.id AND a.outcome <> 'skipped'
        WHERE o.resend_of IS NOT NULL AND o.created_at >= ${since} ${orgId ? tx`AND o.org_id = ${orgId}` : tx``}
-       GROUP BY GROUPING SETS ((o.org_id, o.resend_after_account, a.account_key), (o.org_id))`),
+       GROUP BY GROUPING SETS ((o.org_id, o.resend_after_account, a.account_key), (o.org_id))`,
+    ),
     // Two statements, so that each finds its rows through its own partial index.
-    inScope((tx, only) => tx<OutboxAgg[]>`
+    inScope(
+      (tx, only) => tx<OutboxAgg[]>`
       SELECT org_id,
              count(*) FILTER (WHERE status = 'pending')::int AS pending,
              count(*) FILTER (WHERE status = 'sending')::int AS sending,
              EXTRACT(EPOCH FROM now() - min(next_attempt_at) FILTER (WHERE status = 'pending' AND next_attempt_at <= now()))::float8 AS oldest_due_age
         FROM sms_outbox
        WHERE status IN ('pending', 'sending') ${only}
-       GROUP BY org_id`),
-    inScope((tx, only) => tx<DeadAgg[]>`
+       GROUP BY org_id`,
+    ),
+    inScope(
+      (tx, only) => tx<DeadAgg[]>`
       SELECT org_id, count(*)::int AS dead, count(*) FILTER (WHERE failed_at >= ${since})::int AS dead_last_hour
         FROM sms_outbox
        WHERE status = 'failed' ${only}
-       GROUP BY org_id`),
-    inScope((tx, only) => tx<{ org_id: string; n: number }[]>`
-      SELECT org_id, count(*)::int AS n FROM sms_opt_outs WHERE true ${only} GROUP BY org_id`),
-    inScope((tx) => tx<{ org_id: string; n: number }[]>`
+       GROUP BY org_id`,
+    ),
+    inScope(
+      (tx, only) => tx<{ org_id: string; n: number }[]>`
+      SELECT org_id, count(*)::int AS n FROM sms_opt_outs WHERE true ${only} GROUP BY org_id`,
+    ),
+    inScope(
+      (tx) => tx<{ org_id: string; n: number }[]>`
       SELECT a.org_id, count(*)::int AS n
         FROM appointments a JOIN orgs o ON o.id = a.org_id
        WHERE a.created_at > now() - interval '26 hours'
          AND a.created_at >= (date_trunc('day', now() AT TIME ZONE o.time_zone) AT TIME ZONE o.time_zone)
          ${orgId ? tx`AND a.org_id = ${orgId}` : tx``}
-       GROUP BY a.org_id`),
+       GROUP BY a.org_id`,
+    ),
   ]);
 
   const healthByOrg = new Map(health.map((c) => [c.orgId, c]));
@@ -323,7 +337,8 @@ export async function readStatus(deps: StatusDeps, opts: { orgId?: string } = {}
         depth: (ob?.pending ?? 0) + (ob?.sending ?? 0),
         pending: ob?.pending ?? 0,
         sending: ob?.sending ?? 0,
-        oldestDueAgeSeconds: ob?.oldest_due_age === null || ob?.oldest_due_age === undefined ? null : Math.max(0, Math.round(ob.oldest_due_age)),
+        oldestDueAgeSeconds:
+          ob?.oldest_due_age === null || ob?.oldest_due_age === undefined ? null : Math.max(0, Math.round(ob.oldest_due_age)),
       },
       deadLetters: dl?.dead ?? 0,
       optOuts: optOutsBy.get(o.id) ?? 0,
@@ -370,8 +385,12 @@ async function oneOrg(sql: Sql, orgId: string) {
 }
 
 async function oneSwitch(workerSql: Sql, orgId: string) {
-  const rows = await withOrg(workerSql, orgId, (tx) => tx<{ enabled: boolean; failover_enabled: boolean }[]>`
-    SELECT enabled, failover_enabled FROM sms_settings WHERE org_id = ${orgId}`);
+  const rows = await withOrg(
+    workerSql,
+    orgId,
+    (tx) => tx<{ enabled: boolean; failover_enabled: boolean }[]>`
+    SELECT enabled, failover_enabled FROM sms_settings WHERE org_id = ${orgId}`,
+  );
   return new Map(rows.map((r) => [orgId, { enabled: r.enabled, failoverEnabled: r.failover_enabled }]));
 }
 
@@ -411,7 +430,11 @@ export async function readDeliverySeries(
   const currentHour = Math.floor(now / HOUR_MS) * HOUR_MS;
   const firstHour = currentHour - (opts.hours - 1) * HOUR_MS;
   const read = (from: number, to: number | null) =>
-    scoped(workerSql, opts.orgId)((tx, only) => tx<SeriesRow[]>`
+    scoped(
+      workerSql,
+      opts.orgId,
+    )(
+      (tx, only) => tx<SeriesRow[]>`
       SELECT org_id, floor(EXTRACT(EPOCH FROM started_at) / 3600)::int AS h,
              count(*)::int AS accepted,
              count(*) FILTER (WHERE delivery_state = 'delivered')::int AS delivered,
@@ -419,13 +442,17 @@ export async function readDeliverySeries(
         FROM sms_attempts
        WHERE started_at >= ${new Date(from)} ${to === null ? tx`` : tx`AND started_at < ${new Date(to)}`}
          AND delivery_state IS NOT NULL ${only}
-       GROUP BY 1, 2`);
+       GROUP BY 1, 2`,
+    );
   let rows: SeriesRow[];
   const c = opts.cache;
   if (c) {
     const e = c.entry;
     const fresh = e && e.firstHour === firstHour && e.currentHour === currentHour && now - e.at < c.ttlMs;
-    const [finished, current] = await Promise.all([fresh ? Promise.resolve(e.rows) : read(firstHour, currentHour), read(currentHour, null)]);
+    const [finished, current] = await Promise.all([
+      fresh ? Promise.resolve(e.rows) : read(firstHour, currentHour),
+      read(currentHour, null),
+    ]);
     if (!fresh) c.entry = { firstHour, currentHour, at: now, rows: finished };
     rows = [...finished, ...current];
   } else {
@@ -482,10 +509,14 @@ export async function readBacklog(workerSql: Sql): Promise<Backlog> {
  * console's "last successful send"), by masked account, over the last 30 days.
  */
 export async function lastAcceptedSends(workerSql: Sql, orgId: string): Promise<Map<string, string>> {
-  const rows = await withOrg(workerSql, orgId, (tx) => tx<{ account_key: string; at: Date }[]>`
+  const rows = await withOrg(
+    workerSql,
+    orgId,
+    (tx) => tx<{ account_key: string; at: Date }[]>`
     SELECT account_key, max(started_at) AS at
       FROM sms_attempts
      WHERE started_at > now() - interval '30 days' AND org_id = ${orgId} AND outcome IN ('accepted', 'reconciled')
-     GROUP BY account_key`);
+     GROUP BY account_key`,
+  );
   return new Map(rows.map((r) => [maskAccount(r.account_key), r.at.toISOString()]));
 }

@@ -75,7 +75,8 @@ function fitOneSegment(clinic: string, wordings: Wording[], what: string): strin
   throw new Error(`${what} text cannot fit in one SMS segment`);
 }
 
-const fits = (message: string): boolean => segmentInfo(message).encoding === 'GSM-7' && segmentInfo(message).units <= SINGLE_SEGMENT_SEPTETS;
+const fits = (message: string): boolean =>
+  segmentInfo(message).encoding === 'GSM-7' && segmentInfo(message).units <= SINGLE_SEGMENT_SEPTETS;
 
 /** " Call (415) 555-0100." — or nothing when the clinic has no number. */
 function callPart(c: TextClinic, lead = 'Call'): string {
@@ -117,7 +118,7 @@ export function renderConfirmation(input: ConfirmationInput): string {
   const short = firstName(input.patientName, SHORT_FIRST_NAME_SEPTETS);
   const clinic = cleanField(input.clinicName);
   const verb = kind === 'rescheduled' ? 'has been moved to' : 'is confirmed for';
-  const tail = `${callPart(input)}${input.optOutHint ?? true ? OPT_OUT_HINT : ''}`;
+  const tail = `${callPart(input)}${(input.optOutHint ?? true) ? OPT_OUT_HINT : ''}`;
   const greeting = (name: string) => (c: string) => `Hi ${name}, your appointment${c ? ` at ${c}` : ''} ${verb} ${when}.${tail}`;
   return fitOneSegment(
     clinic,
@@ -157,13 +158,7 @@ export function renderReminder(input: ReminderInput): string {
 }
 
 /** What a reply answers (src/sms/replies.ts). */
-export type ReplyKind =
-  | 'confirmed'
-  | 'already_confirmed'
-  | 'reschedule_requested'
-  | 'cancel_ask'
-  | 'cancelled'
-  | 'call_us';
+export type ReplyKind = 'confirmed' | 'already_confirmed' | 'reschedule_requested' | 'cancel_ask' | 'cancelled' | 'call_us';
 
 export interface ReplyInput extends TextClinic {
   /** The appointment the reply is about; not used by `call_us`. */
@@ -184,7 +179,10 @@ export function renderReply(kind: ReplyKind, input: ReplyInput): string {
     return fitOneSegment(
       clinic,
       [
-        { build: (c) => `${lead(c)}thanks for your message. For anything about your visit ${call}${OPT_OUT_HINT}`, minClinic: MIN_CLINIC_SEPTETS },
+        {
+          build: (c) => `${lead(c)}thanks for your message. For anything about your visit ${call}${OPT_OUT_HINT}`,
+          minClinic: MIN_CLINIC_SEPTETS,
+        },
         { build: (c) => `${lead(c)}thanks, ${call}${OPT_OUT_HINT}`, minClinic: 1 },
       ],
       'reply',
@@ -243,9 +241,7 @@ function formatWhen(startsAt: string, timeZone: string, locale: Locale | undefin
   }
   // Pin locale, numbering system and calendar so global luxon Settings or the
   // machine locale can never change the wording.
-  const local = instant
-    .setZone(timeZone)
-    .reconfigure({ locale: 'en-US', numberingSystem: 'latn', outputCalendar: 'gregory' });
+  const local = instant.setZone(timeZone).reconfigure({ locale: 'en-US', numberingSystem: 'latn', outputCalendar: 'gregory' });
   if (!local.isValid) throw new Error(`cannot express startsAt in time zone ${JSON.stringify(timeZone)}`);
   const pattern = locale === 'en-GB' ? "ccc d LLL 'at' HH:mm" : "ccc, LLL d 'at' h:mm a";
   return `${local.toFormat(pattern)} ${zoneAbbreviation(local)}`;

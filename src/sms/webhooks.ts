@@ -132,11 +132,16 @@ export class WebhookIntake {
     sql: Sql,
     private readonly chains: ChainLoader,
   ) {
-    this.stores = new Batcher(async (items) => {
-      const rows = await sql<{ idx: number; id: string | null }[]>`SELECT * FROM sms_store_webhook_events(${sql.json(items as unknown as Record<string, string>[])}::jsonb)`;
-      const byIdx = new Map(rows.map((r) => [r.idx, r.id]));
-      return items.map((_, i) => (byIdx.get(i) ?? null) as string | null);
-    }, { maxBatch: 200, maxInFlight: 4 });
+    this.stores = new Batcher(
+      async (items) => {
+        const rows = await sql<
+          { idx: number; id: string | null }[]
+        >`SELECT * FROM sms_store_webhook_events(${sql.json(items as unknown as Record<string, string>[])}::jsonb)`;
+        const byIdx = new Map(rows.map((r) => [r.idx, r.id]));
+        return items.map((_, i) => (byIdx.get(i) ?? null) as string | null);
+      },
+      { maxBatch: 200, maxInFlight: 4 },
+    );
   }
 
   async accept(w: IncomingWebhook): Promise<IntakeAnswer> {
@@ -178,13 +183,23 @@ export class WebhookIntake {
 
     const event = w.probe ? null : (link.provider.webhooks?.parse(req, w.hint) ?? null);
     const signature =
-      w.provider === 'twilio' ? w.headers['x-twilio-signature'] : w.provider === 'telnyx' ? w.headers['telnyx-signature-ed25519'] : w.headers['x-relay-signature'];
-    const sigSha = createHash('sha256').update(signature ?? '').digest('hex');
+      w.provider === 'twilio'
+        ? w.headers['x-twilio-signature']
+        : w.provider === 'telnyx'
+          ? w.headers['telnyx-signature-ed25519']
+          : w.headers['x-relay-signature'];
+    const sigSha = createHash('sha256')
+      .update(signature ?? '')
+      .digest('hex');
     // A signed request we cannot read is kept (and acknowledged, so it is not retried forever) as 'other'.
     const kind: StoredWebhook['kind'] = w.probe ? 'probe' : (event?.kind ?? 'other');
     const eventKey = event?.key ?? `sig:${sigSha}`;
     const messageId =
-      event?.kind === 'receipt' ? event.receipt.providerMessageId : event?.kind === 'inbound' ? event.inbound.providerMessageId : (event?.messageId ?? null);
+      event?.kind === 'receipt'
+        ? event.receipt.providerMessageId
+        : event?.kind === 'inbound'
+          ? event.inbound.providerMessageId
+          : (event?.messageId ?? null);
     const id = await this.stores.call({
       org: orgId,
       provider: link.kind,
@@ -202,7 +217,16 @@ export class WebhookIntake {
       ok: true,
       link,
       event,
-      stored: { id: String(id), orgId, provider: link.kind, accountKey: link.provider.accountKey, kind, eventKey, url: w.url, rawBody: w.rawBody },
+      stored: {
+        id: String(id),
+        orgId,
+        provider: link.kind,
+        accountKey: link.provider.accountKey,
+        kind,
+        eventKey,
+        url: w.url,
+        rawBody: w.rawBody,
+      },
     };
   }
 }

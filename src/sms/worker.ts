@@ -9,7 +9,17 @@ import { unwantedReason } from './attempts.js';
 import { Batcher, type BatcherOptions } from './batch.js';
 import type { ChainLink, ChainLoader } from './config.js';
 import type { EngineMessage, SmsEngine } from './engine.js';
-import { Outbox, isLeaseLost, runOutcome, type GateVerdict, type OutboxRow, type OutboxStatus, type RunOutcome, type RunResult, type Settlement } from './outbox.js';
+import {
+  Outbox,
+  isLeaseLost,
+  runOutcome,
+  type GateVerdict,
+  type OutboxRow,
+  type OutboxStatus,
+  type RunOutcome,
+  type RunResult,
+  type Settlement,
+} from './outbox.js';
 
 export type { OutboxRow, RunOutcome, RunResult } from './outbox.js';
 export { LEASE_LOST } from './outbox.js';

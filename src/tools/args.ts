@@ -7,7 +7,12 @@ export const text = (max: number) =>
   z
     .string()
     .max(max * 4)
-    .transform((s) => s.replace(/[\u0000-\u001f\u007f]+/g, ' ').replace(/\s+/g, ' ').trim())
+    .transform((s) =>
+      s
+        .replace(/[\u0000-\u001f\u007f]+/g, ' ')
+        .replace(/\s+/g, ' ')
+        .trim(),
+    )
     .pipe(z.string().max(max));
 
 export const requiredText = (max: number) => text(max).pipe(z.string().min(1));

@@ -1,9 +1,5 @@
 import { z } from 'zod';
-import {
-  eligiblePractitioners,
-  resolvePractitioner,
-  resolveService,
-} from '../booking/availability.js';
+import { eligiblePractitioners, resolvePractitioner, resolveService } from '../booking/availability.js';
 import { bookAppointment, requestHash } from '../booking/book.js';
 import { ToolError } from '../booking/errors.js';
 import { toE164 } from '../booking/phone.js';
@@ -92,7 +88,7 @@ export const bookClinicAppointment: Tool<typeof schema> = {
     }
 
     const sms = smsRow ? await ctx.sms.outcome(org.id, outcome.appointmentId, 'booked', call.receivedAt) : NOT_CONFIGURED;
-    
+
     const practitioner = org.practitioners.find((p) => p.id === outcome.practitionerId);
     ctx.log.info(
       {

@@ -3,7 +3,16 @@ import { describeHours, isWithinOpeningHours, type Slot } from '../booking/avail
 import { ToolError } from '../booking/errors.js';
 import type { BookOutcome } from '../booking/book.js';
 import { alternativesAfter, type SlotSearch } from '../booking/slots.js';
-import { isoLocal, localDateOf, localDayBounds, spokenClock, spokenDate, spokenDateTime, spokenList, type Locale } from '../booking/time.js';
+import {
+  isoLocal,
+  localDateOf,
+  localDayBounds,
+  spokenClock,
+  spokenDate,
+  spokenDateTime,
+  spokenList,
+  type Locale,
+} from '../booking/time.js';
 import type { ToolContext, ToolResult } from './types.js';
 import type { Practitioner, Service } from '../booking/org.js';
 
@@ -19,7 +28,9 @@ const searchFor = (ctx: ToolContext, opts: { service: Service; candidates: Pract
 
 export function describeAlternatives(slots: Slot[], requested: DateTime, locale?: Locale): { list: unknown[]; spoken: string } {
   const sameDay = (s: Slot) => s.start.hasSame(requested, 'day');
-  const spoken = slots.map((s) => (sameDay(s) ? spokenClock(s.start, locale) : `${spokenDate(s.start, locale)} at ${spokenClock(s.start, locale)}`));
+  const spoken = slots.map((s) =>
+    sameDay(s) ? spokenClock(s.start, locale) : `${spokenDate(s.start, locale)} at ${spokenClock(s.start, locale)}`,
+  );
   return {
     list: slots.map((s, i) => ({ startsAt: isoLocal(s.start), spoken: spoken[i] })),
     spoken: spokenList(spoken),
@@ -80,10 +91,7 @@ export async function explainRefusal(
     case 'not_found':
       throw new ToolError('appointment_not_found', "I couldn't find that appointment. It may have been cancelled.");
     case 'idempotency_mismatch':
-      throw new ToolError(
-        'idempotency_conflict',
-        'That request id was already used for a different booking, so I did not book this one.',
-      );
+      throw new ToolError('idempotency_conflict', 'That request id was already used for a different booking, so I did not book this one.');
   }
 }
 

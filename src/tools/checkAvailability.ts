@@ -9,16 +9,7 @@ import {
 } from '../booking/availability.js';
 import { ToolError } from '../booking/errors.js';
 import { nextOpenDay } from '../booking/slots.js';
-import {
-  addDays,
-  isoDate,
-  isoLocal,
-  localDayBounds,
-  parseLocalDate,
-  spokenClock,
-  spokenDate,
-  spokenList,
-} from '../booking/time.js';
+import { addDays, isoDate, isoLocal, localDayBounds, parseLocalDate, spokenClock, spokenDate, spokenList } from '../booking/time.js';
 import { optionalText, orgArg, parseArgs, requiredText } from './args.js';
 import type { Tool, ToolContext } from './types.js';
 
@@ -76,7 +67,9 @@ export const checkAvailability: Tool<typeof schema> = {
         ...base,
         slots: [],
         spoken: '',
-        nextAvailable: next ? { startsAt: isoLocal(next.start), spoken: `${spokenDate(next.start, org.locale)} at ${spokenClock(next.start, org.locale)}` } : null,
+        nextAvailable: next
+          ? { startsAt: isoLocal(next.start), spoken: `${spokenDate(next.start, org.locale)} at ${spokenClock(next.start, org.locale)}` }
+          : null,
         message: `There are no openings${who} on ${spokenDate(day, org.locale)} for a ${service.name}.${hint}`,
       };
     }

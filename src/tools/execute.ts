@@ -4,9 +4,7 @@ import { toolCalls, toolDuration } from '../metrics.js';
 import { TOOLS } from './index.js';
 import type { ToolContext, ToolResult } from './types.js';
 
-export type Execution =
-  | { ok: true; result: ToolResult }
-  | { ok: false; code: string; message: string; details?: Record<string, unknown> };
+export type Execution = { ok: true; result: ToolResult } | { ok: false; code: string; message: string; details?: Record<string, unknown> };
 
 /**
  * Runs one tool call and never throws (except a tenant refusal from the database, which refuses the whole request): a ToolError becomes its speakable

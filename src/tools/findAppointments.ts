@@ -41,9 +41,18 @@ export const findAppointments: Tool<typeof schema> = {
     const now = ctx.now();
     const day = args.date ? localDayBounds(parseLocalDate(args.date), org.timeZone) : null;
     if (day && day.end <= now) {
-      throw new ToolError('date_in_past', `${spokenDate(day.start, org.locale)} has already passed. I can only look up upcoming appointments.`);
+      throw new ToolError(
+        'date_in_past',
+        `${spokenDate(day.start, org.locale)} has already passed. I can only look up upcoming appointments.`,
+      );
     }
-    const rows = await findUpcoming(ctx.sql, ctx.tenant, phone, { from: (day && day.start > now ? day.start : now).toJSDate(), to: day?.end.toJSDate() }, LISTED);
+    const rows = await findUpcoming(
+      ctx.sql,
+      ctx.tenant,
+      phone,
+      { from: (day && day.start > now ? day.start : now).toJSDate(), to: day?.end.toJSDate() },
+      LISTED,
+    );
     const total = rows[0]?.total ?? 0;
     const more = Math.max(0, total - rows.length);
     const onDay = day ? ` on ${spokenDate(day.start, org.locale)}` : '';

@@ -8,5 +8,8 @@ import type { Tool } from './types.js';
 
 /** The function names the voice agent sees. Other systems depend on them: do not rename. */
 export const TOOLS: ReadonlyMap<string, Tool> = new Map<string, Tool>(
-  [checkAvailability, bookClinicAppointment, cancelAppointment, rescheduleAppointment, takeMessage, findAppointments].map((t) => [t.name, t as Tool]),
+  [checkAvailability, bookClinicAppointment, cancelAppointment, rescheduleAppointment, takeMessage, findAppointments].map((t) => [
+    t.name,
+    t as Tool,
+  ]),
 );

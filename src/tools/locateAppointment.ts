@@ -1,10 +1,5 @@
 import { DateTime } from 'luxon';
-import {
-  findByPhoneOnDate,
-  getAppointment,
-  isUuid,
-  type AppointmentRow,
-} from '../booking/appointments.js';
+import { findByPhoneOnDate, getAppointment, isUuid, type AppointmentRow } from '../booking/appointments.js';
 import { ToolError } from '../booking/errors.js';
 import { toE164 } from '../booking/phone.js';
 import { parseLocalDate, spokenClock, spokenDate, spokenList } from '../booking/time.js';

@@ -74,7 +74,12 @@ export const rescheduleAppointment: Tool<typeof schema> = {
       patientEmail: appt.patient_email ?? undefined,
       callId: call.callId,
       idempotencyKey: call.invocationId ? `${call.platform}:${call.invocationId}` : undefined,
-      requestHash: requestHash({ appointment: appt.id, service: service.id, practitioner: requested?.id ?? null, start: start.toUTC().toISO() }),
+      requestHash: requestHash({
+        appointment: appt.id,
+        service: service.id,
+        practitioner: requested?.id ?? null,
+        start: start.toUTC().toISO(),
+      }),
       tool: 'rescheduleAppointment',
       replaceId: appt.id,
       sms: withDryRun(sms ? { kind, body: sms.body } : null, call.dryRun),

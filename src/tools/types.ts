@@ -18,7 +18,10 @@ export interface SmsOutcome {
 /** What booking needs from the SMS side: text to enqueue, then the first attempt's outcome. */
 export interface ConfirmationNotifier {
   /** The outbox row to write in the booking's transaction, or null when SMS is off for the clinic. */
-  prepare(org: OrgContext, appt: { patientName: string; start: DateTime; kind: 'booked' | 'rescheduled' }): {
+  prepare(
+    org: OrgContext,
+    appt: { patientName: string; start: DateTime; kind: 'booked' | 'rescheduled' },
+  ): {
     kind: string;
     body: string;
   } | null;

@@ -126,7 +126,11 @@ export class ReceiptScheduler {
 }
 
 /** POSTs a webhook the way a provider does; answers the status and the body. */
-export async function postWebhook(url: string, headers: Record<string, string>, body: string): Promise<{ status: number; body: string; contentType: string }> {
+export async function postWebhook(
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+): Promise<{ status: number; body: string; contentType: string }> {
   const res = await fetch(url, { method: 'POST', headers, body, signal: AbortSignal.timeout(10_000) });
   return { status: res.status, body: await res.text(), contentType: res.headers.get('content-type') ?? '' };
 }

@@ -64,7 +64,10 @@ export async function launchBrowser(): Promise<LaunchedBrowser> {
     chromium = (await import('@sparticuz/chromium')).default;
     puppeteer = (await import('puppeteer-core')).default as unknown as PuppeteerNode;
   } catch (err) {
-    throw new Error(`The console's browser suite needs puppeteer-core and @sparticuz/chromium (devDependencies): run npm ci. ${String(err)}`, { cause: err });
+    throw new Error(
+      `The console's browser suite needs puppeteer-core and @sparticuz/chromium (devDependencies): run npm ci. ${String(err)}`,
+      { cause: err },
+    );
   }
   const pkgVersion = packageVersion(require.resolve('@sparticuz/chromium'));
   const dir = unpackedDir(pkgVersion);
@@ -89,7 +92,12 @@ export async function launchBrowser(): Promise<LaunchedBrowser> {
   const launching = performance.now();
   let browser: Browser;
   try {
-    browser = await puppeteer.launch({ executablePath: exe, args: chromium.args, headless: 'shell', defaultViewport: { width: 1360, height: 900 } });
+    browser = await puppeteer.launch({
+      executablePath: exe,
+      args: chromium.args,
+      headless: 'shell',
+      defaultViewport: { width: 1360, height: 900 },
+    });
   } catch (err) {
     throw new Error(`Headless Chromium (${exe}) did not start: ${String(err)}`, { cause: err });
   }

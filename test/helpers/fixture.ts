@@ -38,10 +38,7 @@ const value = <T>(v: Lazy<T>): T => (typeof v === 'function' ? (v as () => T)() 
  * `opts` may be functions, read when the harness starts, so they can name
  * fakes that an earlier fixture started (hooks run in the order registered).
  */
-export function useHarness(
-  env: Lazy<Record<string, string>> = {},
-  opts: Lazy<Parameters<typeof startHarness>[1]> = {},
-): Harness {
+export function useHarness(env: Lazy<Record<string, string>> = {}, opts: Lazy<Parameters<typeof startHarness>[1]> = {}): Harness {
   let h: Harness | undefined;
   beforeAll(async () => {
     h = await startHarness(value(env), value(opts));

@@ -153,7 +153,10 @@ export async function createOrg(h: Harness, overrides: Record<string, unknown> =
 }
 
 /** A Vapi tool-calls message, arguments sent as a JSON string like current Vapi. */
-export function vapiMessage(calls: Array<{ name: string; args: Record<string, unknown>; id?: string }>, extra: Record<string, unknown> = {}) {
+export function vapiMessage(
+  calls: Array<{ name: string; args: Record<string, unknown>; id?: string }>,
+  extra: Record<string, unknown> = {},
+) {
   return {
     message: {
       type: 'tool-calls',
@@ -169,7 +172,10 @@ export function vapiMessage(calls: Array<{ name: string; args: Record<string, un
 }
 
 export function callTools(h: Harness, token: string, body: unknown) {
-  return h.http.post('/api/vapi/tools').set('Authorization', `Bearer ${token}`).send(body as object);
+  return h.http
+    .post('/api/vapi/tools')
+    .set('Authorization', `Bearer ${token}`)
+    .send(body as object);
 }
 
 /** Parses results[i].result (a one-line JSON string) for assertions. */

@@ -37,7 +37,11 @@ export const retellCall = (over: Partial<RetellCall> = {}): RetellCall => ({
 
 /** Retell's default payload, as the raw string it signs. */
 export const retellBody = (name: string, args: Record<string, unknown>, call: RetellCall = retellCall()) =>
-  JSON.stringify({ name, call: { agent_id: 'agent_test', call_type: 'phone_call', call_status: 'ongoing', transcript: '…', ...call }, args });
+  JSON.stringify({
+    name,
+    call: { agent_id: 'agent_test', call_type: 'phone_call', call_status: 'ongoing', transcript: '…', ...call },
+    args,
+  });
 
 /** POSTs a raw body with a Retell signature (computed now unless `signature` is given). */
 export function retellPost(
@@ -55,7 +59,14 @@ export function retellPost(
 }
 
 /** An ElevenLabs server-tool request: Bearer token, flat args, the mapped system variables. */
-export function elevenPost(h: Harness, token: string | null, tool: string, args: Record<string, unknown>, conversationId = `conv_${randomUUID()}`, callerNumber?: string): Test {
+export function elevenPost(
+  h: Harness,
+  token: string | null,
+  tool: string,
+  args: Record<string, unknown>,
+  conversationId = `conv_${randomUUID()}`,
+  callerNumber?: string,
+): Test {
   const req = h.http.post(`/api/elevenlabs/tools/${tool}`);
   if (token !== null) req.set('Authorization', `Bearer ${token}`);
   return req.send({ ...args, conversationId, ...(callerNumber ? { callerNumber } : {}) });

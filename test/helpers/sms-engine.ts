@@ -54,7 +54,11 @@ export function useSmsEngineSuite(): void {
 }
 
 /** A clinic with breakers of its own, chained Twilio then Telnyx unless told otherwise. */
-export async function clinic(providers: Link[] = [twilioLink(), telnyxLink()], extra: Record<string, unknown> = { rateLimitPerHour: 100 }, orgOver: Record<string, unknown> = {}): Promise<TestOrg> {
+export async function clinic(
+  providers: Link[] = [twilioLink(), telnyxLink()],
+  extra: Record<string, unknown> = { rateLimitPerHour: 100 },
+  orgOver: Record<string, unknown> = {},
+): Promise<TestOrg> {
   const org = await createOrg(h, orgOver);
   await putSms(h, org.id, providers, extra);
   return org;

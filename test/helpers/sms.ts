@@ -119,7 +119,12 @@ export async function book(h: Harness, org: TestOrg, args: Record<string, unknow
   return { result, ms };
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 10_000, everyMs = 25): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | null | false>,
+  timeoutMs = 10_000,
+  everyMs = 25,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -170,10 +175,14 @@ export async function attemptsFor(h: Harness, appointmentId: string): Promise<At
 
 /** Waits until the appointment's outbox row reaches a final state. */
 export async function settled(h: Harness, appointmentId: string, timeoutMs = 10_000): Promise<OutboxRowView> {
-  return waitFor(`outbox of ${appointmentId} to settle`, async () => {
-    const row = await outboxFor(h, appointmentId);
-    return ['sent', 'failed', 'cancelled'].includes(row.status) ? row : null;
-  }, timeoutMs);
+  return waitFor(
+    `outbox of ${appointmentId} to settle`,
+    async () => {
+      const row = await outboxFor(h, appointmentId);
+      return ['sent', 'failed', 'cancelled'].includes(row.status) ? row : null;
+    },
+    timeoutMs,
+  );
 }
 
 /** A Twilio account of its own on the fake, so a test can count exactly its own requests. */

@@ -39,7 +39,10 @@ export const webhookEnv = (over: Record<string, string> = {}): Record<string, st
 });
 
 /** A runtime listening on the port of its own PUBLIC_URL. */
-export async function listeningHarness(env: Record<string, string>, opts: { ownerUrl?: string } = {}): Promise<{ h: Harness; publicUrl: string; close(): Promise<void> }> {
+export async function listeningHarness(
+  env: Record<string, string>,
+  opts: { ownerUrl?: string } = {},
+): Promise<{ h: Harness; publicUrl: string; close(): Promise<void> }> {
   for (let tries = 0; ; tries++) {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
@@ -91,10 +94,15 @@ export function useWebhookSuite(over: Record<string, string> = {}): void {
 }
 
 /** The Telnyx link with this fake account's webhook public key. */
-export const telnyxSigned = (over: Partial<Extract<Link, { kind: 'telnyx' }>> = {}): Link => telnyxLink({ webhookPublicKey: telnyx.publicKey, ...over });
+export const telnyxSigned = (over: Partial<Extract<Link, { kind: 'telnyx' }>> = {}): Link =>
+  telnyxLink({ webhookPublicKey: telnyx.publicKey, ...over });
 
 /** A clinic chained Twilio then Telnyx (with its webhook key) unless told otherwise. */
-export async function clinic(providers?: Link[], extra: Record<string, unknown> = { rateLimitPerHour: 100 }, harness: Harness = h): Promise<TestOrg> {
+export async function clinic(
+  providers?: Link[],
+  extra: Record<string, unknown> = { rateLimitPerHour: 100 },
+  harness: Harness = h,
+): Promise<TestOrg> {
   const org = await createOrg(harness);
   await putSms(harness, org.id, providers ?? [twilioLink(), telnyxSigned()], extra);
   return org;
@@ -137,15 +145,26 @@ export async function deliveries(appointmentId: string, harness: Harness = h): P
 }
 
 /** Waits until some attempt of the appointment reaches `state` (or the predicate holds). */
-export async function untilDelivery(appointmentId: string, ok: (ds: DeliveryView[]) => boolean, what = 'the delivery state', timeoutMs = 10_000): Promise<DeliveryView[]> {
-  return waitFor(what, async () => {
-    const ds = await deliveries(appointmentId);
-    return ok(ds) ? ds : null;
-  }, timeoutMs);
+export async function untilDelivery(
+  appointmentId: string,
+  ok: (ds: DeliveryView[]) => boolean,
+  what = 'the delivery state',
+  timeoutMs = 10_000,
+): Promise<DeliveryView[]> {
+  return waitFor(
+    what,
+    async () => {
+      const ds = await deliveries(appointmentId);
+      return ok(ds) ? ds : null;
+    },
+    timeoutMs,
+  );
 }
 
 export async function events(orgId: string) {
-  return h.owner<Array<{ id: string; kind: string; outcome: string | null; processed_at: Date | null; event_key: string; provider: string }>>`
+  return h.owner<
+    Array<{ id: string; kind: string; outcome: string | null; processed_at: Date | null; event_key: string; provider: string }>
+  >`
     SELECT id, kind, outcome, processed_at, event_key, provider FROM sms_webhook_events WHERE org_id = ${orgId} ORDER BY id`;
 }
 

@@ -146,7 +146,11 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
     staleMs: healthSettings(cfg).staleMs,
   };
   const seriesCache = new SeriesCache();
-  const failedLogins = new RateLimiterMemory({ keyPrefix: 'ops-login', points: cfg.OPS_LOGIN_FAILURES_PER_SOURCE, duration: cfg.OPS_LOGIN_WINDOW_SECONDS });
+  const failedLogins = new RateLimiterMemory({
+    keyPrefix: 'ops-login',
+    points: cfg.OPS_LOGIN_FAILURES_PER_SOURCE,
+    duration: cfg.OPS_LOGIN_WINDOW_SECONDS,
+  });
 
   router.use('/ops', CSP, REFERRER);
 
@@ -154,7 +158,9 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
   const readiness = async (): Promise<ServerFacts['ready'] & { applied: boolean | null }> => {
     try {
       const ok = await migrationsApplied(deps.sql);
-      return ok ? { state: 'ready', text: 'ready', applied: true } : { state: 'migrations_pending', text: 'not ready: migrations pending', applied: false };
+      return ok
+        ? { state: 'ready', text: 'ready', applied: true }
+        : { state: 'migrations_pending', text: 'not ready: migrations pending', applied: false };
     } catch {
       return { state: 'unreachable', text: 'not ready: database unreachable', applied: null };
     }
@@ -190,7 +196,10 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
       access: 'public',
       tags,
       summary: "The console's sign-in page",
-      responses: { 200: { description: 'HTML: a form posting `token` to /ops/login.', contentType: 'text/html' }, 303: { description: 'Already signed in: to /ops.' } },
+      responses: {
+        200: { description: 'HTML: a form posting `token` to /ops/login.', contentType: 'text/html' },
+        303: { description: 'Already signed in: to /ops.' },
+      },
     },
     async (req, res) => {
       const id = parseCookies(req)[SESSION_COOKIE];
@@ -210,7 +219,7 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
       description:
         'The form field `token` is compared with ADMIN_TOKEN in constant time; on success the answer sets the session cookie ' +
         '(HttpOnly, SameSite=Strict, Path=/ops, Secure over https) and redirects to /ops. The form carries a CSRF token bound to ' +
-        'the sign-in page\'s own cookie, and a request from another origin is refused. Failed attempts are throttled per source ' +
+        "the sign-in page's own cookie, and a request from another origin is refused. Failed attempts are throttled per source " +
         'address (OPS_LOGIN_FAILURES_PER_SOURCE per OPS_LOGIN_WINDOW_SECONDS: 429 with Retry-After).',
       body: z.object({ token: z.string().max(1000), csrf: csrfField.csrf.optional() }),
       bodyType: 'form',
@@ -222,7 +231,8 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
       },
     },
     async (req, res, { body }) => {
-      const again = (status: number, error: string) => send(res, status, layout(loginPageCtx, loginPage({ csrf: loginForm(req, res), error })));
+      const again = (status: number, error: string) =>
+        send(res, status, layout(loginPageCtx, loginPage({ csrf: loginForm(req, res), error })));
       if (crossSiteProblem(req, cfg)) {
         authFailures.inc({ layer: 'console', reason: 'cross_site' });
         return again(403, 'Refused: this sign-in did not come from the console itself.');
@@ -263,7 +273,11 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
       summary: 'Sign out: the session ends at once, in every process',
       body: z.object(csrfField),
       bodyType: 'form',
-      responses: { 303: { description: 'Signed out, on to the sign-in page.' }, 401: { description: 'No live session.' }, 403: { description: 'Cross-site, or no or wrong CSRF token.' } },
+      responses: {
+        303: { description: 'Signed out, on to the sign-in page.' },
+        401: { description: 'No live session.' },
+        403: { description: 'Cross-site, or no or wrong CSRF token.' },
+      },
     },
     async (req, res) => {
       await endSession(workerSql, opsSession(res).idHash);
@@ -304,7 +318,10 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
       responses: { 200: { description: 'HTML.', contentType: 'text/html' }, 303: { description: 'Not signed in: to /ops/login.' } },
     },
     async (req, res) => {
-      const [report, series] = await Promise.all([readStatus(statusDeps), readDeliverySeries(workerSql, { hours: 24, cache: seriesCache })]);
+      const [report, series] = await Promise.all([
+        readStatus(statusDeps),
+        readDeliverySeries(workerSql, { hours: 24, cache: seriesCache }),
+      ]);
       await page(req, res, 'Overview', 'overview', overviewPage(report, series, opsSession(res).csrf, refresh, notice(req)));
     },
   );
@@ -317,7 +334,11 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
       access: 'session',
       tags,
       summary: "A clinic: its chain's health and figures, recent messages as the patient gets them, opt-outs, inbox, failover switch",
-      responses: { 200: { description: 'HTML.', contentType: 'text/html' }, 303: { description: 'Not signed in: to /ops/login.' }, 404: { description: 'No such clinic.' } },
+      responses: {
+        200: { description: 'HTML.', contentType: 'text/html' },
+        303: { description: 'Not signed in: to /ops/login.' },
+        404: { description: 'No such clinic.' },
+      },
     },
     async (req, res) => {
       const orgId = String(req.params.id).toLowerCase();
@@ -331,7 +352,18 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
       ]);
       const status = report.clinics[0];
       if (!status) throw notFound('clinic');
-      await page(req, res, status.name, 'clinic', clinicPage({ status, lastSends, messages: messages.items, inbox: inbox.items, optOuts }, opsSession(res).csrf, refresh, notice(req)));
+      await page(
+        req,
+        res,
+        status.name,
+        'clinic',
+        clinicPage(
+          { status, lastSends, messages: messages.items, inbox: inbox.items, optOuts },
+          opsSession(res).csrf,
+          refresh,
+          notice(req),
+        ),
+      );
     },
   );
 
@@ -376,7 +408,14 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
     const [clinics, found] = await Promise.all([allClinics(deps), filteredDeadLetters(deps, filters)]);
     const names = new Map(clinics.map((c) => [c.id, c.name]));
     const items = found.items.map((d) => ({ ...d, to: phoneForLog(d.to) ?? '', clinic: names.get(d.orgId) ?? d.orgId }));
-    const body = deadLettersPage({ items, clinics, filters, truncated: found.truncated, csrf: opsSession(res).csrf, notice: override ?? notice(req) });
+    const body = deadLettersPage({
+      items,
+      clinics,
+      filters,
+      truncated: found.truncated,
+      csrf: opsSession(res).csrf,
+      notice: override ?? notice(req),
+    });
     await page(req, res, 'Dead letters', 'dead-letters', body, status);
   };
 
@@ -418,8 +457,12 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
       const r = await retryDeadLetter(workerSql, deps.sms.worker, id, cfg.SMS_RESPONSE_BUDGET_MS);
       if (r.result === 'not_found') throw notFound('message');
       if (r.result === 'already_delivered')
-        return deadLetterPage(req, res, {}, 409, { kind: 'bad', text: 'Refused: the patient already has a confirmation for this appointment. Nothing was sent.' });
-      if (r.result !== 'requeued') return deadLetterPage(req, res, {}, 409, { kind: 'bad', text: `Refused: the message is ${r.status}, not a dead letter.` });
+        return deadLetterPage(req, res, {}, 409, {
+          kind: 'bad',
+          text: 'Refused: the patient already has a confirmation for this appointment. Nothing was sent.',
+        });
+      if (r.result !== 'requeued')
+        return deadLetterPage(req, res, {}, 409, { kind: 'bad', text: `Refused: the message is ${r.status}, not a dead letter.` });
       req.log.info({ outboxId: id }, 'dead letter re-queued from the console');
       res.redirect(303, '/ops/dead-letters?notice=retried');
     },
@@ -461,7 +504,11 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
       responses: { 200: { description: 'HTML.', contentType: 'text/html' }, 303: { description: 'Not signed in: to /ops/login.' } },
     },
     async (req, res) => {
-      const [ready, files, processes] = await Promise.all([readiness(), migrationFiles, listProcesses(workerSql, cfg.OPS_HEARTBEAT_MS).catch(() => [])]);
+      const [ready, files, processes] = await Promise.all([
+        readiness(),
+        migrationFiles,
+        listProcesses(workerSql, cfg.OPS_HEARTBEAT_MS).catch(() => []),
+      ]);
       const facts: ServerFacts = {
         ready,
         migrations: { ...files, applied: ready.applied },
@@ -479,7 +526,8 @@ export function consoleRouter(deps: AppDeps, registry: RouteRegistry): Router {
 
   // Errors on console pages are pages too (a browser shows them); anything else keeps the API's JSON.
   const pages: ErrorRequestHandler = (err, req, res, next) => {
-    if (!(err instanceof AppError) || !req.path.startsWith('/ops') || req.accepts(['json', 'html']) !== 'html' || res.headersSent) return next(err);
+    if (!(err instanceof AppError) || !req.path.startsWith('/ops') || req.accepts(['json', 'html']) !== 'html' || res.headersSent)
+      return next(err);
     const signedIn = res.locals.opsSession !== undefined;
     const frame: PageContext = signedIn
       ? { title: 'Refused', csrf: opsSession(res).csrf, refreshSeconds: refresh }

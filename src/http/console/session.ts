@@ -21,7 +21,10 @@ export const SESSION_COOKIE = 'ops_session';
 export const LOGIN_COOKIE = 'ops_login';
 export const COOKIE_PATH = '/ops';
 
-export const sessionSettings = (cfg: Config): SessionSettings => ({ idleMinutes: cfg.OPS_SESSION_TTL_MINUTES, maxHours: cfg.OPS_SESSION_MAX_HOURS });
+export const sessionSettings = (cfg: Config): SessionSettings => ({
+  idleMinutes: cfg.OPS_SESSION_TTL_MINUTES,
+  maxHours: cfg.OPS_SESSION_MAX_HOURS,
+});
 
 export function parseCookies(req: Request): Record<string, string> {
   const out: Record<string, string> = {};
@@ -76,7 +79,7 @@ export function opsSession(res: Response): OpsSession {
   return s;
 }
 
-const wantsPage = (req: Request) => req.method === 'GET' && !req.get('hx-request') && (req.accepts(['html', 'json']) === 'html');
+const wantsPage = (req: Request) => req.method === 'GET' && !req.get('hx-request') && req.accepts(['html', 'json']) === 'html';
 
 export function sessionGuard(deps: AppDeps) {
   const settings = sessionSettings(deps.cfg);
@@ -109,7 +112,9 @@ export function sessionGuard(deps: AppDeps) {
     const given = (req.body as Record<string, unknown> | undefined)?.csrf ?? req.get('x-csrf-token');
     if (!csrfMatches(opsSession(res), given)) {
       authFailures.inc({ layer: 'console', reason: given ? 'csrf_mismatch' : 'csrf_missing' });
-      return next(new AppError(403, 'csrf', 'Refused: the form is missing its CSRF token or it belongs to another session. Reload the page.'));
+      return next(
+        new AppError(403, 'csrf', 'Refused: the form is missing its CSRF token or it belongs to another session. Reload the page.'),
+      );
     }
     next();
   };

@@ -91,6 +91,12 @@ export function createProvider(creds: Exclude<Credentials, { kind: 'sandbox' }>,
         ...timing,
       });
     case 'relay':
-      return createRelayProvider({ url: creds.url, signingSecret: creds.signingSecret, receipts: creds.receipts === true, orgId: s.orgId, ...timing });
+      return createRelayProvider({
+        url: creds.url,
+        signingSecret: creds.signingSecret,
+        receipts: creds.receipts === true,
+        orgId: s.orgId,
+        ...timing,
+      });
   }
 }

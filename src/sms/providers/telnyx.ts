@@ -4,7 +4,16 @@
 import { createHash } from 'node:crypto';
 import Telnyx, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'telnyx';
 import { TelnyxWebhook } from 'telnyx/lib/webhooks';
-import { PROBE_TIMEOUT_MS, abortedBeforeSend, classifyHttp, classifyNetwork, classifyUnknown, isObject, ruleFor, runProbe } from '../classify.js';
+import {
+  PROBE_TIMEOUT_MS,
+  abortedBeforeSend,
+  classifyHttp,
+  classifyNetwork,
+  classifyUnknown,
+  isObject,
+  ruleFor,
+  runProbe,
+} from '../classify.js';
 import {
   ProviderSendError,
   SDK_TIMEOUT_MARGIN_MS,
@@ -178,7 +187,13 @@ export function classifyTelnyxError(err: unknown): ProviderSendError {
   if (err instanceof ProviderSendError) return err;
   // The SDK raises this when our AbortSignal fired mid-request (the per-attempt timeout).
   if (err instanceof APIUserAbortError || err instanceof APIConnectionTimeoutError) {
-    return new ProviderSendError({ message: 'telnyx: request timed out or was aborted after sending', errorClass: 'ambiguous', provider: 'telnyx', code: 'TIMEOUT', cause: err });
+    return new ProviderSendError({
+      message: 'telnyx: request timed out or was aborted after sending',
+      errorClass: 'ambiguous',
+      provider: 'telnyx',
+      code: 'TIMEOUT',
+      cause: err,
+    });
   }
   if (err instanceof APIConnectionError) return classifyNetwork('telnyx', err);
   if (err instanceof APIError && typeof err.status === 'number') {
@@ -261,7 +276,12 @@ export function createTelnyxProvider(opts: TelnyxProviderOptions): SmsProvider {
       const id = res.data?.id;
       if (!id) {
         // A 2xx without an id: something was accepted, but we cannot track it.
-        throw new ProviderSendError({ message: 'telnyx: 2xx response without a message id', errorClass: 'ambiguous', provider: 'telnyx', code: 'NO_MESSAGE_ID' });
+        throw new ProviderSendError({
+          message: 'telnyx: 2xx response without a message id',
+          errorClass: 'ambiguous',
+          provider: 'telnyx',
+          code: 'NO_MESSAGE_ID',
+        });
       }
       return { providerMessageId: id, status: res.data?.to?.[0]?.status ?? 'queued' };
     },
@@ -300,7 +320,12 @@ export function createTelnyxProvider(opts: TelnyxProviderOptions): SmsProvider {
         const profile = await client.messagingProfiles.retrieve(opts.messagingProfileId, request);
         if (profile.data?.enabled !== false) return null;
         const rule = TELNYX_CODES['40312']!;
-        return new ProviderSendError({ message: `telnyx: ${rule.meaning}`, errorClass: rule.errorClass, provider: 'telnyx', code: '40312' });
+        return new ProviderSendError({
+          message: `telnyx: ${rule.meaning}`,
+          errorClass: rule.errorClass,
+          provider: 'telnyx',
+          code: '40312',
+        });
       }),
   };
 }

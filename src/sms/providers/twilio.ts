@@ -126,9 +126,21 @@ function twilioWebhooks(opts: TwilioProviderOptions): ProviderWebhooks {
     replies: 'response',
     probeRequest(url: string) {
       const sid = `SM${randomBytes(16).toString('hex')}`;
-      const params = { AccountSid: opts.accountSid, MessageSid: sid, SmsSid: sid, MessageStatus: 'sent', SmsStatus: 'sent', From: '+15005550006', To: '+15005550006', ApiVersion: '2010-04-01' };
+      const params = {
+        AccountSid: opts.accountSid,
+        MessageSid: sid,
+        SmsSid: sid,
+        MessageStatus: 'sent',
+        SmsStatus: 'sent',
+        From: '+15005550006',
+        To: '+15005550006',
+        ApiVersion: '2010-04-01',
+      };
       return {
-        headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': twilio.getExpectedTwilioSignature(opts.authToken, url, params) },
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          'x-twilio-signature': twilio.getExpectedTwilioSignature(opts.authToken, url, params),
+        },
         body: new URLSearchParams(params).toString(),
       };
     },
@@ -137,7 +149,9 @@ function twilioWebhooks(opts: TwilioProviderOptions): ProviderWebhooks {
       if (!sig) return { ok: false, reason: 'missing' };
       // The SDK's own check: HMAC-SHA1 over the URL Twilio called and the sorted
       // form fields, compared in constant time, with and without a default port.
-      return twilio.validateRequest(opts.authToken, sig, req.url, formParams(req.rawBody)) ? { ok: true } : { ok: false, reason: 'mismatch' };
+      return twilio.validateRequest(opts.authToken, sig, req.url, formParams(req.rawBody))
+        ? { ok: true }
+        : { ok: false, reason: 'mismatch' };
     },
     parse(req: WebhookRequest, hint): WebhookEvent | null {
       const p = formParams(req.rawBody);
@@ -180,7 +194,11 @@ async function untilAborted(work: Promise<SendAccepted>, signal: AbortSignal | u
     return await pTimeout(work, { milliseconds: Number.POSITIVE_INFINITY, signal });
   } catch (err) {
     if (signal.aborted && err === signal.reason) {
-      throw abortedInFlight('twilio', err, work.catch((late: unknown) => classifyTwilioError(late)));
+      throw abortedInFlight(
+        'twilio',
+        err,
+        work.catch((late: unknown) => classifyTwilioError(late)),
+      );
     }
     throw err;
   }
@@ -206,10 +224,13 @@ export function createTwilioProvider(opts: TwilioProviderOptions): SmsProvider {
     async send(req: SendRequest): Promise<SendAccepted> {
       if (req.signal?.aborted) throw abortedBeforeSend('twilio', req.signal);
       try {
-        const params = { to: req.to, from: req.from, body: req.body, ...(req.statusCallbackUrl ? { statusCallback: req.statusCallbackUrl } : {}) };
-        const work = client.messages.create(params).then(
-          (msg): SendAccepted => ({ providerMessageId: msg.sid, status: msg.status }),
-        );
+        const params = {
+          to: req.to,
+          from: req.from,
+          body: req.body,
+          ...(req.statusCallbackUrl ? { statusCallback: req.statusCallbackUrl } : {}),
+        };
+        const work = client.messages.create(params).then((msg): SendAccepted => ({ providerMessageId: msg.sid, status: msg.status }));
         return await untilAborted(work, req.signal);
       } catch (err) {
         throw classifyTwilioError(err);
