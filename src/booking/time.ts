@@ -58,8 +58,16 @@ export interface LocalTime {
   minute: number;
 }
 
+// luxon's check builds an Intl.DateTimeFormat each time (about 0.1 ms). Only
+// names found valid are remembered, so the set is bounded by the IANA list
+// whatever names are asked about.
+const validZones = new Set<string>();
+
 export function isValidZone(zone: string): boolean {
-  return IANAZone.isValidZone(zone);
+  if (validZones.has(zone)) return true;
+  if (!IANAZone.isValidZone(zone)) return false;
+  validZones.add(zone);
+  return true;
 }
 
 const DATE_RE = /^(\d{4})-(\d{2})-(\d{2})$/;
