@@ -93,27 +93,25 @@ export function createNotifier(opts: { workerSql: Sql; worker: OutboxWorker; bud
       // The exemption asks for a number to call in every text: without one, no reminders.
       if (!org.smsConfigured || !org.reminders || !org.smsContactPhone) return [];
       try {
-        const cancelByReply = org.reminders.cancelByReply;
-        return planReminders({
+        const planned = planReminders({
           start: appt.start,
           settings: org.reminders,
           clinicZone: org.timeZone,
           patientPhone: appt.patientPhone,
           now,
-        }).map((r) => ({
-          kind: r.kind,
-          due: r.due.toUTC().toISO()!,
-          sendBy: r.sendBy.toUTC().toISO()!,
-          body: renderReminder({
-            clinicName: org.name,
-            contactPhone: org.smsContactPhone,
-            timeZone: org.timeZone,
-            locale: org.locale,
-            region: org.defaultRegion,
-            startsAt: isoLocal(appt.start),
-            cancelByReply,
-          }),
-        }));
+        });
+        if (planned.length === 0) return [];
+        // Every reminder of one appointment says the same thing; only its due time differs.
+        const body = renderReminder({
+          clinicName: org.name,
+          contactPhone: org.smsContactPhone,
+          timeZone: org.timeZone,
+          locale: org.locale,
+          region: org.defaultRegion,
+          startsAt: isoLocal(appt.start),
+          cancelByReply: org.reminders.cancelByReply,
+        });
+        return planned.map((r) => ({ kind: r.kind, due: r.due.toUTC().toISO()!, sendBy: r.sendBy.toUTC().toISO()!, body }));
       } catch (err) {
         log.error({ err, orgId: org.id }, 'reminders could not be planned; none for this booking');
         return [];
