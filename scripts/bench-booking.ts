@@ -23,9 +23,13 @@
  *
  * BENCH_SMS=sandbox gives the clinic SMS through the sandbox provider (each
  * booking writes and sends its confirmation) with a contact number, and
- * BENCH_REMINDER_OFFSETS=1440,120 its reminder schedule (empty: none). Two
- * runs that differ only in BENCH_REMINDER_OFFSETS measure what scheduling
- * reminders adds to a booking.
+ * BENCH_REMINDER_OFFSETS=1440,120 its reminder schedule (empty: none).
+ *
+ * --reminders 1440,120 measures what scheduling reminders adds to a booking
+ * in one run: a second clinic, identical (sandbox SMS, the same contact
+ * number) but for that reminder schedule, is booked through Vapi as the door
+ * "vapi+reminders", rotated with the others by BENCH_ROUNDS like a platform,
+ * and its throughput is printed as a ratio to plain Vapi's.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, createHmac, randomUUID } from 'node:crypto';
@@ -49,10 +53,28 @@ const ADMIN = `bench-admin-${randomUUID()}`;
 const APP_PW = `bench-app-${randomUUID()}`;
 const ZONE = 'America/New_York';
 
-type Platform = 'vapi' | 'retell' | 'elevenlabs';
+/** A flag's value, as `--name value` or `--name=value`; undefined when it is absent. */
+const flag = (name: string) => {
+  const i = process.argv.findIndex((a) => a === name || a.startsWith(`${name}=`));
+  if (i < 0) return undefined;
+  return process.argv[i]!.includes('=') ? process.argv[i]!.split('=')[1]! : (process.argv[i + 1] ?? '');
+};
+
+/** Minutes before the appointment for the "vapi+reminders" door; undefined: no such door. */
+const REMINDERS: number[] | undefined = (() => {
+  const raw = flag('--reminders');
+  if (raw === undefined) return undefined;
+  const list = raw.split(',').filter(Boolean).map(Number);
+  if (list.length === 0 || list.some((m) => !Number.isInteger(m) || m <= 0)) {
+    process.stderr.write(`--reminders takes minutes before the appointment, comma-separated (e.g. 1440,120), not "${raw}"\n`);
+    process.exit(2);
+  }
+  return list;
+})();
+
+type Platform = 'vapi' | 'retell' | 'elevenlabs' | 'vapi+reminders';
 const PLATFORMS: Platform[] = (() => {
-  const i = process.argv.findIndex((a) => a === '--platform' || a.startsWith('--platform='));
-  const raw = i < 0 ? 'vapi' : process.argv[i]!.includes('=') ? process.argv[i]!.split('=')[1]! : (process.argv[i + 1] ?? '');
+  const raw = flag('--platform') ?? 'vapi';
   const list = raw
     .split(',')
     .map((p) => p.trim())
@@ -62,7 +84,12 @@ const PLATFORMS: Platform[] = (() => {
     process.stderr.write(`--platform takes vapi, retell or elevenlabs (comma-separated for several), not "${raw}"\n`);
     process.exit(2);
   }
-  return list as Platform[];
+  const doors = list as Platform[];
+  if (REMINDERS) {
+    if (!doors.includes('vapi')) doors.unshift('vapi');
+    doors.splice(doors.indexOf('vapi') + 1, 0, 'vapi+reminders');
+  }
+  return doors;
 })();
 
 interface Result {
@@ -132,17 +159,25 @@ async function main() {
   try {
     await waitFor(`${base}/readyz`);
     const admin = { Authorization: `Bearer ${ADMIN}`, 'Content-Type': 'application/json' };
-    const org = await post(`${base}/api/admin/orgs`, admin, {
+    const orgBody = {
       name: 'Bench Clinic',
       timeZone: ZONE,
       openingHours: Object.fromEntries(['1', '2', '3', '4', '5', '6', '7'].map((d) => [d, [['00:00', '24:00']]])),
       services: [{ code: 'visit', name: 'Visit', durationMinutes: 15 }],
       practitioners: Array.from({ length: PRACTITIONERS }, (_, i) => ({ name: `Dr. Bench ${String(i).padStart(2, '0')}` })),
-    });
+    };
+    const org = await post(`${base}/api/admin/orgs`, admin, orgBody);
+    const tokenFor = async (c: { clientId: string; clientSecret: string }) => {
+      const res = await fetch(`${base}/oauth/token`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'client_credentials', client_id: c.clientId, client_secret: c.clientSecret }),
+      });
+      return ((await res.json()) as { access_token: string }).access_token;
+    };
     const client = await post(`${base}/api/admin/orgs/${org.id}/clients`, admin, {});
-    if (process.env.BENCH_SMS === 'sandbox') {
-      const offsets = (process.env.BENCH_REMINDER_OFFSETS ?? '').split(',').filter(Boolean).map(Number);
-      const sms = await fetch(`${base}/api/admin/orgs/${org.id}/sms`, {
+    const sandboxSms = async (orgId: string, offsets: number[]) => {
+      const sms = await fetch(`${base}/api/admin/orgs/${orgId}/sms`, {
         method: 'PUT',
         headers: admin,
         body: JSON.stringify({
@@ -153,8 +188,22 @@ async function main() {
         }),
       });
       if (!sms.ok) throw new Error(`configuring SMS: ${sms.status} ${await sms.text()}`);
+    };
+    // With --reminders both clinics text through the sandbox, so that the reminder rows are the only difference.
+    if (process.env.BENCH_SMS === 'sandbox' || REMINDERS) {
+      const offsets = REMINDERS ? [] : (process.env.BENCH_REMINDER_OFFSETS ?? '').split(',').filter(Boolean).map(Number);
+      await sandboxSms(org.id, offsets);
       process.stderr.write(`SMS: sandbox, reminders ${offsets.length ? offsets.join(', ') + ' minutes before' : 'none'}\n`);
     }
+    const reminderClinic = REMINDERS
+      ? await (async () => {
+          const o = await post(`${base}/api/admin/orgs`, admin, { ...orgBody, name: 'Bench Clinic (reminders)' });
+          const c = await post(`${base}/api/admin/orgs/${o.id}/clients`, admin, {});
+          await sandboxSms(o.id, REMINDERS);
+          process.stderr.write(`vapi+reminders: a second clinic, reminders ${REMINDERS.join(', ')} minutes before\n`);
+          return { org: o, token: await tokenFor(c) };
+        })()
+      : undefined;
     const retellKey = `key_bench_${randomUUID().replace(/-/g, '')}`;
     const patched = await fetch(`${base}/api/admin/orgs/${org.id}`, {
       method: 'PATCH',
@@ -162,16 +211,13 @@ async function main() {
       body: JSON.stringify({ retellApiKey: retellKey }),
     });
     if (!patched.ok) throw new Error(`setting the Retell key: ${patched.status}`);
-    const tokenRes = await fetch(`${base}/oauth/token`, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: client.clientId, client_secret: client.clientSecret }),
-    });
-    const token = ((await tokenRes.json()) as { access_token: string }).access_token;
+    const token = await tokenFor(client);
     const practitioners: Array<{ id: string; name: string }> = org.practitioners;
     const serviceId: string = org.services[0].id;
 
-    const count = async () => (await owner<{ n: number }[]>`SELECT count(*)::int AS n FROM appointments WHERE org_id = ${org.id}`)[0]!.n;
+    const orgOf = (platform: Platform): string => (platform === 'vapi+reminders' ? reminderClinic!.org.id : org.id);
+    const count = async (orgId: string = org.id) =>
+      (await owner<{ n: number }[]>`SELECT count(*)::int AS n FROM appointments WHERE org_id = ${orgId}`)[0]!.n;
     const start0 = DateTime.now().setZone(ZONE).startOf('day').plus({ days: 2 });
     const results: Result[] = [];
 
@@ -197,7 +243,10 @@ async function main() {
         const sig = `v=${ts},d=${createHmac('sha256', retellKey).update(body).update(ts).digest('hex')}`;
         return { path: `/api/retell/${org.id}/tools`, headers: { 'X-Retell-Signature': sig, 'Content-Type': 'application/json' }, body };
       }
-      const bearer = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
+      const bearer = {
+        Authorization: `Bearer ${platform === 'vapi+reminders' ? reminderClinic!.token : token}`,
+        'Content-Type': 'application/json',
+      };
       if (platform === 'elevenlabs') {
         return {
           path: '/api/elevenlabs/tools/bookClinicAppointment',
@@ -223,7 +272,7 @@ async function main() {
     const httpPhase = async (platform: Platform, concurrency: number, seconds: number, measure: boolean, round = 0) => {
       const next = slotSource(start0.plus({ days: day }));
       day += 40;
-      const before = await count();
+      const before = await count(orgOf(platform));
       const cpu0 = serverCpuMs(server.pid);
       const t0 = performance.now();
       const first = requestFor(platform, next());
@@ -243,7 +292,7 @@ async function main() {
       });
       const elapsed = (performance.now() - t0) / 1000;
       const cpu1 = serverCpuMs(server.pid);
-      const booked = (await count()) - before;
+      const booked = (await count(orgOf(platform))) - before;
       if (measure) {
         results.push({
           label: `HTTP ${platform}`,
@@ -336,7 +385,14 @@ async function main() {
     const [overlaps] = await owner<{ n: number }[]>`
       SELECT count(*)::int AS n FROM appointments a JOIN appointments b
         ON a.org_id = b.org_id AND a.practitioner_id = b.practitioner_id AND a.id < b.id
-       AND a.starts_at < b.ends_at AND b.starts_at < a.ends_at WHERE a.org_id = ${org.id}`;
+       AND a.starts_at < b.ends_at AND b.starts_at < a.ends_at`;
+    if (reminderClinic) {
+      // Proof that the door did what it is named for: every booking there scheduled its reminders.
+      const [r] = await owner<{ booked: number; reminders: number }[]>`
+        SELECT (SELECT count(*)::int FROM appointments WHERE org_id = ${reminderClinic.org.id}) AS booked,
+               (SELECT count(*)::int FROM sms_outbox WHERE org_id = ${reminderClinic.org.id} AND kind LIKE 'reminder:%') AS reminders`;
+      process.stdout.write(`vapi+reminders clinic: ${r!.booked} bookings, ${r!.reminders} reminder rows scheduled\n`);
+    }
     report(results, overlaps!.n);
   } finally {
     await direct?.end();
@@ -369,7 +425,14 @@ function report(results: Result[], overlaps: number) {
       const h = combined(`HTTP ${p}`, c);
       if (h && s) lines.push(`ratio HTTP ${p}/ceiling at c=${c}: ${(h.bookingsPerSec / s.bookingsPerSec).toFixed(2)}`);
       if (h && vapi && p !== 'vapi') {
-        lines.push(`ratio ${p}/vapi at c=${c}: ${(h.bookingsPerSec / vapi.bookingsPerSec).toFixed(2)} (target >= 0.90)`);
+        lines.push(
+          `ratio ${p}/vapi at c=${c}: ${(h.bookingsPerSec / vapi.bookingsPerSec).toFixed(2)}${p === 'vapi+reminders' ? '' : ' (target >= 0.90)'}`,
+        );
+        if (p === 'vapi+reminders') {
+          lines.push(
+            `cost of scheduling reminders at c=${c}: ${((1 - h.bookingsPerSec / vapi.bookingsPerSec) * 100).toFixed(1)} % of throughput (target <= 10 %)`,
+          );
+        }
         const per = (r: Result) => (r.serverCpuMs !== undefined && r.booked ? r.serverCpuMs / r.booked : undefined);
         const [ph, pv] = [per(h), per(vapi)];
         if (ph !== undefined && pv !== undefined) lines.push(`server CPU per booking ${p}/vapi at c=${c}: ${(ph / pv).toFixed(2)}`);
