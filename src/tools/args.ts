@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { ToolError } from '../booking/errors.js';
+import { toE164 } from '../booking/phone.js';
 import { spokenList } from '../booking/time.js';
+import type { ToolContext } from './types.js';
 
 /** Strings the model sends: trimmed, bounded, and free of control characters. */
 export const text = (max: number) =>
@@ -47,4 +49,14 @@ export function parseArgs<S extends z.ZodType>(schema: S, args: unknown, names: 
     missing: [...missing],
     invalid: [...invalid],
   });
+}
+
+/**
+ * The patient's phone in E.164: the one the caller gave, else the caller id.
+ * Neither: the agent is told to ask `question`.
+ */
+export function patientPhoneOf(ctx: ToolContext, given: string | undefined, question: string): string {
+  const phoneInput = given ?? ctx.call.callerNumber;
+  if (!phoneInput) throw new ToolError('missing_phone', question);
+  return toE164(phoneInput, ctx.org.defaultRegion);
 }

@@ -1,11 +1,9 @@
 import { z } from 'zod';
 import { eligiblePractitioners, resolvePractitioner, resolveService } from '../booking/availability.js';
 import { bookAppointment, requestHash } from '../booking/book.js';
-import { ToolError } from '../booking/errors.js';
-import { toE164 } from '../booking/phone.js';
 import { isoLocal, parseLocalDate, parseLocalTime, resolveLocal, spokenDateTime } from '../booking/time.js';
 import { phoneForLog } from '../log.js';
-import { optionalText, orgArg, parseArgs, requiredText } from './args.js';
+import { optionalText, orgArg, parseArgs, patientPhoneOf, requiredText } from './args.js';
 import { assertBookable, explainRefusal, withDryRun } from './booking-shared.js';
 import type { Tool, ToolContext } from './types.js';
 
@@ -45,11 +43,7 @@ export const bookClinicAppointment: Tool<typeof schema> = {
   async run(ctx: ToolContext, raw) {
     const args = parseArgs(schema, raw, NAMES);
     const { org, call } = ctx;
-    const phoneInput = args.patientPhone ?? call.callerNumber;
-    if (!phoneInput) {
-      throw new ToolError('missing_phone', "What's the best phone number to reach the patient?");
-    }
-    const phone = toE164(phoneInput, org.defaultRegion);
+    const phone = patientPhoneOf(ctx, args.patientPhone, "What's the best phone number to reach the patient?");
     const start = resolveLocal(parseLocalDate(args.appointmentDate), parseLocalTime(args.appointmentTime), org.timeZone, org.locale);
     const service = resolveService(org, args.serviceType);
     const requested = resolvePractitioner(org, args.practitioner);

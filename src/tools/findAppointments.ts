@@ -2,9 +2,9 @@ import { DateTime } from 'luxon';
 import { z } from 'zod';
 import { findUpcoming, shownStatus, type UpcomingRow } from '../booking/appointments.js';
 import { ToolError } from '../booking/errors.js';
-import { spokenPhoneEnding, toE164 } from '../booking/phone.js';
+import { spokenPhoneEnding } from '../booking/phone.js';
 import { isoLocal, localDayBounds, parseLocalDate, spokenDate, spokenDateTime } from '../booking/time.js';
-import { optionalText, orgArg, parseArgs } from './args.js';
+import { optionalText, orgArg, parseArgs, patientPhoneOf } from './args.js';
 import type { Tool, ToolContext } from './types.js';
 
 const schema = z.object({
@@ -32,12 +32,8 @@ export const findAppointments: Tool<typeof schema> = {
   schema,
   async run(ctx: ToolContext, raw) {
     const args = parseArgs(schema, raw, NAMES);
-    const { org, call } = ctx;
-    const phoneInput = args.patientPhone ?? call.callerNumber;
-    if (!phoneInput) {
-      throw new ToolError('missing_phone', 'What phone number were the appointments booked with?');
-    }
-    const phone = toE164(phoneInput, org.defaultRegion);
+    const { org } = ctx;
+    const phone = patientPhoneOf(ctx, args.patientPhone, 'What phone number were the appointments booked with?');
     const now = ctx.now();
     const day = args.date ? localDayBounds(parseLocalDate(args.date), org.timeZone) : null;
     if (day && day.end <= now) {

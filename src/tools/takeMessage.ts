@@ -1,9 +1,7 @@
 import { z } from 'zod';
-import { ToolError } from '../booking/errors.js';
-import { toE164 } from '../booking/phone.js';
 import { withTenant } from '../db/pool.js';
 import { addInboxMessage } from '../inbox/inbox.js';
-import { optionalText, orgArg, parseArgs, requiredText } from './args.js';
+import { optionalText, orgArg, parseArgs, patientPhoneOf, requiredText } from './args.js';
 import type { Tool, ToolContext } from './types.js';
 
 const schema = z.object({
@@ -30,11 +28,7 @@ export const takeMessage: Tool<typeof schema> = {
   async run(ctx: ToolContext, raw) {
     const args = parseArgs(schema, raw, NAMES);
     const { org, call } = ctx;
-    const phoneInput = args.patientPhone ?? call.callerNumber;
-    if (!phoneInput) {
-      throw new ToolError('missing_phone', "What's the best number for the front desk to call you back on?");
-    }
-    const phone = toE164(phoneInput, org.defaultRegion);
+    const phone = patientPhoneOf(ctx, args.patientPhone, "What's the best number for the front desk to call you back on?");
     const id = await withTenant(ctx.sql, ctx.tenant, (tx) =>
       addInboxMessage(tx, {
         orgId: org.id,
