@@ -718,9 +718,10 @@ async function reminderDrain(b: {
     }),
   );
   for (;;) {
-    const [r] = await owner<{ n: number }[]>`
-      SELECT count(*)::int AS n FROM sms_outbox WHERE status IN ('pending', 'sending') AND kind = 'reminder:1440'`;
-    if (r!.n === 0) break;
+    // EXISTS through the index of waiting rows: a count(*) here was a sequential scan every 100 ms, competing with the drain.
+    const [r] = await owner<{ waiting: boolean }[]>`
+      SELECT EXISTS (SELECT 1 FROM sms_outbox WHERE status IN ('pending', 'sending') AND kind = 'reminder:1440') AS waiting`;
+    if (!r!.waiting) break;
     await new Promise((res) => setTimeout(res, 100));
   }
   const secs = (performance.now() - start) / 1000;
