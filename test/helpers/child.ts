@@ -45,6 +45,8 @@ export async function startChild(h: Harness, env: Record<string, string>): Promi
       WORKER_DB_PASSWORD: h.secrets.workerDbPassword,
       // As in the in-process harness: no background probes unless a test asks for them.
       SMS_HEALTH_ENABLED: 'false',
+      // As in the in-process harness (see there).
+      CLIENT_SECRET_SCRYPT_N: '1024',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
