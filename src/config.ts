@@ -73,6 +73,11 @@ const schema = z.object({
       if (t === 'true') return true;
       return /^\d+$/.test(t) ? Number(t) : t;
     }),
+  /**
+   * scrypt's cost N for new client secret hashes (a power of two). Stored hashes keep their own N, so a
+   * change applies to clients created afterwards. Only the test suite lowers it, to save CPU.
+   */
+  CLIENT_SECRET_SCRYPT_N: intFrom(16384, 1024, 1_048_576).refine((n) => (n & (n - 1)) === 0, 'must be a power of two'),
   /** Token endpoint throttles: failed attempts per source address / per client id per window. */
   OAUTH_FAILURES_PER_SOURCE: intFrom(20, 1, 100_000),
   OAUTH_FAILURES_PER_CLIENT: intFrom(10, 1, 100_000),

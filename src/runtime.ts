@@ -101,6 +101,7 @@ export async function createRuntime(opts: {
         failuresPerClient: cfg.OAUTH_FAILURES_PER_CLIENT,
         windowSeconds: cfg.OAUTH_THROTTLE_WINDOW_SECONDS,
         throttlePauseMs: cfg.OAUTH_THROTTLE_PAUSE_MS,
+        scryptN: cfg.CLIENT_SECRET_SCRYPT_N,
       }),
       sms,
       orgCache: new OrgContextCache(cfg.ORG_CACHE_TTL_MS),

@@ -7,12 +7,15 @@ import { startEmbeddedPostgres } from '../src/db/embedded.js';
 import { migrate } from '../src/db/migrate.js';
 import { APP_ROLE, WORKER_ROLE, enableRoleLogin } from '../src/db/roles.js';
 import { APP_DB_PASSWORD, WORKER_DB_PASSWORD } from './helpers/harness.js';
+import { buildServer } from './helpers/server-build.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
     clusterUrl: string;
     /** A database with every migration applied, copied for each test file (CREATE DATABASE ... TEMPLATE). */
     templateDatabase: string;
+    /** src/ compiled once for the run (see test/helpers/server-build.ts): `node <serverDir>/src/main.js` is the server. */
+    serverDir: string;
   }
 }
 
@@ -22,6 +25,7 @@ declare module 'vitest' {
  * away afterwards; everything else is stock.
  */
 export default async function setup(project: TestProject) {
+  const serverDir = buildServer();
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-tools-test-'));
   const db = await startEmbeddedPostgres({
     dataDir,
@@ -48,8 +52,10 @@ export default async function setup(project: TestProject) {
     await owner.end();
   }
   project.provide('templateDatabase', template);
+  project.provide('serverDir', await serverDir);
   return async () => {
     await db.stop();
+    await fs.rm(await serverDir, { recursive: true, force: true });
     await fs.rm(dataDir, { recursive: true, force: true });
   };
 }

@@ -5,6 +5,7 @@
  * authenticated before keeps getting tokens through a storm.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_SCRYPT_N } from '../src/auth/clients.js';
 import { registry } from '../src/metrics.js';
 import { ADMIN_TOKEN, createOrg, startHarness, type Harness, type TestOrg } from './helpers/harness.js';
 
@@ -21,6 +22,8 @@ beforeAll(async () => {
     OAUTH_FAILURES_PER_CLIENT: String(LIMIT_CLIENT),
     OAUTH_THROTTLE_WINDOW_SECONDS: '60',
     OAUTH_THROTTLE_PAUSE_MS: '50',
+    // Timed against real secret checks: the production cost, not the suite's cheaper one.
+    CLIENT_SECRET_SCRYPT_N: String(DEFAULT_SCRYPT_N),
   });
   org = await createOrg(h);
 });

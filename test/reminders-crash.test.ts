@@ -81,7 +81,26 @@ describe('exactly once across processes', () => {
     children.delete(first);
     await twilio.setFault(null);
 
-    const [b, c] = await Promise.all([spawn({}), spawn({})]);
+    // Both processes must take part, so neither may drain the outbox before the
+    // other is up: until both answer, sms_attempts is locked, and a process that
+    // claimed rows waits on its first attempt row instead of sending.
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const lockTx = h.owner.begin(async (tx) => {
+      await tx`LOCK TABLE sms_attempts IN EXCLUSIVE MODE`;
+      locked();
+      await released;
+    });
+    await isLocked;
+    let b: Child, c: Child;
+    try {
+      [b, c] = await Promise.all([spawn({}), spawn({})]);
+    } finally {
+      release();
+      await lockTx;
+    }
     await waitFor(
       'every reminder to be sent',
       async () => {

@@ -153,14 +153,23 @@ function cases(n: number): Array<TextClinic & { startsAt: string; cancelByReply:
   });
 }
 
+/** Rendering is deterministic: each case's texts are rendered once and checked by every test below. */
+const rendered = new WeakMap<object, string[]>();
 function allTexts(c: ReturnType<typeof cases>[number]): string[] {
-  return [
-    renderReminder(c),
-    renderConfirmation(c),
-    renderConfirmation({ ...c, kind: 'rescheduled' }),
-    ...REPLIES.map((k) => renderReply(k, c)),
-  ];
+  let texts = rendered.get(c);
+  if (!texts) {
+    texts = [
+      renderReminder(c),
+      renderConfirmation(c),
+      renderConfirmation({ ...c, kind: 'rescheduled' }),
+      ...REPLIES.map((k) => renderReply(k, c)),
+    ];
+    rendered.set(c, texts);
+  }
+  return texts;
 }
+/** The reminder and the replies (not the confirmations), from the same rendering. */
+const reminderAndReplies = (c: ReturnType<typeof cases>[number]) => [allTexts(c)[0]!, ...allTexts(c).slice(3)];
 
 describe('every text, over long and awkward clinic names, zones, numbers and both locales', () => {
   const all = cases(200);
@@ -176,7 +185,7 @@ describe('every text, over long and awkward clinic names, zones, numbers and bot
         if (phone) expect(text, text).toContain(phone);
       }
       // The time is never cut: the reminder shows the whole clock and zone abbreviation.
-      const reminder = renderReminder(c);
+      const reminder = allTexts(c)[0]!;
       expect(reminder, reminder).toMatch(/ at (\d{1,2}:\d{2}( [AP]M)?) [A-Z][A-Za-z]*(?:[+-]\d{1,2}(?::\d{2})?)?\. Reply C/);
     }
   });
@@ -186,7 +195,7 @@ describe('every text, over long and awkward clinic names, zones, numbers and bot
       const clinic = toGsm7(c.clinicName).replace(/\s+/g, ' ').trim();
       // A name of nothing but emoji has nothing to show; the texts then start with the message itself.
       if (!clinic) continue;
-      for (const text of [renderReminder(c), ...REPLIES.map((k) => renderReply(k, c))]) {
+      for (const text of reminderAndReplies(c)) {
         const shown = text.slice(0, text.indexOf(': '));
         expect(clinic.startsWith(shown), `${shown} | ${clinic}`).toBe(true);
         // A cut never leaves a dangling separator, so "at least 10" is the first 10 less those.

@@ -13,10 +13,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DateTime } from 'luxon';
 import postgres from 'postgres';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { freePort } from '../src/net.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** src/main.ts, compiled once for the run by the global setup. */
+const SERVER = path.join(inject('serverDir'), 'src', 'main.js');
 const DEMO_ORG = '5eed0000-0000-4000-8000-000000000001';
 const ZONE = 'America/New_York';
 
@@ -34,7 +36,7 @@ let dataDir: string;
 const pgDir = () => path.join(dataDir, 'pg');
 
 function launch(port: number, env: Record<string, string> = {}): Launched {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const proc = spawn(process.execPath, [SERVER], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH ?? '',
@@ -422,7 +424,7 @@ describe('VERIFY_SMS_BRIDGE.sh without a server', () => {
 describe('start-up failures: one line on stderr, no stack, nothing left running', () => {
   const run = (env: Record<string, string>) =>
     new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      const proc = spawn(process.execPath, [SERVER], {
         cwd: ROOT,
         env: { PATH: process.env.PATH ?? '', HOME: os.tmpdir(), LOG_LEVEL: 'warn', HOST: '127.0.0.1', ...env },
         stdio: ['ignore', 'ignore', 'pipe'],

@@ -1,7 +1,9 @@
 // The SNS adapter, with the real @aws-sdk/client-sns against the fake SNS (awsQuery over HTTP).
 import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { inspect } from 'node:util';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createSnsProvider, classifySnsError, loadSnsSdk } from '../src/sms/providers/sns.js';
 import { ProviderSendError, type SendRequest, type SmsProvider } from '../src/sms/types.js';
 import { DEFAULT_SNS_ACCOUNT, startFakeSns, type FakeSns } from './fakes/fake-sns.js';
@@ -236,7 +238,9 @@ describe("SNS adapter: SNS's own opt-out list", () => {
 
 describe('SNS SDK loading', () => {
   it('a server whose clinics use no SNS never imports @aws-sdk/client-sns; building an SNS link does', async () => {
-    // A resolve hook in the child reports every @aws-sdk module the process asks for.
+    // A resolve hook in the child reports every @aws-sdk module the process asks for. The child
+    // loads src/ as compiled once for the run (test/helpers/server-build.ts), so it starts quickly.
+    const compiled = (file: string) => JSON.stringify(pathToFileURL(path.join(inject('serverDir'), 'src', file)).href);
     const hook = `let port; export function initialize(d) { port = d.port; }
       export async function resolve(s, c, next) { if (s.includes('@aws-sdk/')) port.postMessage(s); return next(s, c); }`;
     const script = `
@@ -248,9 +252,9 @@ describe('SNS SDK loading', () => {
       port1.unref();
       register('data:text/javascript,' + encodeURIComponent(${JSON.stringify(hook)}), import.meta.url, { data: { port: port2 }, transferList: [port2] });
       const settle = () => new Promise((r) => setTimeout(r, 100));
-      const { createRuntime } = await import('./src/runtime.ts');
-      const { snsSdkRequested, loadSnsSdk } = await import('./src/sms/providers/sns.ts');
-      const { createProvider } = await import('./src/sms/providers/index.ts');
+      const { createRuntime } = await import(${compiled('runtime.js')});
+      const { snsSdkRequested, loadSnsSdk } = await import(${compiled('sms/providers/sns.js')});
+      const { createProvider } = await import(${compiled('sms/providers/index.js')});
       const settings = { timeoutMs: 100, sdkTimeoutMarginMs: 0, baseUrls: {}, orgId: 'o' };
       createProvider({ kind: 'twilio', accountSid: 'AC' + '0'.repeat(32), authToken: 'x'.repeat(20) }, settings);
       await settle();
@@ -261,7 +265,7 @@ describe('SNS SDK loading', () => {
       console.log(JSON.stringify({ runtime: typeof createRuntime, before, after: { flag: snsSdkRequested(), sns: seen.includes('@aws-sdk/client-sns') } }));
     `;
     const out = await new Promise<string>((resolve, reject) =>
-      execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: process.cwd() }, (err, stdout, stderr) =>
+      execFile(process.execPath, ['--input-type=module', '-e', script], { cwd: process.cwd() }, (err, stdout, stderr) =>
         err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
       ),
     );

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { REDACT_PATHS, phoneForLog } from '../src/log.js';
 import { callTools, createOrg, localDate, resultOf, startHarness, vapiMessage, type Harness, type TestOrg } from './helpers/harness.js';
 import { useHarness, useClinic } from './helpers/fixture.js';
@@ -669,10 +671,11 @@ describe('buffered log writes (src/log.ts createLogger)', () => {
     const child = spawn(
       process.execPath,
       [
-        '--import',
-        'tsx',
+        '--input-type=module',
         '-e',
-        "const { createLogger } = await import('./src/log.ts'); createLogger('info').info({ n: 1 }, 'one line'); setTimeout(() => {}, 5000);",
+        // src/log.ts as compiled once for the run (test/helpers/server-build.ts).
+        `const { createLogger } = await import(${JSON.stringify(pathToFileURL(path.join(inject('serverDir'), 'src', 'log.js')).href)}); ` +
+          "createLogger('info').info({ n: 1 }, 'one line'); setTimeout(() => {}, 5000);",
       ],
       { cwd: new URL('..', import.meta.url), stdio: ['ignore', 'pipe', 'inherit'] },
     );

@@ -48,6 +48,8 @@ export interface ClientAuthOptions {
   /** Failed attempts against one client id per window. */
   failuresPerClient: number;
   windowSeconds: number;
+  /** scrypt's N for new client secrets: the calibration hash uses it too, so padding matches real checks. */
+  scryptN?: number;
 }
 
 export class ClientAuthenticator {
@@ -61,12 +63,14 @@ export class ClientAuthenticator {
   private readonly checks = new PQueue({ concurrency: 2 });
   private readonly calibrated: Promise<void>;
   private readonly throttlePauseMs: number;
+  private readonly scryptN: number | undefined;
 
   constructor(
     private readonly sql: Sql,
     opts: ClientAuthOptions,
   ) {
     this.throttlePauseMs = opts.throttlePauseMs;
+    this.scryptN = opts.scryptN;
     this.bySource = new RateLimiterMemory({ keyPrefix: 'src', points: opts.failuresPerSource, duration: opts.windowSeconds });
     this.byClient = new RateLimiterMemory({ keyPrefix: 'cli', points: opts.failuresPerClient, duration: opts.windowSeconds });
     this.calibrated = this.calibrate();
@@ -168,7 +172,7 @@ export class ClientAuthenticator {
   }
 
   private async calibrate(): Promise<void> {
-    const stored = await hashSecret(randomBytes(24).toString('base64url'));
+    const stored = await hashSecret(randomBytes(24).toString('base64url'), this.scryptN);
     const t = performance.now();
     await verifySecret('calibration', stored);
     this.scryptMs = performance.now() - t;

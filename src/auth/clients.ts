@@ -10,7 +10,9 @@ import { AppError } from '../errors.js';
  */
 
 const scryptAsync = promisify(scrypt) as (pw: string, salt: Buffer, len: number, opts: object) => Promise<Buffer>;
-const SCRYPT = { N: 16384, r: 8, p: 1 };
+/** scrypt's cost N for new hashes (CLIENT_SECRET_SCRYPT_N); a stored hash carries its own, so any N verifies. */
+export const DEFAULT_SCRYPT_N = 16384;
+const SCRYPT = { r: 8, p: 1 };
 
 export function newClientId(): string {
   return `cli_${randomBytes(12).toString('base64url')}`;
@@ -20,10 +22,10 @@ export function newClientSecret(): string {
   return `cs_${randomBytes(32).toString('base64url')}`;
 }
 
-export async function hashSecret(secret: string): Promise<string> {
+export async function hashSecret(secret: string, N = DEFAULT_SCRYPT_N): Promise<string> {
   const salt = randomBytes(16);
-  const hash = await scryptAsync(secret, salt, 32, SCRYPT);
-  return `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${salt.toString('base64')}$${hash.toString('base64')}`;
+  const hash = await scryptAsync(secret, salt, 32, { N, ...SCRYPT });
+  return `scrypt$${N}$${SCRYPT.r}$${SCRYPT.p}$${salt.toString('base64')}$${hash.toString('base64')}`;
 }
 
 export async function verifySecret(secret: string, stored: string): Promise<boolean> {
@@ -68,12 +70,12 @@ export interface IssuedClient {
 export async function createClient(
   sql: Sql,
   orgId: string,
-  opts: { name?: string | undefined; clientId?: string; clientSecret?: string } = {},
+  opts: { name?: string | undefined; clientId?: string; clientSecret?: string; scryptN?: number } = {},
 ): Promise<IssuedClient | null> {
   const clientId = opts.clientId ?? newClientId();
   const clientSecret = opts.clientSecret ?? newClientSecret();
   const name = opts.name ?? 'default';
-  const hash = await hashSecret(clientSecret);
+  const hash = await hashSecret(clientSecret, opts.scryptN);
   return withOrg(sql, orgId, async (tx) => {
     const [org] = await tx`SELECT id FROM orgs WHERE id = ${orgId}`;
     if (!org) return null;
@@ -117,8 +119,15 @@ export async function revokeClient(sql: Sql, orgId: string, clientId: string): P
 }
 
 /** Pins a client's id and secret (the demo clinic's DEMO_CLIENT_ID / DEMO_CLIENT_SECRET), un-revoking it. */
-export async function pinClient(sql: Sql, orgId: string, clientId: string, clientSecret: string, name: string): Promise<void> {
-  const hash = await hashSecret(clientSecret);
+export async function pinClient(
+  sql: Sql,
+  orgId: string,
+  clientId: string,
+  clientSecret: string,
+  name: string,
+  scryptN?: number,
+): Promise<void> {
+  const hash = await hashSecret(clientSecret, scryptN);
   await withOrg(
     sql,
     orgId,

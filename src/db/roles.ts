@@ -12,8 +12,17 @@ export async function enableRoleLogin(owner: Sql, role: string, password: string
   if (role !== APP_ROLE && role !== WORKER_ROLE) throw new Error(`unexpected role ${role}`);
   // ALTER ROLE cannot take a bind parameter; quote the literal ourselves.
   const literal = `'${password.replace(/'/g, "''")}'`;
-  await owner.unsafe(`ALTER ROLE ${role} LOGIN PASSWORD ${literal}`);
+  // Two processes starting at once on one database would update the same
+  // pg_authid row concurrently, and one would fail its start-up with "tuple
+  // concurrently updated": one at a time.
+  await owner.begin(async (tx) => {
+    await tx`SELECT pg_advisory_xact_lock(${ROLE_LOGIN_LOCK})`;
+    await tx.unsafe(`ALTER ROLE ${role} LOGIN PASSWORD ${literal}`);
+  });
 }
+
+// Arbitrary constant: serialises the password updates of concurrent starts (see enableRoleLogin).
+const ROLE_LOGIN_LOCK = 7_240_513_002;
 
 /** Builds a connection URL for `role` on the same server and database as `ownerUrl`. */
 export function urlForRole(ownerUrl: string, role: string, password: string): string {

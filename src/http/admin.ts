@@ -178,7 +178,7 @@ export function adminRouter(deps: AppDeps, registry: RouteRegistry): Router {
       example: { params: { id: EXAMPLE_ID }, body: { name: 'vapi-production' } },
     },
     async (req, res, { body }) => {
-      const client = await createClient(deps.sql, orgIdParam(req), { name: body.name });
+      const client = await createClient(deps.sql, orgIdParam(req), { name: body.name, scryptN: deps.cfg.CLIENT_SECRET_SCRYPT_N });
       if (!client) throw notFound('org');
       res.set(NO_STORE).status(201).json(client);
     },

@@ -91,11 +91,11 @@ export async function seedDemo(
   }
   if (pinned.clientId && pinned.clientSecret) {
     const { clientId, clientSecret } = pinned;
-    await pinClient(sql, DEMO_ORG_ID, clientId, clientSecret, 'demo');
+    await pinClient(sql, DEMO_ORG_ID, clientId, clientSecret, 'demo', cfg.CLIENT_SECRET_SCRYPT_N);
     return { created: !exists, orgId: DEMO_ORG_ID, client: { clientId, clientSecret, generated: false } };
   }
   if (!exists) {
-    const client = await createClient(sql, DEMO_ORG_ID, { name: 'demo' });
+    const client = await createClient(sql, DEMO_ORG_ID, { name: 'demo', scryptN: cfg.CLIENT_SECRET_SCRYPT_N });
     if (client) return { created: true, orgId: DEMO_ORG_ID, client: { ...client, generated: true } };
   }
   return { created: false, orgId: DEMO_ORG_ID };

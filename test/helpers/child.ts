@@ -7,6 +7,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { inject } from 'vitest';
 import { freePort } from '../../src/net.js';
 import { ADMIN_TOKEN, JWT_SECRET, type Harness } from './harness.js';
 
@@ -20,11 +21,11 @@ export interface Child {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Starts `node --import tsx src/main.ts` against the harness's database and waits until it answers /healthz. */
+/** Starts the server (src/main.ts, compiled once for the run) against the harness's database and waits until it answers /healthz. */
 export async function startChild(h: Harness, env: Record<string, string>): Promise<Child> {
   const port = await freePort();
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-tools-child-'));
-  const proc: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const proc: ChildProcess = spawn(process.execPath, [path.join(inject('serverDir'), 'src', 'main.js')], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH ?? '',
@@ -44,6 +45,8 @@ export async function startChild(h: Harness, env: Record<string, string>): Promi
       WORKER_DB_PASSWORD: h.secrets.workerDbPassword,
       // As in the in-process harness: no background probes unless a test asks for them.
       SMS_HEALTH_ENABLED: 'false',
+      // As in the in-process harness (see there).
+      CLIENT_SECRET_SCRYPT_N: '1024',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -66,6 +66,10 @@ export async function startHarness(
     // Suites make many failed token requests on purpose; the throttle has its own tests.
     OAUTH_FAILURES_PER_SOURCE: '100000',
     OAUTH_FAILURES_PER_CLIENT: '100000',
+    // Every clinic a test makes hashes a client secret and checks it once for its token: at the
+    // production cost (N = 16384) that was ~60 ms of CPU each, hundreds of times a run.
+    // test/oauth-throttle.test.ts, which times secret checks, keeps the production cost.
+    CLIENT_SECRET_SCRYPT_N: '1024',
     // Given, so the runtime does not set the roles' passwords itself: files
     // starting at the same time would ALTER the same role concurrently.
     APP_DATABASE_URL: urlForRole(ownerUrl, APP_ROLE, APP_DB_PASSWORD),

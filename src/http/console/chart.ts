@@ -49,9 +49,5 @@ export function deliveryChart(series: HourBucket[] | undefined, hours: number): 
         : `Delivery rate by hour, last ${hours} hours: ${pct(overall)} overall` +
           (low ? `, ${low} ${low === 1 ? 'hour' : 'hours'} below 80 %` : '');
   const width = hours * (W + GAP) - GAP;
-  return html`<svg class="chart" viewBox="0 0 ${width} ${H}" width="${width}" height="${H}" role="img" aria-label="${label}">
-    <title>${label}</title>
-    <line class="base" x1="0" y1="${H - 0.5}" x2="${width}" y2="${H - 0.5}" />
-    ${trusted(bars.join(''))}
-  </svg>`;
+  return html`<svg class="chart" viewBox="0 0 ${width} ${H}" width="${width}" height="${H}" role="img" aria-label="${label}"><title>${label}</title><line class="base" x1="0" y1="${H - 0.5}" x2="${width}" y2="${H - 0.5}"/>${trusted(bars.join(''))}</svg>`;
 }
