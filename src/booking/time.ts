@@ -162,8 +162,10 @@ export function localDayBounds(date: LocalDate, zone: string): { start: DateTime
 
 /** Calendar arithmetic on a local date, independent of any zone. */
 export function addDays(date: LocalDate, days: number): LocalDate {
-  const d = DateTime.fromObject(date, { zone: 'UTC' }).plus({ days });
-  return { year: d.year, month: d.month, day: d.day };
+  // Calendar arithmetic on a UTC date (setUTCFullYear, unlike Date.UTC, keeps years below 100 as they are).
+  const d = new Date(0);
+  d.setUTCFullYear(date.year, date.month - 1, date.day + days);
+  return { year: d.getUTCFullYear(), month: d.getUTCMonth() + 1, day: d.getUTCDate() };
 }
 
 /** The clinic-local calendar date of a DateTime (in the zone it is set to). */

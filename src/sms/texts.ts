@@ -75,8 +75,10 @@ function fitOneSegment(clinic: string, wordings: Wording[], what: string): strin
   throw new Error(`${what} text cannot fit in one SMS segment`);
 }
 
-const fits = (message: string): boolean =>
-  segmentInfo(message).encoding === 'GSM-7' && segmentInfo(message).units <= SINGLE_SEGMENT_SEPTETS;
+const fits = (message: string): boolean => {
+  const info = segmentInfo(message);
+  return info.encoding === 'GSM-7' && info.units <= SINGLE_SEGMENT_SEPTETS;
+};
 
 /** " Call (415) 555-0100." — or nothing when the clinic has no number. */
 function callPart(c: TextClinic, lead = 'Call'): string {
@@ -221,7 +223,19 @@ const HAS_OFFSET = /(?:Z|[+-]\d{2}(?::?\d{2})?)$/i;
 const ABBREVIATION_LOCALES = ['en-US', 'en-CA', 'en-GB', 'en-IE', 'en-AU', 'en-NZ', 'en-IN', 'en-ZA'] as const;
 const OFFSET_STYLE_NAME = /^(?:GMT|UTC)[+\-\u2212]/;
 
+// A booking renders its confirmation and then its reminders for the same
+// instant, zone and locale: the last answer is kept for the next call.
+let lastWhen: { key: string; text: string } | undefined;
+
 function formatWhen(startsAt: string, timeZone: string, locale: Locale | undefined): string {
+  const key = `${startsAt}|${timeZone}|${locale ?? ''}`;
+  if (lastWhen?.key === key) return lastWhen.text;
+  const text = formatWhenUncached(startsAt, timeZone, locale);
+  lastWhen = { key, text };
+  return text;
+}
+
+function formatWhenUncached(startsAt: string, timeZone: string, locale: Locale | undefined): string {
   if (typeof startsAt !== 'string' || !HAS_OFFSET.test(startsAt.trim())) {
     // A naive local time would be read in the server's zone: refuse to guess.
     throw new Error(
