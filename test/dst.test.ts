@@ -649,13 +649,16 @@ describe('the database and the application agree on opening hours', () => {
         // Every quarter hour of the day in real time (second occurrences included), and the evening before.
         for (let t = dayStart.toMillis() - 2 * 3_600_000; t < dayEnd.toMillis(); t += 15 * 60_000) {
           const start = DateTime.fromMillis(t, { zone });
+          const startIso = start.toISO()!;
           for (const minutes of [30, 60, 90]) {
             const end = start.plus({ minutes });
+            // Formatted once for every set of hours, not once per set.
+            const endIso = end.toISO()!;
             orgs.forEach((org, i) => {
               hi.push(i + 1);
               zs.push(zone);
-              ss.push(start.toISO()!);
-              es.push(end.toISO()!);
+              ss.push(startIso);
+              es.push(endIso);
               want.push(isWithinOpeningHours(org, start, end));
             });
           }

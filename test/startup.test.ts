@@ -6,18 +6,23 @@ import { freePort } from '../src/net.js';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, inject, it } from 'vitest';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const SERVER = path.join(inject('serverDir'), 'src', 'main.js');
 const children: ChildProcess[] = [];
 afterAll(() => {
   for (const c of children) c.kill('SIGKILL');
 });
 
-/** Starts `src/main.ts` exactly as `npm run dev` would, and waits for "listening". */
+/**
+ * Starts the server as `npm start` does, from src/ compiled (once for the run, by the global
+ * setup: test/helpers/server-build.ts), and waits for "listening". Nothing here is about tsx,
+ * and going through it cost a second or two of CPU per start.
+ */
 async function startServer(env: Record<string, string>, uid?: number) {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, [SERVER], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: os.tmpdir(), PORT: String(port), LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -29,6 +29,8 @@ async function sources(dir: string): Promise<string[]> {
 /** Compiles src/ into a new directory under the package root; returns it (its src/main.js is the server). */
 export async function buildServer(): Promise<string> {
   const outDir = await fs.mkdtemp(path.join(ROOT, '.test-build-'));
+  // mkdtemp makes it 0700; test/startup.test.ts also runs it as a normal user.
+  await fs.chmod(outDir, 0o755);
   await build({
     entryPoints: await sources(path.join(ROOT, 'src')),
     outdir: path.join(outDir, 'src'),
