@@ -107,28 +107,27 @@ describe('npm start on an empty embedded database', () => {
     }
   }, 180_000);
 
-  // `mktemp -d` is 0700: as root, the postgres user cannot enter a checkout there.
-  it.runIf(process.getuid?.() === 0)(
-    'as root, starts from a data directory under a private (0700) directory',
-    async () => {
-      const parent = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-private-'));
-      await fs.chmod(parent, 0o700);
-      const dataDir = path.join(parent, '.data');
-      try {
-        const s = await startServer({ DATA_DIR: dataDir });
-        expect(s.output()).toContain('Demo clinic ready');
-        expect(s.output()).toContain(`gave the postgres user search (o+x) permission on: ${parent}`);
-        expect((await fetch(`${s.base}/readyz`)).status).toBe(200);
-        await s.stop();
-        expect((await fs.stat(path.join(dataDir, 'pg', 'PG_VERSION'))).isFile()).toBe(true);
-        // Search only: others may pass through, never list.
-        expect((await fs.stat(parent)).mode & 0o777).toBe(0o701);
-      } finally {
-        await fs.rm(parent, { recursive: true, force: true });
-      }
-    },
-    180_000,
-  );
+  // `mktemp -d` is 0700: as root, the postgres user cannot enter a checkout there, so the
+  // service opens the way (search only); a normal user owns the directory and needs nothing.
+  const asRoot = process.getuid?.() === 0;
+  it(`starts from a data directory under a private (0700) directory (${asRoot ? 'as root: search permission given to postgres' : 'as a normal user: permissions left alone'})`, async () => {
+    const parent = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-private-'));
+    await fs.chmod(parent, 0o700);
+    const dataDir = path.join(parent, '.data');
+    try {
+      const s = await startServer({ DATA_DIR: dataDir });
+      expect(s.output()).toContain('Demo clinic ready');
+      if (asRoot) expect(s.output()).toContain(`gave the postgres user search (o+x) permission on: ${parent}`);
+      else expect(s.output()).not.toContain('gave the postgres user');
+      expect((await fetch(`${s.base}/readyz`)).status).toBe(200);
+      await s.stop();
+      expect((await fs.stat(path.join(dataDir, 'pg', 'PG_VERSION'))).isFile()).toBe(true);
+      // As root: search only, others may pass through, never list. Otherwise untouched.
+      expect((await fs.stat(parent)).mode & 0o777).toBe(asRoot ? 0o701 : 0o700);
+    } finally {
+      await fs.rm(parent, { recursive: true, force: true });
+    }
+  }, 180_000);
 
   // As root the server runs PostgreSQL as the "postgres" user; this checks the
   // other path, a normal user, when the checkout is readable by one.
@@ -143,13 +142,16 @@ describe('npm start on an empty embedded database', () => {
       return undefined;
     }
   })();
-  it.runIf(nobody !== undefined)(
+  // Run by a normal user, the suite is that user: the server starts as it, PostgreSQL too. Run by
+  // root, the server is started as "nobody", which needs a checkout others may read (a clone
+  // into a 0700 directory is not one: that case alone has no normal user to start as).
+  it.runIf(!asRoot || nobody !== undefined)(
     'also starts as a normal (non-root) user',
     async () => {
       const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'clinic-start-user-'));
-      await fs.chown(dataDir, nobody!, nobody!);
+      if (asRoot) await fs.chown(dataDir, nobody!, nobody!);
       try {
-        const s = await startServer({ DATA_DIR: dataDir }, nobody);
+        const s = await startServer({ DATA_DIR: dataDir }, asRoot ? nobody : undefined);
         expect(s.output()).toContain('Demo clinic ready');
         expect((await fetch(`${s.base}/readyz`)).status).toBe(200);
         await s.stop();
