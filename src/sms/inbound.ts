@@ -20,7 +20,7 @@ import { phoneForLog, scrubPhones } from '../log.js';
 import { smsInbound } from '../metrics.js';
 import type { ChainLink, ChainLoader } from './config.js';
 import { handleReply, type ReplyOutcome, type ReplyResult } from './replies.js';
-import { renderKeywordReply, type KeywordAction } from './texts.js';
+import { oneWordOf, renderKeywordReply, type KeywordAction } from './texts.js';
 import type { InboundMessage } from './types.js';
 import type { StoredWebhook } from './webhooks.js';
 
@@ -46,12 +46,8 @@ export const KEYWORD_LIST: ReadonlyArray<{ keyword: string; action: KeywordActio
  * is not a keyword: it goes to the inbox.
  */
 export function keywordOf(text: string): { keyword: string; action: KeywordAction } | null {
-  const word = text
-    .normalize('NFKC')
-    .trim()
-    .replace(/^[\p{P}\p{S}\s]+|[\p{P}\p{S}\s]+$/gu, '')
-    .toUpperCase();
-  if (!word || /\s/.test(word)) return null;
+  const word = oneWordOf(text);
+  if (!word) return null;
   const action = KEYWORDS.get(word);
   return action ? { keyword: word, action } : null;
 }

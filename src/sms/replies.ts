@@ -28,7 +28,7 @@ import { DateTime } from 'luxon';
 import type { TransactionSql } from 'postgres';
 import type { Locale } from '../booking/time.js';
 import { addInboxMessage } from '../inbox/inbox.js';
-import { renderReply, type ReplyKind } from './texts.js';
+import { oneWordOf, renderReply, type ReplyKind } from './texts.js';
 
 export type ReplyKeyword = 'confirm' | 'reschedule' | 'cancel';
 
@@ -41,12 +41,8 @@ export const CANCEL_CONFIRM_WINDOW_HOURS = 24;
 
 /** The reply keyword a text is, if any: one word, case and punctuation around it ignored. */
 export function replyKeywordOf(text: string, cancelByReply: boolean): ReplyKeyword | null {
-  const word = text
-    .normalize('NFKC')
-    .trim()
-    .replace(/^[\p{P}\p{S}\s]+|[\p{P}\p{S}\s]+$/gu, '')
-    .toUpperCase();
-  if (!word || /\s/.test(word)) return null;
+  const word = oneWordOf(text);
+  if (!word) return null;
   if (CONFIRM.has(word)) return 'confirm';
   if (RESCHEDULE.has(word)) return 'reschedule';
   if (cancelByReply && CANCEL.has(word)) return 'cancel';

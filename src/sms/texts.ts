@@ -337,6 +337,20 @@ function septets(gsmText: string): number {
   return segmentInfo(gsmText).units;
 }
 
+/**
+ * A patient's text as one keyword, upper case, if it is a single word:
+ * case-insensitive, with punctuation and symbols around it ignored ("Stop.",
+ * " c! ", "STOP"). Two words ("Stop please") are no keyword: null.
+ */
+export function oneWordOf(text: string): string | null {
+  const word = text
+    .normalize('NFKC')
+    .trim()
+    .replace(/^[\p{P}\p{S}\s]+|[\p{P}\p{S}\s]+$/gu, '')
+    .toUpperCase();
+  return word && !/\s/.test(word) ? word : null;
+}
+
 /** What a keyword texted to a clinic number does (src/sms/inbound.ts). */
 export type KeywordAction = 'opt_out' | 'opt_in' | 'help';
 
